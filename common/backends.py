@@ -1,0 +1,88 @@
+"""The five backends, and the small interface each framework build implements.
+
+A backend is one framework running one build: `torch` (pytorch_impl), `jax` (jax_impl) and
+Keras 3 (keras_impl) on each of its three backends. Keras fixes its backend when it is
+first imported, so one process holds at most one Keras backend; `load_backend` sets
+`KERAS_BACKEND` before that import and refuses a second, different one.
+
+`common` talks to a framework only through this interface, with numpy arrays in the
+canonical layout (images NCHW, values as float32); each backend converts at its edge.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any, Protocol
+
+import numpy as np
+
+from common.config import Config
+from common.errors import ConfigError
+
+BACKENDS: dict[str, str] = {
+    "torch": "pytorch_impl.backend",
+    "jax": "jax_impl.backend",
+    "keras-tensorflow": "keras_impl.backend",
+    "keras-jax": "keras_impl.backend",
+    "keras-torch": "keras_impl.backend",
+}
+
+# The pip extras each backend needs (pyproject.toml).
+EXTRAS = {"torch": "torch", "jax": "jax", "keras-tensorflow": "keras", "keras-jax": "keras,jax", "keras-torch": "keras,torch"}
+
+
+class Backend(Protocol):
+    name: str
+    layout: str  # "NCHW" or "NHWC": how this framework holds feature maps
+
+    def build(self, config: Config) -> tuple[Any, Any]:
+        """The generator and discriminator, initialised from `config.seed`."""
+
+    def run_layers(self, network: Any, inputs: np.ndarray) -> list[tuple[str, str, np.ndarray]]:
+        """Runs a canonical batch through `network` in training mode, layer by layer.
+
+        Returns (layer name, framework class name, output in this backend's layout) for
+        every layer of the built model, in order.
+        """
+
+    def parameters(self, network: Any) -> dict[str, dict[str, np.ndarray]]:
+        """Trainable parameters by layer name, then by canonical parameter name.
+
+        Canonical names are PyTorch's: `weight` (a kernel, or a BN scale) and `bias` (a bias,
+        or a BN offset). Arrays stay in the framework's own layout.
+        """
+
+
+def load_backend(name: str) -> Backend:
+    if name not in BACKENDS:
+        raise ConfigError("backend", name, "one of " + ", ".join(BACKENDS))
+    if name.startswith("keras-"):
+        wanted = name.removeprefix("keras-")
+        if "keras" in sys.modules:
+            current = sys.modules["keras"].backend.backend()
+            if current != wanted:
+                raise ConfigError(
+                    "backend", name,
+                    f"a Keras backend other than keras-{current}, which this process already imported; "
+                    "Keras fixes its backend per process, so run it in a new process",
+                )
+        os.environ["KERAS_BACKEND"] = wanted
+    try:
+        module = importlib.import_module(BACKENDS[name])
+    except ImportError as err:
+        extra = EXTRAS[name]
+        raise ConfigError(
+            "backend", name,
+            f"an installed framework ({err}); install it with: pip install -e '.[{extra}]'",
+        ) from None
+    return module.Backend(name)
+
+
+def to_canonical_shape(shape: tuple[int, ...], layout: str) -> tuple[int, ...]:
+    """A per-example shape from a backend's layout to CHW (vectors are unchanged)."""
+    if layout == "NHWC" and len(shape) == 3:
+        h, w, c = shape
+        return (c, h, w)
+    return tuple(shape)

@@ -1,0 +1,316 @@
+"""The shared configuration: model, optimisation and data, as frozen dataclasses.
+
+Every framework build reads the same `Config`; nothing about the model or the training
+algorithm is decided inside an `*_impl`. Values are validated here, in one place, so that a
+bad value fails with one `ConfigError` naming the key, the value and what is valid, before
+any framework is imported.
+
+Conventions that the frameworks default to differently are stated once, in the field's
+comment, in the PyTorch convention; each build translates them at its edge.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import tomli_w
+
+from common.errors import ConfigError
+from common.spec import discriminator_spec, generator_spec
+
+
+WEIGHTED_LAYERS = ("linear", "conv", "conv_transpose")
+ACTIVATIONS = ("relu", "leaky_relu", "tanh", "none")
+LATENT_DISTRIBUTIONS = ("normal", "uniform")
+INIT_SCHEMES = ("normal", "glorot_uniform")
+LOSSES = ("non_saturating",)
+G_FAKE_BATCH = ("reuse", "fresh")
+
+
+@dataclass(frozen=True)
+class Block:
+    """One step of a network's layer plan: a weighted layer and what follows it.
+
+    The spec (common/spec.py) expands a block into named layers, in this order:
+    [reshape or flatten when the tensor rank must change] weighted layer, batch_norm,
+    activation, dropout, [reshape after a generator's linear projection].
+    """
+
+    layer: str  # "linear" | "conv" | "conv_transpose"
+    width: int  # output channels as a multiple of ngf/ndf; 0 marks the network's output layer
+    kernel: int = 4
+    stride: int = 2
+    padding: int = 1  # PyTorch's Conv2d / ConvTranspose2d `padding`
+    bias: bool = False
+    batch_norm: bool = False
+    activation: str = "none"  # "relu" | "leaky_relu" | "tanh" | "none"
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    image_size: int = 64
+    channels: int = 3
+    latent_dim: int = 100
+    latent_dist: str = "normal"  # z ~ N(0, 1) or U(-1, 1)
+    ngf: int = 64  # generator base width
+    ndf: int = 64  # discriminator base width
+    generator: tuple[Block, ...] = ()
+    discriminator: tuple[Block, ...] = ()
+    leaky_slope: float = 0.2  # negative slope of every leaky_relu (PyTorch default 0.01, Keras 0.3)
+    bn_eps: float = 1e-5
+    bn_momentum: float = 0.1  # weight of the new batch statistic (PyTorch); Flax/Keras momentum = 1 - this
+    init: str = "normal"  # "normal": DCGAN's N(0, init_std), BN scale N(1, init_std); "glorot_uniform"
+    init_std: float = 0.02
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    batch_size: int = 128
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    eps: float = 1e-8  # Adam's epsilon, added to sqrt(v_hat) as in Kingma & Ba (PyTorch, optax)
+    d_steps: int = 1  # k: discriminator updates per generator update (Goodfellow et al., Algorithm 1)
+    real_label: float = 1.0  # target for real images; 0.9 is one-sided label smoothing
+    loss: str = "non_saturating"  # BCE on logits; G maximises log D(G(z))
+    g_fake_batch: str = "reuse"  # G update reuses the D step's fakes ("reuse") or draws new noise ("fresh")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "fashion-mnist"
+    data_dir: str = ""  # "" means the dataset's default location
+    image_size: int = 0  # 0 means the model's image_size
+    channels: int = 0  # 0 means the model's channels
+    center_crop: int = 0  # crop a centred square of this size before resizing; 0 means none
+    value_range: tuple[float, float] = (-1.0, 1.0)  # pixels are scaled to this range (tanh's)
+
+
+@dataclass(frozen=True)
+class Config:
+    preset: str
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(_tomlable(self.to_dict()))
+
+
+SECTIONS = {"model": ModelConfig, "optim": OptimConfig, "data": DataConfig}
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def validate(config: Config) -> Config:
+    """Checks every value; returns the config with data.image_size/channels resolved.
+
+    Reachability of the image size by the layer plan is checked by building the
+    architecture spec, which knows the layer arithmetic.
+    """
+    m, o, d = config.model, config.optim, config.data
+    for key in ("image_size", "channels", "latent_dim", "ngf", "ndf"):
+        _positive_int(f"model.{key}", getattr(m, key))
+    _one_of("model.latent_dist", m.latent_dist, LATENT_DISTRIBUTIONS)
+    _one_of("model.init", m.init, INIT_SCHEMES)
+    _in_range("model.leaky_slope", m.leaky_slope, 0.0, 1.0, "a number in [0, 1)", hi_open=True)
+    _in_range("model.bn_eps", m.bn_eps, 0.0, math.inf, "a number > 0", lo_open=True)
+    _in_range("model.bn_momentum", m.bn_momentum, 0.0, 1.0, "a number in (0, 1)", lo_open=True, hi_open=True)
+    _in_range("model.init_std", m.init_std, 0.0, math.inf, "a number > 0", lo_open=True)
+    for net in ("generator", "discriminator"):
+        blocks = getattr(m, net)
+        if not blocks:
+            raise ConfigError(f"model.{net}", blocks, "a non-empty list of blocks")
+        for i, block in enumerate(blocks):
+            _validate_block(f"model.{net}[{i}]", block, last=i == len(blocks) - 1)
+
+    _positive_int("optim.batch_size", o.batch_size)
+    _positive_int("optim.d_steps", o.d_steps)
+    for key in ("lr_g", "lr_d", "eps"):
+        _in_range(f"optim.{key}", getattr(o, key), 0.0, math.inf, "a number > 0", lo_open=True)
+    for key in ("beta1", "beta2"):
+        _in_range(f"optim.{key}", getattr(o, key), 0.0, 1.0, "a number in [0, 1)", hi_open=True)
+    _in_range("optim.real_label", o.real_label, 0.5, 1.0, "a number in (0.5, 1]", lo_open=True)
+    _one_of("optim.loss", o.loss, LOSSES)
+    _one_of("optim.g_fake_batch", o.g_fake_batch, G_FAKE_BATCH)
+
+    if not d.dataset:
+        raise ConfigError("data.dataset", d.dataset, "a dataset name or a folder path")
+    for key, model_value in (("image_size", m.image_size), ("channels", m.channels)):
+        value = getattr(d, key)
+        if value not in (0, model_value):
+            raise ConfigError(f"data.{key}", value, f"0 (the model's) or model.{key}={model_value}")
+    if d.center_crop < 0 or (d.center_crop and d.center_crop < m.image_size):
+        raise ConfigError("data.center_crop", d.center_crop, f"0 (none) or a size >= model.image_size={m.image_size}")
+    if tuple(d.value_range) != (-1.0, 1.0):
+        raise ConfigError("data.value_range", d.value_range, "[-1.0, 1.0], the range of the generator's tanh")
+    _int("seed", config.seed)
+
+    resolved = dataclasses.replace(
+        config, data=dataclasses.replace(d, image_size=m.image_size, channels=m.channels)
+    )
+    generator_spec(resolved.model)
+    discriminator_spec(resolved.model)
+    return resolved
+
+
+def _validate_block(key: str, block: Block, last: bool) -> None:
+    _one_of(f"{key}.layer", block.layer, WEIGHTED_LAYERS)
+    _one_of(f"{key}.activation", block.activation, ACTIVATIONS)
+    _int(f"{key}.width", block.width)
+    if last and block.width != 0:
+        raise ConfigError(f"{key}.width", block.width, "0 on the last block, which is the network's output")
+    if not last and block.width <= 0:
+        raise ConfigError(f"{key}.width", block.width, "a positive multiple of the base width (0 only on the last block)")
+    for name in ("kernel", "stride"):
+        _positive_int(f"{key}.{name}", getattr(block, name))
+    _int(f"{key}.padding", block.padding)
+    if block.padding < 0 or block.padding >= block.kernel:
+        raise ConfigError(f"{key}.padding", block.padding, f"an integer in [0, kernel={block.kernel})")
+    _in_range(f"{key}.dropout", block.dropout, 0.0, 1.0, "a number in [0, 1)", hi_open=True)
+
+
+def _int(key: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(key, value, "an integer")
+
+
+def _positive_int(key: str, value: Any) -> None:
+    _int(key, value)
+    if value <= 0:
+        raise ConfigError(key, value, "a positive integer")
+
+
+def _one_of(key: str, value: Any, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ConfigError(key, value, "one of " + ", ".join(valid))
+
+
+def _in_range(key, value, lo, hi, valid, lo_open=False, hi_open=False) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
+        raise ConfigError(key, value, valid)
+    if (value < lo or (lo_open and value == lo)) or (value > hi or (hi_open and value == hi)):
+        raise ConfigError(key, value, valid)
+
+
+# --------------------------------------------------------------------------- overrides
+
+
+def apply_overrides(config: Config, overrides: Mapping[str, Any]) -> Config:
+    """Returns `config` with dotted keys replaced (`{"model.ngf": 32}`), type-checked.
+
+    Values are the parsed TOML values (int, float, str, bool, list, table). The result is
+    not validated; call `validate` once all overrides are in.
+    """
+    sections = {name: getattr(config, name) for name in SECTIONS}
+    top: dict[str, Any] = {}
+    for key, value in overrides.items():
+        section, _, name = key.partition(".")
+        if section == "seed" and not name:
+            top["seed"] = _coerce("seed", int, value)
+            continue
+        if section not in SECTIONS or not name:
+            raise ConfigError(key, value, "a key of the form section.name, section one of " + ", ".join(SECTIONS) + ", or seed")
+        types = typing.get_type_hints(SECTIONS[section])
+        if name not in types:
+            raise ConfigError(key, value, f"a known key; {section} has: " + ", ".join(types))
+        sections[section] = dataclasses.replace(sections[section], **{name: _coerce(key, types[name], value)})
+    return dataclasses.replace(config, **sections, **top)
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """Parses `--set key=value` strings; values are TOML literals, else plain strings."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError("--set", item, "key=value, for example model.ngf=32")
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text
+        overrides[key.strip()] = value
+    return overrides
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Reads a TOML override file (`[model] ngf = 32`) into dotted keys."""
+    path = Path(path)
+    try:
+        table = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError("--config", str(path), "an existing TOML file") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError("--config", str(path), f"valid TOML ({err})") from None
+    overrides: dict[str, Any] = {}
+    for section, values in table.items():
+        if isinstance(values, dict):
+            for name, value in values.items():
+                overrides[f"{section}.{name}"] = value
+        else:
+            overrides[section] = values
+    overrides.pop("preset", None)  # a saved run's config.toml names its preset; the caller chooses one
+    return overrides
+
+
+def _coerce(key: str, kind: Any, value: Any) -> Any:
+    origin = typing.get_origin(kind)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(key, value, "true or false")
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(key, value, "an integer")
+    if kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(key, value, "a number")
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(key, value, "a string")
+    if origin is tuple:
+        args = typing.get_args(kind)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(key, value, "a list")
+        if args and args[-1] is Ellipsis:
+            return tuple(_coerce(f"{key}[{i}]", args[0], v) for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(key, value, f"a list of {len(args)} values")
+        return tuple(_coerce(f"{key}[{i}]", a, v) for i, (a, v) in enumerate(zip(args, value)))
+    if kind is Block:
+        if isinstance(value, Block):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(key, value, "a table with keys " + ", ".join(f.name for f in dataclasses.fields(Block)))
+        types = typing.get_type_hints(Block)
+        unknown = set(value) - set(types)
+        if unknown:
+            raise ConfigError(f"{key}.{sorted(unknown)[0]}", value[sorted(unknown)[0]], "a known block key: " + ", ".join(types))
+        if "layer" not in value or "width" not in value:
+            raise ConfigError(key, value, "a table with at least `layer` and `width`")
+        return Block(**{k: _coerce(f"{key}.{k}", types[k], v) for k, v in value.items()})
+    raise TypeError(f"no coercion for {kind}")  # a programming error, not user input
+
+
+def _tomlable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _tomlable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_tomlable(v) for v in value]
+    return value

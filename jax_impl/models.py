@@ -1,0 +1,113 @@
+"""The generator and discriminator as Flax NNX modules, built from the shared spec.
+
+Each spec layer becomes one attribute under the spec's name, so `Generator(...).convt2` is
+the layer the spec calls `convt2`. Feature maps are NHWC, as XLA prefers; the reshape and
+flatten layers view vectors in PyTorch's CHW order before moving to NHWC, so a linear
+layer's weights mean the same thing here as in the canonical (PyTorch) layout.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from common.config import ModelConfig
+from common.spec import Init, Layer, NetworkSpec, discriminator_spec, generator_spec
+
+
+class Activation(nnx.Module):
+    def __init__(self, fn: str, negative_slope: float = 0.0):
+        self.fn, self.negative_slope = fn, negative_slope
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.fn == "leaky_relu":
+            return nnx.leaky_relu(x, negative_slope=self.negative_slope)
+        return nnx.relu(x) if self.fn == "relu" else nnx.tanh(x)
+
+
+class Reshape(nnx.Module):
+    """(N, C*H*W) -> (N, H, W, C), with the vector read in PyTorch's C-major order."""
+
+    def __init__(self, shape: tuple[int, int, int]):
+        self.shape = shape
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return x.reshape(x.shape[0], *self.shape).transpose(0, 2, 3, 1)
+
+
+class Flatten(nnx.Module):
+    """(N, H, W, C) -> (N, C*H*W), in PyTorch's C-major order."""
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return x.transpose(0, 3, 1, 2).reshape(x.shape[0], -1)
+
+
+def _bn_scale_init(std: float):
+    """BN scale ~ N(1, std): DCGAN's rule (std 0 gives Flax's ones)."""
+
+    def init(key, shape, dtype=jnp.float32):
+        return 1.0 + std * jax.random.normal(key, shape, dtype)
+
+    return init
+
+
+def make_layer(layer: Layer, init: Init, rngs: nnx.Rngs) -> nnx.Module:
+    """One spec layer -> the Flax NNX module that computes it."""
+    kernel_init = nnx.initializers.normal(init.std) if init.scheme == "normal" else nnx.initializers.glorot_uniform()
+    if layer.kind == "linear":
+        return nnx.Linear(layer.in_features, layer.out_features, use_bias=layer.bias, kernel_init=kernel_init, rngs=rngs)
+    if layer.kind in ("conv", "conv_transpose"):
+        k, p = layer.kernel, layer.padding
+        if layer.kind == "conv":
+            module, padding = nnx.Conv, ((p, p), (p, p))
+        else:
+            # lax pads the stride-dilated input; k - 1 - p on each side equals
+            # PyTorch's ConvTranspose2d(padding=p): out = (in - 1)·s - 2p + k.
+            module, padding = nnx.ConvTranspose, ((k - 1 - p, k - 1 - p), (k - 1 - p, k - 1 - p))
+        return module(
+            layer.in_channels, layer.out_channels, (k, k), (layer.stride, layer.stride),
+            padding=padding, use_bias=layer.bias, kernel_init=kernel_init, rngs=rngs,
+        )
+    if layer.kind == "batch_norm":
+        return nnx.BatchNorm(
+            layer.features, momentum=1.0 - layer.momentum, epsilon=layer.eps,
+            scale_init=_bn_scale_init(init.bn_scale_std), rngs=rngs,
+        )
+    if layer.kind == "activation":
+        return Activation(layer.fn, layer.negative_slope)
+    if layer.kind == "dropout":
+        return nnx.Dropout(layer.rate, rngs=rngs)
+    if layer.kind == "reshape":
+        return Reshape(layer.shape)
+    if layer.kind == "flatten":
+        return Flatten()
+    raise ValueError(f"unknown layer kind {layer.kind!r}")
+
+
+class Network(nnx.Module):
+    """A spec's layers in order, each an attribute under its spec name."""
+
+    def __init__(self, spec: NetworkSpec, *, rngs: nnx.Rngs):
+        self.layer_names = tuple(layer.name for layer in spec.layers)
+        for layer in spec.layers:
+            setattr(self, layer.name, make_layer(layer, spec.init, rngs))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for name in self.layer_names:
+            x = getattr(self, name)(x)
+        return x
+
+
+class Generator(Network):
+    """z: (N, latent_dim) -> images: (N, size, size, channels) in [-1, 1]."""
+
+    def __init__(self, model: ModelConfig, *, rngs: nnx.Rngs):
+        super().__init__(generator_spec(model), rngs=rngs)
+
+
+class Discriminator(Network):
+    """images: (N, size, size, channels) -> logits: (N, 1)."""
+
+    def __init__(self, model: ModelConfig, *, rngs: nnx.Rngs):
+        super().__init__(discriminator_spec(model), rngs=rngs)
