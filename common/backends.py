@@ -40,6 +40,11 @@ class Backend(Protocol):
     def build(self, config: Config) -> tuple[Any, Any]:
         """The generator and discriminator, initialised from `config.seed`."""
 
+    def trainer(self, config: Config, compile: bool = False) -> Trainer:
+        """G, D (from `build`) and their optimizers, ready to train. `compile` asks for the
+        framework's optional compiler where it has one (torch.compile); JAX and Keras always
+        compile their step."""
+
     def run_layers(self, network: Any, inputs: np.ndarray) -> list[tuple[str, str, np.ndarray]]:
         """Runs a canonical batch through `network` in training mode, layer by layer.
 
@@ -53,6 +58,29 @@ class Backend(Protocol):
         Canonical names are PyTorch's: `weight` (a kernel, or a BN scale) and `bias` (a bias,
         or a BN offset). Arrays stay in the framework's own layout.
         """
+
+
+class Trainer(Protocol):
+    """What the shared loop (common/train.py) drives: one framework's models and optimizers."""
+
+    def train_step(self, reals: np.ndarray, z_d: np.ndarray, z_g: np.ndarray | None) -> dict[str, Any]:
+        """One iteration of common/algorithm.py.
+
+        reals: (k, N, C, H, W) float32 in [-1, 1]; z_d: (k, N, latent) float32; z_g: (N, latent),
+        or None when G reuses the last D step's fakes. Returns the scalars named in
+        common.algorithm.METRICS as framework scalars (`float()` reads each), so the step
+        itself never waits for the host.
+        """
+
+    def sample(self, z: np.ndarray) -> np.ndarray:
+        """G in eval mode on z (n, latent): images (n, C, H, W) float32 in [-1, 1]."""
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Everything a resumed run needs to continue exactly: weights, BN statistics,
+        optimizer state and step counts, and the framework's RNG state (e.g. for dropout)."""
+
+    def load_state_dict(self, arrays: dict[str, np.ndarray]) -> None:
+        """Restores what `state_dict` returned (from a trainer built with the same config)."""
 
 
 def load_backend(name: str) -> Backend:

@@ -1,0 +1,82 @@
+"""The training algorithm, defined once: Goodfellow et al.'s Algorithm 1 with the DCGAN rules.
+
+Every framework's `train_step` implements exactly this, and `common` feeds it the same
+inputs (real batches and noise drawn here, from one seeded generator), so two backends
+given the same seed see the same data and the same noise.
+
+One iteration, with k = config.optim.d_steps:
+
+    for j in 0 .. k-1:                                   # k discriminator updates
+        fake_j  = G(z_d[j])                              # train mode: G's BN statistics update
+        loss_D  = BCE(D(reals[j]), real_label)           # D on the real batch, then ...
+                + BCE(D(stop_gradient(fake_j)), 0)       # ... on the fake batch: two forward passes,
+                                                         # so BN normalises each batch on its own
+        D <- Adam_D(D, grad loss_D)
+    fake_G = fake_{k-1}  if g_fake_batch == "reuse"      # pytorch/examples: one G forward serves both
+             G(z_g)      if g_fake_batch == "fresh"      # Algorithm 1, the Flux model: new noise
+    loss_G = BCE(D(fake_G), 1)                           # non-saturating: G maximises log D(G(z))
+    G <- Adam_G(G, grad loss_G)                          # through the updated D, in train mode
+
+BCE is binary cross-entropy on logits, averaged over the batch (the stable form of the
+write-ups' Sigmoid + BCELoss). `real_label` < 1 is one-sided label smoothing (D's real
+target only). With "reuse", G's BN running statistics are updated by the one forward pass
+that made fake_{k-1}, not a second time.
+
+Reported per iteration (as the PyTorch tutorial prints them), from the last D update and
+the G update: loss_D, loss_G, D_x = mean sigmoid(D(reals)), D_G_z1 = mean sigmoid(D(fake))
+before the D update, D_G_z2 = mean sigmoid(D(fake_G)) after it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from common.config import Config
+
+METRICS = ("loss_D", "loss_G", "D_x", "D_G_z1", "D_G_z2")
+
+# Distinct random streams under the run's seed; each draw is a pure function of
+# (seed, stream, step), so a resumed run draws what an uninterrupted one would.
+_STREAM_D_NOISE, _STREAM_G_NOISE, _STREAM_FIXED_NOISE, _STREAM_DATA_ORDER = 1, 2, 3, 4
+
+
+def latent(config: Config, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n latent vectors from the preset's distribution: N(0, 1) or U(-1, 1), float32."""
+    shape = (n, config.model.latent_dim)
+    if config.model.latent_dist == "uniform":
+        return rng.uniform(-1.0, 1.0, shape).astype(np.float32)
+    return rng.standard_normal(shape, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class IterationNoise:
+    z_d: np.ndarray  # (k, N, latent): one batch per discriminator update
+    z_g: np.ndarray | None  # (N, latent) for "fresh"; None when G reuses the last D step's fakes
+
+
+def iteration_noise(config: Config, step: int, batch_size: int) -> IterationNoise:
+    o = config.optim
+    d_rng = np.random.default_rng([config.seed, _STREAM_D_NOISE, step])
+    z_d = np.stack([latent(config, batch_size, d_rng) for _ in range(o.d_steps)])
+    z_g = None
+    if o.g_fake_batch == "fresh":
+        z_g = latent(config, batch_size, np.random.default_rng([config.seed, _STREAM_G_NOISE, step]))
+    return IterationNoise(z_d, z_g)
+
+
+def fixed_noise(config: Config, n: int = 64) -> np.ndarray:
+    """The noise every sample grid of a run is drawn from, so grids show progress, not luck."""
+    return latent(config, n, np.random.default_rng([config.seed, _STREAM_FIXED_NOISE]))
+
+
+def data_order(config: Config, epoch: int, n_examples: int) -> np.ndarray:
+    """The permutation of the dataset for one epoch."""
+    return np.random.default_rng([config.seed, _STREAM_DATA_ORDER, epoch]).permutation(n_examples)
+
+
+def bce_with_logits(logits: np.ndarray, target: float) -> float:
+    """Mean binary cross-entropy on logits, the stable form: max(x, 0) - x·t + log(1 + e^-|x|)."""
+    x = np.asarray(logits, dtype=np.float64)
+    return float(np.mean(np.maximum(x, 0) - x * target + np.log1p(np.exp(-np.abs(x)))))

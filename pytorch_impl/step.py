@@ -1,0 +1,58 @@
+"""One training iteration in PyTorch: common/algorithm.py's algorithm, as the PyTorch
+tutorial writes it (real and fake passes through D, one G forward reused when asked).
+
+Metrics are returned as 0-d tensors, with no `.item()` inside the step: the loop reads them
+after the step, so the step itself never waits on the host.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def d_loss(discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor, real_label: float):
+    """BCE of D on a real batch (target real_label) plus on a fake batch (target 0), as two passes."""
+    real_logits = discriminator(real)
+    fake_logits = discriminator(fake)
+    loss = F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, real_label)) + (
+        F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+    )
+    return loss, torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean()
+
+
+def g_loss(discriminator: nn.Module, fake: torch.Tensor):
+    """The non-saturating generator loss: BCE of D(G(z)) against the real target 1."""
+    logits = discriminator(fake)
+    return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits)), torch.sigmoid(logits).mean()
+
+
+def train_step(
+    generator: nn.Module,
+    discriminator: nn.Module,
+    g_optimizer: torch.optim.Optimizer,
+    d_optimizer: torch.optim.Optimizer,
+    reals: torch.Tensor,  # (k, N, C, H, W)
+    z_d: torch.Tensor,  # (k, N, latent)
+    z_g: torch.Tensor | None,  # (N, latent), or None to reuse the last D step's fakes
+    real_label: float,
+) -> dict[str, torch.Tensor]:
+    k = reals.shape[0]
+    for j in range(k):
+        reuse_this_fake = z_g is None and j == k - 1
+        with torch.set_grad_enabled(reuse_this_fake):  # keep G's graph only for the fake G reuses
+            fake = generator(z_d[j])
+        d_optimizer.zero_grad(set_to_none=True)
+        loss_D, D_x, D_G_z1 = d_loss(discriminator, reals[j], fake.detach(), real_label)
+        loss_D.backward()
+        d_optimizer.step()
+
+    if z_g is not None:
+        fake = generator(z_g)
+    g_optimizer.zero_grad(set_to_none=True)
+    loss_G, D_G_z2 = g_loss(discriminator, fake)
+    loss_G.backward()
+    g_optimizer.step()
+    return {"loss_D": loss_D.detach(), "loss_G": loss_G.detach(), "D_x": D_x.detach(),
+            "D_G_z1": D_G_z1.detach(), "D_G_z2": D_G_z2.detach()}
