@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from common.backends import BACKENDS, load_backend
 from common.config import load_toml, parse_set
@@ -35,6 +36,44 @@ def cmd_describe(args: argparse.Namespace) -> None:
     print(json.dumps(description, indent=1) if args.json else format_table(description), end="" if not args.json else "\n")
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    from common.train import RunOptions, resumed_config, train
+
+    out = Path(args.out or f"runs/{args.preset}-{args.backend}")
+    shortcuts = {"optim.batch_size": args.batch_size, "seed": args.seed, "data.dataset": args.dataset,
+                 "data.data_dir": args.data_dir}
+    overrides = load_toml(args.config) if args.config else {}
+    overrides.update({k: v for k, v in shortcuts.items() if v is not None})
+    overrides.update(parse_set(args.set))
+    if args.resume and (out / "config.toml").exists():
+        config = resumed_config(out, args.preset, overrides)
+    else:
+        config = make_config(args.preset, overrides)
+    options = RunOptions(steps=args.steps, epochs=args.epochs, resume=args.resume, compile=args.compile,
+                         sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
+                         keep_every=args.keep_every, progress=not args.no_progress)
+    records = train(config, args.backend, out, options)
+    if records:
+        last = records[-1]
+        print(f"step {last['step']}: loss_D {last['loss_D']:.3f} loss_G {last['loss_G']:.3f}; "
+              f"samples, loss.png and progress.gif in {out}")
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    from common.sample import sample
+
+    sample(Path(args.checkpoint), args.n, Path(args.out), seed=args.seed, backend=args.backend,
+           npz=Path(args.npz) if args.npz else None)
+    print(f"wrote {args.out}" + (f" and {args.npz}" if args.npz else ""))
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dcgan", description="One DCGAN in PyTorch, JAX/Flax and Keras 3.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -45,6 +84,37 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: the framework-free spec)")
     describe.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     describe.set_defaults(run=cmd_describe)
+
+    train = commands.add_parser("train", help="train a preset on one backend, with samples, metrics and checkpoints")
+    train.add_argument("--backend", choices=list(BACKENDS), default="torch", help="default torch")
+    _config_args(train)
+    train.add_argument("--dataset", help="fashion-mnist, mnist, fake, a folder of images, tfds:NAME or torchvision:NAME "
+                       "(sets data.dataset)")
+    train.add_argument("--data-dir", help="where the dataset's files are, or go (sets data.data_dir)")
+    length = train.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=_positive, help="the run's total number of iterations")
+    length.add_argument("--epochs", type=_positive, help="passes over the dataset (default 1)")
+    train.add_argument("--batch-size", type=_positive, help="sets optim.batch_size")
+    train.add_argument("--seed", type=int, help="sets seed: weights, data order and noise all follow it")
+    train.add_argument("--out", help="the run directory (default runs/PRESET-BACKEND)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    train.add_argument("--compile", action="store_true", help="torch.compile the networks (torch backend)")
+    train.add_argument("--sample-every", type=_positive, help="iterations between sample grids "
+                       "(default: each epoch, at least 10 a run)")
+    train.add_argument("--checkpoint-every", type=_positive, default=500, help="iterations between checkpoints (500)")
+    train.add_argument("--keep-every", type=int, default=5000,
+                       help="keep checkpoints at multiples of this besides the latest (5000; 0: latest only)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(run=cmd_train)
+
+    sample = commands.add_parser("sample", help="draw a grid of images from a checkpoint, G in eval mode")
+    sample.add_argument("--checkpoint", required=True, help="a checkpoint file, or a run directory (its latest)")
+    sample.add_argument("--n", type=_positive, default=64, help="how many images (64)")
+    sample.add_argument("--out", default="samples.png", help="the grid PNG to write")
+    sample.add_argument("--seed", type=int, default=0, help="seed of the latent vectors")
+    sample.add_argument("--backend", choices=list(BACKENDS), help="run G on this backend (default: the one that trained it)")
+    sample.add_argument("--npz", help="also write the images as arrays: images (n, C, H, W) in [-1, 1], and z")
+    sample.set_defaults(run=cmd_sample)
     return parser
 
 

@@ -250,13 +250,17 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     """Reads a TOML override file (`[model] ngf = 32`) into dotted keys."""
     path = Path(path)
     try:
-        table = tomllib.loads(path.read_text())
+        return toml_overrides(path.read_text())
     except FileNotFoundError:
         raise ConfigError("--config", str(path), "an existing TOML file") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError("--config", str(path), f"valid TOML ({err})") from None
+
+
+def toml_overrides(text: str) -> dict[str, Any]:
+    """TOML text (a saved config.toml, or a file of overrides) -> dotted keys."""
     overrides: dict[str, Any] = {}
-    for section, values in table.items():
+    for section, values in tomllib.loads(text).items():
         if isinstance(values, dict):
             for name, value in values.items():
                 overrides[f"{section}.{name}"] = value

@@ -1,0 +1,81 @@
+"""Checkpoints: one safetensors file per saved step, written atomically.
+
+A checkpoint holds a backend's `Trainer.state_dict()` (weights, BN statistics, optimizer
+state, the framework's RNG state) under the backend's own names, and metadata: format,
+preset, backend, step, elapsed seconds and the full resolved config. Files are written to a
+temporary name and renamed into place, so a crash never leaves a half-written checkpoint
+where a resume would look for one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from common.errors import ConfigError
+
+FORMAT = "dcgan-suite-run/1"
+_NAME = re.compile(r"step_(\d{6,})\.safetensors$")
+
+
+def path_for(run_dir: Path, step: int) -> Path:
+    return run_dir / "checkpoints" / f"step_{step:06d}.safetensors"
+
+
+def save(path: Path, arrays: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    contiguous = {k: np.ascontiguousarray(v).reshape(np.shape(v)) for k, v in arrays.items()}  # keeps 0-d arrays 0-d
+    save_file(contiguous, str(tmp), metadata={"format": FORMAT, **metadata})
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    try:
+        with safe_open(str(path), "np") as f:
+            metadata = f.metadata() or {}
+            arrays = {key: f.get_tensor(key) for key in f.keys()}
+    except FileNotFoundError:
+        raise ConfigError("--checkpoint", str(path), "an existing checkpoint file or run directory") from None
+    except Exception as err:  # safetensors reports a bad header as its own error type
+        raise ConfigError("--checkpoint", str(path), f"a dcgan-suite safetensors checkpoint ({err})") from None
+    if metadata.get("format") != FORMAT:
+        raise ConfigError("--checkpoint", str(path), f"a checkpoint of format {FORMAT} (found {metadata.get('format')!r})")
+    return arrays, metadata
+
+
+def saved_steps(run_dir: Path) -> list[int]:
+    folder = run_dir / "checkpoints"
+    if not folder.is_dir():
+        return []
+    return sorted(int(m.group(1)) for p in folder.iterdir() if (m := _NAME.match(p.name)))
+
+
+def latest(run_dir: Path) -> Path | None:
+    steps = saved_steps(run_dir)
+    return path_for(run_dir, steps[-1]) if steps else None
+
+
+def resolve(path: Path) -> Path:
+    """A checkpoint file, or a run directory's latest checkpoint."""
+    if path.is_dir():
+        found = latest(path)
+        if found is None:
+            raise ConfigError("--checkpoint", str(path), "a run directory with a checkpoint under checkpoints/")
+        return found
+    return path
+
+
+def prune(run_dir: Path, keep_every: int) -> None:
+    """Deletes all but the latest checkpoint and those at multiples of `keep_every` steps."""
+    steps = saved_steps(run_dir)
+    for step in steps[:-1]:
+        if keep_every <= 0 or step % keep_every:
+            path_for(run_dir, step).unlink()

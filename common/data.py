@@ -1,0 +1,200 @@
+"""The shared dataset spec: where images come from and how they become training batches.
+
+Every source ends in the same place: uint8 images at the model's size and channel count,
+and batches of float32 NCHW arrays in [-1, 1] (the generator's tanh range). Each backend
+converts those batches at its edge. Images are decoded once and kept in memory when they
+fit (MNIST-sized data always does); a folder too large for memory is decoded batch by
+batch instead, and the training loop prefetches the next batch either way.
+
+Sources (`data.dataset`):
+- `fashion-mnist`, `mnist`: the IDX files (default folder: Debian's dataset-fashion-mnist,
+  /usr/share/datasets/fashion-mnist; `data.data_dir` for others);
+- a folder of images (CelebA, Pokemon sprites, faces, SVHN as images ...), searched recursively;
+- `tfds:NAME` and `torchvision:NAME`: the frameworks' dataset catalogues, for machines with
+  internet (they download into `data.data_dir`; see common/catalogue.py);
+- `fake`: random images, for smoke runs and benchmarks (as pytorch/examples has).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from common.config import DataConfig
+from common.errors import ConfigError
+
+IDX_DATASETS = {"fashion-mnist": "/usr/share/datasets/fashion-mnist", "mnist": "/usr/share/datasets/mnist"}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+FAKE_SIZE = 2048
+MEMORY_FRACTION = 0.5  # decode into memory while the decoded images take at most this share of RAM
+
+
+def to_model_range(images: np.ndarray) -> np.ndarray:
+    """uint8 [0, 255] -> float32 [-1, 1]."""
+    return images.astype(np.float32) / 127.5 - 1.0
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """float [-1, 1] -> uint8 [0, 255], the inverse of `to_model_range` (clipped)."""
+    return np.clip(np.rint((np.asarray(images, dtype=np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+class ImageDataset:
+    """N images, each (C, H, W) at the model's size; `batch(indices)` gives float32 NCHW in [-1, 1]."""
+
+    name: str
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def batch(self, indices: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+@dataclass
+class InMemoryDataset(ImageDataset):
+    name: str
+    images: np.ndarray  # (N, C, H, W) uint8
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batch(self, indices: np.ndarray) -> np.ndarray:
+        return to_model_range(self.images[indices])
+
+
+@dataclass
+class StreamingFolder(ImageDataset):
+    """A folder too large to decode into memory: each batch is decoded when asked for."""
+
+    name: str
+    files: list[Path]
+    data: DataConfig
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def batch(self, indices: np.ndarray) -> np.ndarray:
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            images = list(pool.map(lambda i: _read_image(self.files[i], self.data), indices))
+        return to_model_range(np.stack(images))
+
+
+def load_dataset(data: DataConfig, seed: int = 0) -> ImageDataset:
+    """The dataset `data.dataset` names, prepared for a model of data.image_size / channels."""
+    name = data.dataset
+    if name in IDX_DATASETS:
+        return _load_idx(name, data)
+    if name == "fake":
+        rng = np.random.default_rng([seed, 0xFA4E])
+        images = rng.integers(0, 256, (FAKE_SIZE, data.channels, data.image_size, data.image_size), dtype=np.uint8)
+        return InMemoryDataset("fake", images)
+    if name.startswith(("tfds:", "torchvision:")):
+        from common.catalogue import load_catalogue
+
+        return InMemoryDataset(name, load_catalogue(name, data))
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return _load_folder(path, data)
+    if os.sep in name or path.exists() or name.startswith("."):
+        raise ConfigError("data.dataset", name, "an existing folder of images")
+    raise ConfigError(
+        "data.dataset", name,
+        "one of " + ", ".join([*IDX_DATASETS, "fake"]) + ", tfds:NAME, torchvision:NAME, or a folder of images",
+    )
+
+
+# --------------------------------------------------------------------------- images
+
+
+def prepare(image: Image.Image, data: DataConfig) -> np.ndarray:
+    """One PIL image -> (C, H, W) uint8: channels converted, centre-cropped, resized.
+
+    As the write-ups' torchvision transforms: CenterCrop(center_crop) when set, then
+    Resize to image_size (shorter side) and CenterCrop(image_size), bilinear with antialias.
+    """
+    image = image.convert("L" if data.channels == 1 else "RGB")
+    if data.center_crop:
+        image = _center_crop(image, data.center_crop)
+    if image.size != (data.image_size, data.image_size):
+        w, h = image.size
+        scale = data.image_size / min(w, h)
+        image = image.resize((max(data.image_size, round(w * scale)), max(data.image_size, round(h * scale))),
+                             Image.Resampling.BILINEAR, reducing_gap=None)
+        image = _center_crop(image, data.image_size)
+    array = np.asarray(image, dtype=np.uint8)
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def _center_crop(image: Image.Image, size: int) -> Image.Image:
+    w, h = image.size
+    left, top = (w - size) // 2, (h - size) // 2
+    return image.crop((left, top, left + size, top + size))
+
+
+def _prepare_arrays(images: Iterable[np.ndarray], data: DataConfig) -> np.ndarray:
+    """HW or HWC uint8 arrays -> (N, C, H, W) at the model's size and channels."""
+    return np.stack([prepare(Image.fromarray(np.squeeze(a) if a.ndim == 3 and a.shape[2] == 1 else a), data)
+                     for a in images])
+
+
+def _read_image(path: Path, data: DataConfig) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            return prepare(image, data)
+    except (UnidentifiedImageError, OSError) as err:
+        raise ConfigError("data.dataset", str(path), f"a readable image file ({err.__class__.__name__}: {err})") from None
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (the MNIST format, optionally gzipped) -> uint8 array of its shape."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
+    if zero != 0 or dtype != 0x08:
+        raise ConfigError("data.data_dir", str(path), "an IDX file of unsigned bytes (MNIST format)")
+    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _load_idx(name: str, data: DataConfig) -> InMemoryDataset:
+    folder = Path(data.data_dir or IDX_DATASETS[name]).expanduser()
+    candidates = [folder / "train-images-idx3-ubyte.gz", folder / "train-images-idx3-ubyte"]
+    path = next((p for p in candidates if p.exists()), None)
+    if path is None:
+        hint = " (install Debian's dataset-fashion-mnist: `make setup`)" if name == "fashion-mnist" else ""
+        raise ConfigError("data.data_dir", str(folder), f"a folder holding train-images-idx3-ubyte[.gz] for {name}{hint}")
+    images = read_idx(path)  # (N, 28, 28)
+    if images.shape[1:] == (data.image_size, data.image_size) and data.channels == 1:
+        return InMemoryDataset(name, images[:, None].copy())
+    if data.image_size == images.shape[1]:
+        return InMemoryDataset(name, np.repeat(images[:, None], data.channels, axis=1))
+    return InMemoryDataset(name, _prepare_arrays(images, data))
+
+
+def _load_folder(folder: Path, data: DataConfig) -> ImageDataset:
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise ConfigError("data.dataset", str(folder), "a folder with images (" + ", ".join(IMAGE_SUFFIXES) + ")")
+    decoded_bytes = len(files) * data.channels * data.image_size**2
+    if decoded_bytes > MEMORY_FRACTION * _memory_bytes():
+        return StreamingFolder(str(folder), files, data)
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        images = list(pool.map(lambda p: _read_image(p, data), files))
+    return InMemoryDataset(str(folder), np.stack(images))
+
+
+def _memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

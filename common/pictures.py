@@ -1,0 +1,71 @@
+"""What a person looks at: sample grids, the loss curves, and the grids as an animation."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from common.data import to_uint8
+
+
+def image_grid(images: np.ndarray, nrow: int | None = None, padding: int = 2) -> np.ndarray:
+    """(N, C, H, W) in [-1, 1] -> one (H', W', 3) uint8 grid, `nrow` images a row (default: square)."""
+    n, c, h, w = images.shape
+    nrow = nrow or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / nrow)
+    tiles = to_uint8(images)
+    if c == 1:
+        tiles = np.repeat(tiles, 3, axis=1)
+    grid = np.zeros((rows * (h + padding) + padding, nrow * (w + padding) + padding, 3), np.uint8)
+    for i, tile in enumerate(tiles):
+        top, left = padding + (i // nrow) * (h + padding), padding + (i % nrow) * (w + padding)
+        grid[top:top + h, left:left + w] = tile.transpose(1, 2, 0)
+    return grid
+
+
+def save_grid(path: Path, images: np.ndarray, scale: int = 1) -> None:
+    """Writes a grid PNG; small images (28x28) are enlarged `scale` times, pixel for pixel."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid = Image.fromarray(image_grid(images))
+    if scale > 1:
+        grid = grid.resize((grid.width * scale, grid.height * scale), Image.Resampling.NEAREST)
+    grid.save(path)
+
+
+def save_gif(path: Path, frames: Sequence[Path], ms_per_frame: int = 400) -> None:
+    """The sample grids over training, as one looping GIF (the last frame held longer)."""
+    if not frames:
+        return
+    images = [Image.open(frame).convert("RGB") for frame in frames]
+    durations = [ms_per_frame] * (len(images) - 1) + [ms_per_frame * 5]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0)
+
+
+def plot_losses(path: Path, records: Sequence[dict], title: str) -> None:
+    """G and D losses per iteration, with a moving average so the trend shows through the noise."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    steps = np.array([r["step"] for r in records])
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    for key, label, colour in (("loss_D", "D loss", "tab:blue"), ("loss_G", "G loss", "tab:orange")):
+        values = np.array([r[key] for r in records], dtype=float)
+        window = len(values) // 50
+        if window > 1:  # raw values faint, their moving average on top
+            ax.plot(steps, values, color=colour, alpha=0.25, linewidth=0.8)
+            smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+            ax.plot(steps[window - 1:], smooth, color=colour, linewidth=1.8, label=f"{label} (mean of {window})")
+        else:
+            ax.plot(steps, values, color=colour, linewidth=1.2, label=label)
+    ax.set(xlabel="iteration", ylabel="BCE loss", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,75 @@
+"""One training iteration in JAX/Flax NNX: common/algorithm.py's algorithm, function for
+function as pytorch_impl/step.py writes it.
+
+The whole iteration is one `nnx.jit` program; its k-loop unrolls at trace time (k is the
+static leading dimension of `reals`), and `z_g is None` is part of the argument structure,
+so "reuse" and "fresh" each compile once. Metrics are returned as jax scalars, so the step
+itself never waits on the host.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from jax_impl.models import Discriminator, Generator
+
+
+def bce(logits: jax.Array, target: float) -> jax.Array:
+    """Mean binary cross-entropy on logits against one target for the whole batch."""
+    return optax.sigmoid_binary_cross_entropy(logits, jnp.full_like(logits, target)).mean()
+
+
+def d_loss(discriminator: Discriminator, real: jax.Array, fake: jax.Array, real_label: float):
+    """BCE of D on a real batch (target real_label) plus on a fake batch (target 0), as two passes."""
+    real_logits = discriminator(real)
+    fake_logits = discriminator(fake)
+    loss = bce(real_logits, real_label) + bce(fake_logits, 0.0)
+    return loss, (nnx.sigmoid(real_logits).mean(), nnx.sigmoid(fake_logits).mean())
+
+
+def g_loss(discriminator: Discriminator, fake: jax.Array):
+    """The non-saturating generator loss: BCE of D(G(z)) against the real target 1."""
+    logits = discriminator(fake)
+    return bce(logits, 1.0), nnx.sigmoid(logits).mean()
+
+
+def generate(generator: Generator, z: jax.Array):
+    """G(z) in train mode, and the pullback from a gradient w.r.t. the images to G's gradients.
+
+    Splitting G's backward pass from its forward lets one forward serve both the D update
+    and, later, the G update (g_fake_batch "reuse"), so G's BN running statistics move once
+    for it, as in PyTorch where the G step backpropagates through the D step's graph.
+    """
+    fake, pullback = nnx.vjp(lambda g, z: g(z), generator, z, graph=False)
+    return fake, lambda grad_fake: pullback(grad_fake)[0]
+
+
+@nnx.jit
+def train_step(
+    generator: Generator,
+    discriminator: Discriminator,
+    g_optimizer: nnx.Optimizer,
+    d_optimizer: nnx.Optimizer,
+    reals: jax.Array,  # (k, N, H, W, C)
+    z_d: jax.Array,  # (k, N, latent)
+    z_g: jax.Array | None,  # (N, latent), or None to reuse the last D step's fakes
+    real_label: float,
+) -> dict[str, jax.Array]:
+    k = reals.shape[0]
+    d_grad = nnx.value_and_grad(d_loss, has_aux=True)
+    for j in range(k):
+        # Every D step keeps a pullback; only the last one's can be used (by "reuse"),
+        # and XLA drops the others as dead code.
+        fake, pullback = generate(generator, z_d[j])
+        (loss_D, (D_x, D_G_z1)), grads = d_grad(discriminator, reals[j], jax.lax.stop_gradient(fake), real_label)
+        d_optimizer.update(discriminator, grads)
+
+    if z_g is not None:
+        fake, pullback = generate(generator, z_g)
+    # Through the updated D, in train mode: its BN statistics and dropout stream advance.
+    (loss_G, D_G_z2), grad_fake = nnx.value_and_grad(g_loss, argnums=1, has_aux=True)(discriminator, fake)
+    g_optimizer.update(generator, pullback(grad_fake))
+    return {"loss_D": loss_D, "loss_G": loss_G, "D_x": D_x, "D_G_z1": D_G_z1, "D_G_z2": D_G_z2}

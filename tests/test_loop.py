@@ -1,0 +1,114 @@
+"""The shared loop's own rules, with no framework: data schedule, run directories, checkpoints,
+pictures."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from common import checkpoint
+from common.algorithm import bce_with_logits, fixed_noise, iteration_noise
+from common.cli import main
+from common.errors import ConfigError
+from common.pictures import image_grid, plot_losses, save_gif, save_grid
+from common.presets import make_config
+from common.train import Schedule, open_run
+
+
+def test_schedule_covers_each_epoch_once_in_a_seeded_order():
+    config = make_config("mnist28", {"optim.batch_size": 4, "optim.d_steps": 2})
+    schedule = Schedule(batch_size=4, d_steps=2, dataset_size=18)  # 4 whole batches an epoch, 2 images dropped
+    assert schedule.iterations_per_epoch == 2
+    epoch0 = np.concatenate([b for step in (0, 1) for b in schedule.batch_indices(config, step)])
+    assert len(set(epoch0)) == 16 and epoch0.max() < 18
+    assert [b.tolist() for b in schedule.batch_indices(config, 2)] == [b.tolist() for b in schedule.batch_indices(config, 2)]
+    other = make_config("mnist28", {"optim.batch_size": 4, "optim.d_steps": 2, "seed": 1})
+    assert not np.array_equal(schedule.batch_indices(config, 0)[0], schedule.batch_indices(other, 0)[0])
+
+
+def test_noise_is_a_function_of_seed_and_step():
+    reuse, fresh = make_config("dcgan64"), make_config("svhn32", {"optim.d_steps": 3})
+    a, b = iteration_noise(reuse, 5, 8), iteration_noise(reuse, 5, 8)
+    assert a.z_d.shape == (1, 8, 100) and a.z_g is None and np.array_equal(a.z_d, b.z_d)
+    assert not np.array_equal(a.z_d, iteration_noise(reuse, 6, 8).z_d)
+    f = iteration_noise(fresh, 0, 8)
+    assert f.z_d.shape == (3, 8, 100) and f.z_g.shape == (8, 100)
+    assert f.z_d.min() >= -1 and f.z_d.max() <= 1  # svhn32 draws U(-1, 1)
+    assert np.array_equal(fixed_noise(reuse), fixed_noise(reuse))
+
+
+def test_bce_with_logits_is_the_stable_form():
+    assert bce_with_logits(np.array([0.0]), 1.0) == pytest.approx(np.log(2))
+    assert bce_with_logits(np.array([1000.0]), 0.0) == pytest.approx(1000.0)  # no overflow
+    x = np.array([-2.0, 0.5, 3.0])
+    sigmoid = 1 / (1 + np.exp(-x))
+    assert bce_with_logits(x, 0.9) == pytest.approx(np.mean(-(0.9 * np.log(sigmoid) + 0.1 * np.log(1 - sigmoid))))
+
+
+def test_a_run_directory_is_never_taken_over(tmp_path):
+    config = make_config("mnist28")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"preset": "svhn32", "backend": "jax"}))
+    with pytest.raises(ConfigError, match="holds a svhn32 run on jax"):
+        open_run(run, config, "torch", resume=True)
+    (run / "run.json").write_text(json.dumps({"preset": "mnist28", "backend": "torch"}))
+    with pytest.raises(ConfigError, match="--resume to continue"):
+        open_run(run, config, "torch", resume=False)
+    assert open_run(run, config, "torch", resume=True) == config
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="holds other files"):
+        open_run(other, config, "torch", resume=False)
+    with pytest.raises(ConfigError, match="no run.json"):
+        open_run(tmp_path / "new", config, "torch", resume=True)
+
+
+def test_train_refuses_another_runs_directory_from_the_cli(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"preset": "dcgan64", "backend": "jax"}))
+    (run / "keep.txt").write_text("x")
+    assert main(["train", "--preset", "mnist28", "--out", str(run), "--dataset", "fake", "--steps", "1"]) == 2
+    assert "holds a dcgan64 run on jax" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir()) == ["keep.txt", "run.json"]
+
+
+def test_checkpoints_are_written_atomically_and_pruned(tmp_path):
+    arrays = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "step": np.array(3, np.int64)}
+    for step in (100, 200, 300, 400):
+        checkpoint.save(checkpoint.path_for(tmp_path, step), arrays, {"step": str(step)})
+        checkpoint.prune(tmp_path, keep_every=200)
+    assert checkpoint.saved_steps(tmp_path) == [200, 400]
+    assert not list((tmp_path / "checkpoints").glob("*.tmp"))
+    loaded, metadata = checkpoint.load(checkpoint.resolve(tmp_path))
+    assert metadata["step"] == "400" and np.array_equal(loaded["w"], arrays["w"])
+    assert loaded["step"].shape == ()  # scalars (optimizer step counts, RNG counters) stay scalars
+
+
+def test_bad_checkpoints_are_refused_by_name(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 16)
+    with pytest.raises(ConfigError, match="bad.safetensors"):
+        checkpoint.load(bad)
+    with pytest.raises(ConfigError, match="a run directory with a checkpoint"):
+        checkpoint.resolve(tmp_path)
+
+
+def test_grids_pictures_and_animation(tmp_path):
+    images = np.linspace(-1, 1, 4 * 1 * 8 * 8, dtype=np.float32).reshape(4, 1, 8, 8)
+    grid = image_grid(images, nrow=2, padding=2)
+    assert grid.shape == (2 * 10 + 2, 2 * 10 + 2, 3)
+    assert grid[2, 2, 0] == 0 and grid[-3, -3, 0] == 255  # first pixel black (-1), last white (1)
+    save_grid(tmp_path / "a.png", images, scale=2)
+    save_grid(tmp_path / "b.png", -images, scale=2)
+    assert Image.open(tmp_path / "a.png").size == (44, 44)
+    save_gif(tmp_path / "p.gif", [tmp_path / "a.png", tmp_path / "b.png"])
+    assert Image.open(tmp_path / "p.gif").n_frames == 2
+    records = [{"step": i, "loss_D": 1.0 + np.sin(i), "loss_G": 0.7} for i in range(1, 200)]
+    plot_losses(tmp_path / "loss.png", records, "test")
+    assert Image.open(tmp_path / "loss.png").size == (800, 450)
