@@ -21,9 +21,14 @@ $(FASHION_MNIST):
 	$(SUDO) apt-get update -qq
 	$(SUDO) apt-get install -y -qq dataset-fashion-mnist
 
+# The main job: mnist28 (the Flux model) on real Fashion-MNIST, PyTorch on the CPU, a few
+# minutes. Run again, it continues the same run (--resume) instead of starting over.
+DEMO_OUT := runs/demo
+DEMO_STEPS ?= 1500
 demo: setup
-	$(BIN)/dcgan describe --preset dcgan64
-	$(BIN)/dcgan describe --preset dcgan64 --backend torch
+	$(BIN)/dcgan train --backend torch --preset mnist28 --batch-size 64 --steps $(DEMO_STEPS) \
+		--out $(DEMO_OUT) $$([ -f $(DEMO_OUT)/run.json ] && echo --resume)
+	@echo "latest grid: $$(ls $(DEMO_OUT)/samples/*.png | tail -n 1)"
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest
