@@ -14,8 +14,8 @@ from common.errors import ConfigError
 from common.presets import PRESETS, make_config
 
 
-def _config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", default="dcgan64", help="one of: " + ", ".join(PRESETS) + " (default dcgan64)")
+def _config_args(parser: argparse.ArgumentParser, preset_help: str = "(default dcgan64)") -> None:
+    parser.add_argument("--preset", help="one of: " + ", ".join(PRESETS) + " " + preset_help)
     parser.add_argument("--config", metavar="FILE", help="a TOML file of overrides, e.g. [model] ngf = 32")
     parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
                         help="override one value, e.g. --set model.ngf=32 (repeatable; applied after --config)")
@@ -24,7 +24,7 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
 def _make_config(args: argparse.Namespace):
     overrides = load_toml(args.config) if args.config else {}
     overrides.update(parse_set(args.set))
-    return make_config(args.preset, overrides)
+    return make_config(args.preset or "dcgan64", overrides)
 
 
 def cmd_describe(args: argparse.Namespace) -> None:
@@ -39,6 +39,10 @@ def cmd_describe(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from common.train import RunOptions, resumed_config, train
 
+    if args.resume and args.out and (Path(args.out) / "run.json").exists():
+        saved = json.loads((Path(args.out) / "run.json").read_text())  # --resume needs no --preset/--backend
+        args.preset, args.backend = args.preset or saved["preset"], args.backend or saved["backend"]
+    args.preset, args.backend = args.preset or "dcgan64", args.backend or "torch"
     out = Path(args.out or f"runs/{args.preset}-{args.backend}")
     shortcuts = {"optim.batch_size": args.batch_size, "seed": args.seed, "data.dataset": args.dataset,
                  "data.data_dir": args.data_dir}
@@ -86,8 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     describe.set_defaults(run=cmd_describe)
 
     train = commands.add_parser("train", help="train a preset on one backend, with samples, metrics and checkpoints")
-    train.add_argument("--backend", choices=list(BACKENDS), default="torch", help="default torch")
-    _config_args(train)
+    train.add_argument("--backend", choices=list(BACKENDS), help="default torch (with --resume: the run's)")
+    _config_args(train, "(default dcgan64; with --resume: the run's)")
     train.add_argument("--dataset", help="fashion-mnist, mnist, fake, a folder of images, tfds:NAME or torchvision:NAME "
                        "(sets data.dataset)")
     train.add_argument("--data-dir", help="where the dataset's files are, or go (sets data.data_dir)")

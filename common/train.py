@@ -110,13 +110,12 @@ def train(config: Config, backend_name: str, run_dir: Path, options: RunOptions 
         raise ConfigError("--steps", total, "a positive number of iterations")
     sample_every = options.sample_every or max(1, min(schedule.iterations_per_epoch, math.ceil(total / 10)))
 
-    backend = load_backend(backend_name)
-    trainer = backend.trainer(config, compile=options.compile)
+    latest = checkpoint.latest(run_dir) if options.resume else None
+    if options.resume and latest is None:
+        raise ConfigError("--resume", str(run_dir), "a run directory with a checkpoint to continue from")
+    trainer = load_backend(backend_name).trainer(config, compile=options.compile)
     start, elapsed = 0, 0.0
-    if options.resume:
-        latest = checkpoint.latest(run_dir)
-        if latest is None:
-            raise ConfigError("--resume", str(run_dir), "a run directory with a checkpoint to continue from")
+    if latest is not None:
         arrays, metadata = checkpoint.load(latest)
         trainer.load_state_dict(arrays)
         start, elapsed = int(metadata["step"]), float(metadata["elapsed"])

@@ -112,3 +112,15 @@ def test_grids_pictures_and_animation(tmp_path):
     records = [{"step": i, "loss_D": 1.0 + np.sin(i), "loss_G": 0.7} for i in range(1, 200)]
     plot_losses(tmp_path / "loss.png", records, "test")
     assert Image.open(tmp_path / "loss.png").size == (800, 450)
+
+
+def test_resume_takes_preset_and_backend_from_the_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"preset": "svhn32", "backend": "keras-jax"}))
+    (run / "config.toml").write_text(make_config("svhn32").to_toml())
+    # No checkpoint yet: the error shows the run's own preset and backend were taken up.
+    assert main(["train", "--out", str(run), "--resume", "--dataset", "fake"]) == 2
+    assert "a run directory with a checkpoint to continue from" in capsys.readouterr().err
+    assert main(["train", "--out", str(run), "--resume", "--preset", "mnist28"]) == 2
+    assert "holds a svhn32 run on keras-jax" in capsys.readouterr().err
