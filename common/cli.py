@@ -130,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"dcgan: error: {err}", file=sys.stderr)
         return 2
+    except FloatingPointError as err:  # common.train.Diverged
+        print(f"dcgan: error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

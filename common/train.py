@@ -147,10 +147,10 @@ def train(config: Config, backend_name: str, run_dir: Path, options: RunOptions 
                 t0 = time.perf_counter()
                 metrics = {k: float(v) for k, v in trainer.train_step(reals, noise.z_d, noise.z_g).items()}
                 seconds = time.perf_counter() - t0
+                _check_finite(metrics, step + 1, backend_name)
                 step += 1
                 record = {"step": step, **metrics, "images_per_s": o.batch_size * o.d_steps / seconds,
                           "time": elapsed + time.perf_counter() - session_start}
-                _check_finite(record, backend_name)
                 records.append(record)
                 log.write(json.dumps(record) + "\n")
                 bar.update(1)
@@ -164,6 +164,9 @@ def train(config: Config, backend_name: str, run_dir: Path, options: RunOptions 
                     save_checkpoint(step, elapsed + time.perf_counter() - session_start)
         except KeyboardInterrupt:
             bar.write(f"interrupted: saving step {step}; continue with --resume")
+            raise
+        except Diverged:
+            step = start  # the weights hold the diverged update: keep the checkpoints as they are
             raise
         finally:
             bar.close()
@@ -179,10 +182,15 @@ def _iteration_inputs(dataset: ImageDataset, schedule: Schedule, config: Config,
     return reals, iteration_noise(config, step, schedule.batch_size)
 
 
-def _check_finite(record: dict, backend: str) -> None:
-    bad = [k for k in METRICS if not math.isfinite(record[k])]
+class Diverged(FloatingPointError):
+    """A loss or statistic became NaN or infinite; the run stops without saving that state."""
+
+
+def _check_finite(metrics: dict, step: int, backend: str) -> None:
+    bad = [k for k in METRICS if not math.isfinite(metrics[k])]
     if bad:
-        raise FloatingPointError(f"{backend}: {', '.join(bad)} not finite at step {record['step']}: {record}")
+        raise Diverged(f"training diverged on {backend}: {', '.join(bad)} not finite at step {step} ({metrics}); "
+                       "the run's checkpoints are left as they were")
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

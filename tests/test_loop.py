@@ -124,3 +124,40 @@ def test_resume_takes_preset_and_backend_from_the_run(tmp_path, capsys):
     assert "a run directory with a checkpoint to continue from" in capsys.readouterr().err
     assert main(["train", "--out", str(run), "--resume", "--preset", "mnist28"]) == 2
     assert "holds a svhn32 run on keras-jax" in capsys.readouterr().err
+
+
+class _NumpyTrainer:
+    """A stand-in backend for the loop's own behaviour: counts steps, diverges when told to."""
+
+    def __init__(self, diverge_at: int | None):
+        self.steps, self.diverge_at = np.zeros((), np.int64), diverge_at
+
+    def train_step(self, reals, z_d, z_g):
+        self.steps = self.steps + 1
+        value = float("nan") if self.steps == self.diverge_at else 1.0
+        return {"loss_D": value, "loss_G": 0.5, "D_x": 0.5, "D_G_z1": 0.5, "D_G_z2": 0.5}
+
+    def sample(self, z):
+        return np.zeros((len(z), 1, 28, 28), np.float32)
+
+    def state_dict(self):
+        return {"steps": self.steps}
+
+    def load_state_dict(self, arrays):
+        self.steps = arrays["steps"]
+
+
+def test_a_diverged_run_stops_cleanly_and_keeps_its_last_checkpoint(tmp_path, monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from common import train as train_module
+
+    backend = SimpleNamespace(trainer=lambda config, compile=False: _NumpyTrainer(diverge_at=5))
+    monkeypatch.setattr(train_module, "load_backend", lambda name: backend)
+    args = ["train", "--preset", "mnist28", "--dataset", "fake", "--batch-size", "8", "--steps", "8",
+            "--checkpoint-every", "2", "--keep-every", "2", "--no-progress", "--out", str(tmp_path / "run")]
+    assert main(args) == 1
+    assert "loss_D not finite at step 5" in capsys.readouterr().err
+    assert checkpoint.saved_steps(tmp_path / "run") == [2, 4]  # nothing saved from the diverged state
+    arrays, _ = checkpoint.load(checkpoint.path_for(tmp_path / "run", 4))
+    assert int(arrays["steps"]) == 4
