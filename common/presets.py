@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from common.config import Block, Config, DataConfig, ModelConfig, OptimConfig, apply_overrides, validate
+from common.config import Block, Config, ModelConfig, OptimConfig, apply_overrides, validate
 from common.errors import ConfigError
 
 
