@@ -21,16 +21,18 @@ def _config_args(parser: argparse.ArgumentParser, preset_help: str = "(default d
                         help="override one value, e.g. --set model.ngf=32 (repeatable; applied after --config)")
 
 
-def _make_config(args: argparse.Namespace):
+def _overrides(args: argparse.Namespace, shortcuts: dict | None = None) -> dict:
+    """--config file, then a command's shortcut flags that were given, then --set: later wins."""
     overrides = load_toml(args.config) if args.config else {}
+    overrides.update({k: v for k, v in (shortcuts or {}).items() if v is not None})
     overrides.update(parse_set(args.set))
-    return make_config(args.preset or "dcgan64", overrides)
+    return overrides
 
 
 def cmd_describe(args: argparse.Namespace) -> None:
     from common.describe import describe, format_table
 
-    config = _make_config(args)
+    config = make_config(args.preset or "dcgan64", _overrides(args))
     backend = load_backend(args.backend) if args.backend else None
     description = describe(config, backend)
     print(json.dumps(description, indent=1) if args.json else format_table(description), end="" if not args.json else "\n")
@@ -44,11 +46,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         args.preset, args.backend = args.preset or saved["preset"], args.backend or saved["backend"]
     args.preset, args.backend = args.preset or "dcgan64", args.backend or "torch"
     out = Path(args.out or f"runs/{args.preset}-{args.backend}")
-    shortcuts = {"optim.batch_size": args.batch_size, "seed": args.seed, "data.dataset": args.dataset,
-                 "data.data_dir": args.data_dir}
-    overrides = load_toml(args.config) if args.config else {}
-    overrides.update({k: v for k, v in shortcuts.items() if v is not None})
-    overrides.update(parse_set(args.set))
+    overrides = _overrides(args, {"optim.batch_size": args.batch_size, "seed": args.seed,
+                                  "data.dataset": args.dataset, "data.data_dir": args.data_dir})
     if args.resume and (out / "config.toml").exists():
         config = resumed_config(out, args.preset, overrides)
     else:

@@ -83,9 +83,7 @@ class StreamingFolder(ImageDataset):
         return len(self.files)
 
     def batch(self, indices: np.ndarray) -> np.ndarray:
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            images = list(pool.map(lambda i: _read_image(self.files[i], self.data), indices))
-        return to_model_range(np.stack(images))
+        return to_model_range(_read_images([self.files[i] for i in indices], self.data))
 
 
 def load_dataset(data: DataConfig, seed: int = 0) -> ImageDataset:
@@ -146,6 +144,12 @@ def _prepare_arrays(images: Iterable[np.ndarray], data: DataConfig) -> np.ndarra
                      for a in images])
 
 
+def _read_images(files: list[Path], data: DataConfig) -> np.ndarray:
+    """(N, C, H, W) uint8 from image files, decoded on every core (Pillow releases the GIL)."""
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return np.stack(list(pool.map(lambda p: _read_image(p, data), files)))
+
+
 def _read_image(path: Path, data: DataConfig) -> np.ndarray:
     try:
         with Image.open(path) as image:
@@ -177,9 +181,7 @@ def _load_idx(name: str, data: DataConfig) -> InMemoryDataset:
         hint = " (install Debian's dataset-fashion-mnist: `make setup`)" if name == "fashion-mnist" else ""
         raise ConfigError("data.data_dir", str(folder), f"a folder holding train-images-idx3-ubyte[.gz] for {name}{hint}")
     images = read_idx(path)  # (N, 28, 28)
-    if images.shape[1:] == (data.image_size, data.image_size) and data.channels == 1:
-        return InMemoryDataset(name, images[:, None].copy())
-    if data.image_size == images.shape[1]:
+    if images.shape[1:] == (data.image_size, data.image_size):  # grey, replicated for RGB models
         return InMemoryDataset(name, np.repeat(images[:, None], data.channels, axis=1))
     return InMemoryDataset(name, _prepare_arrays(images, data))
 
@@ -191,9 +193,7 @@ def _load_folder(folder: Path, data: DataConfig) -> ImageDataset:
     decoded_bytes = len(files) * data.channels * data.image_size**2
     if decoded_bytes > MEMORY_FRACTION * _memory_bytes():
         return StreamingFolder(str(folder), files, data)
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        images = list(pool.map(lambda p: _read_image(p, data), files))
-    return InMemoryDataset(str(folder), np.stack(images))
+    return InMemoryDataset(str(folder), _read_images(files, data))
 
 
 def _memory_bytes() -> int:

@@ -27,9 +27,11 @@ def image_grid(images: np.ndarray, nrow: int | None = None, padding: int = 2) ->
     return grid
 
 
-def save_grid(path: Path, images: np.ndarray, scale: int = 1) -> None:
-    """Writes a grid PNG; small images (28x28) are enlarged `scale` times, pixel for pixel."""
+def save_grid(path: Path, images: np.ndarray, scale: int | None = None) -> None:
+    """Writes a grid PNG, enlarged `scale` times pixel for pixel (default: small images, such as
+    28x28, to about 64 pixels a tile, so a grid is legible at a glance)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    scale = scale or max(1, 64 // images.shape[-1])
     grid = Image.fromarray(image_grid(images))
     if scale > 1:
         grid = grid.resize((grid.width * scale, grid.height * scale), Image.Resampling.NEAREST)

@@ -26,7 +26,7 @@ def sample(path: Path, n: int, out: Path, seed: int = 0, backend: str | None = N
     trainer.load_state_dict(arrays)
     z = latent(config, n, np.random.default_rng(seed))
     images = trainer.sample(z)
-    save_grid(out, images, scale=max(1, 64 // config.model.image_size))
+    save_grid(out, images)
     if npz:
         np.savez(npz, images=images, z=z)
     return images

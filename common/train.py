@@ -158,7 +158,7 @@ def train(config: Config, backend_name: str, run_dir: Path, options: RunOptions 
                                     f"D(x) {metrics['D_x']:.2f} D(G(z)) {metrics['D_G_z1']:.2f}/{metrics['D_G_z2']:.2f} "
                                     f"{record['images_per_s']:.0f} img/s")
                 if step % sample_every == 0 or step == total:
-                    save_grid(run_dir / "samples" / f"step_{step:06d}.png", trainer.sample(fixed), scale=_grid_scale(config))
+                    save_grid(run_dir / "samples" / f"step_{step:06d}.png", trainer.sample(fixed))
                 if step % options.checkpoint_every == 0 and step < total:
                     log.flush()
                     save_checkpoint(step, elapsed + time.perf_counter() - session_start)
@@ -201,10 +201,6 @@ def _truncate_metrics(path: Path, step: int) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(line + "\n" for line in kept))
     os.replace(tmp, path)
-
-
-def _grid_scale(config: Config) -> int:
-    return max(1, 64 // config.model.image_size)
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
