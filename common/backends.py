@@ -32,9 +32,14 @@ BACKENDS: dict[str, str] = {
 # The pip extras each backend needs (pyproject.toml).
 EXTRAS = {"torch": "torch", "jax": "jax", "keras-tensorflow": "keras", "keras-jax": "keras,jax", "keras-torch": "keras,torch"}
 
+# Training runs in float32; float64 exists for the parity suite, where two correct
+# implementations agree to ~1e-11 and any larger difference is a real one.
+PRECISIONS = ("float32", "float64")
+
 
 class Backend(Protocol):
     name: str
+    precision: str  # "float32" | "float64": the dtype of every weight and activation it builds
     layout: str  # "NCHW" or "NHWC": how this framework holds feature maps
 
     def build(self, config: Config) -> tuple[Any, Any]:
@@ -45,8 +50,8 @@ class Backend(Protocol):
         framework's optional compiler where it has one (torch.compile); JAX and Keras always
         compile their step."""
 
-    def run_layers(self, network: Any, inputs: np.ndarray) -> list[tuple[str, str, np.ndarray]]:
-        """Runs a canonical batch through `network` in training mode, layer by layer.
+    def run_layers(self, network: Any, inputs: np.ndarray, training: bool = True) -> list[tuple[str, str, np.ndarray]]:
+        """Runs a canonical batch through `network` in training (or eval) mode, layer by layer.
 
         Returns (layer name, framework class name, output in this backend's layout) for
         every layer of the built model, in order.
@@ -61,7 +66,14 @@ class Backend(Protocol):
 
 
 class Trainer(Protocol):
-    """What the shared loop (common/train.py) drives: one framework's models and optimizers."""
+    """What the shared loop (common/train.py) drives: one framework's models and optimizers.
+
+    Arrays cross this interface in the canonical form: batches NCHW, states and gradients as
+    common/canonical.py names and lays them out; each trainer casts to its own precision.
+    """
+
+    generator: Any  # the framework's models, as `Backend.build` made them
+    discriminator: Any
 
     def train_step(self, reals: np.ndarray, z_d: np.ndarray, z_g: np.ndarray | None) -> dict[str, Any]:
         """One iteration of common/algorithm.py.
@@ -75,17 +87,32 @@ class Trainer(Protocol):
     def sample(self, z: np.ndarray) -> np.ndarray:
         """G in eval mode on z (n, latent): images (n, C, H, W) float32 in [-1, 1]."""
 
+    def gradients(self, real: np.ndarray, z: np.ndarray) -> dict[str, np.ndarray]:
+        """d loss_D / d D's parameters (real batch and G(z), detached) and d loss_G / d G's
+        parameters (through D), at the current state, under canonical keys; only BN running
+        statistics change, as in any train-mode forward pass."""
+
+    def apply_gradients(self, grads: dict[str, np.ndarray]) -> None:
+        """One Adam update of each network with the given canonical gradients."""
+
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Everything a resumed run needs to continue exactly: weights, BN statistics,
-        optimizer state and step counts, and the framework's RNG state (e.g. for dropout)."""
+        """The canonical state: everything a resumed run needs to continue exactly (weights,
+        BN statistics, Adam's moments and step counts), plus the framework's own RNG state
+        under rng.<framework>.*, so a resume on the same backend is bit-identical."""
 
     def load_state_dict(self, arrays: dict[str, np.ndarray]) -> None:
-        """Restores what `state_dict` returned (from a trainer built with the same config)."""
+        """Loads a canonical state written by any backend (validated by the caller against the
+        config). Without optimizer keys Adam starts afresh; a framework's RNG state is read
+        only by that framework."""
 
 
-def load_backend(name: str) -> Backend:
+def load_backend(name: str, precision: str = "float32") -> Backend:
+    """The backend `name`, building models in `precision`. Keras and JAX take float64 as a
+    process-wide setting (floatx, jax_enable_x64), so ask for it in a process of its own."""
     if name not in BACKENDS:
         raise ConfigError("backend", name, "one of " + ", ".join(BACKENDS))
+    if precision not in PRECISIONS:
+        raise ConfigError("precision", precision, "one of " + ", ".join(PRECISIONS))
     if name.startswith("keras-"):
         wanted = name.removeprefix("keras-")
         if "keras" in sys.modules:
@@ -105,7 +132,7 @@ def load_backend(name: str) -> Backend:
             "backend", name,
             f"an installed framework ({err}); install it with: pip install -e '.[{extra}]'",
         ) from None
-    return module.Backend(name)
+    return module.Backend(name, precision)
 
 
 def to_canonical_shape(shape: tuple[int, ...], layout: str) -> tuple[int, ...]:

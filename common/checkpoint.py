@@ -1,9 +1,10 @@
 """Checkpoints: one safetensors file per saved step, written atomically.
 
-A checkpoint holds a backend's `Trainer.state_dict()` (weights, BN statistics, optimizer
-state, the framework's RNG state) under the backend's own names, and metadata: format,
-preset, backend, step, elapsed seconds and the full resolved config. Files are written to a
-temporary name and renamed into place, so a crash never leaves a half-written checkpoint
+A checkpoint holds a trainer's state in the canonical format (common/canonical.py: weights,
+BN statistics, Adam's state under the spec's names, in PyTorch's layouts, plus the
+framework's own RNG state), so any backend opens it, and metadata: format, preset, source
+backend, step, elapsed seconds, the full resolved config and its hash. Files are written to
+a temporary name and renamed into place, so a crash never leaves a half-written checkpoint
 where a resume would look for one.
 """
 
@@ -19,7 +20,7 @@ from safetensors.numpy import save_file
 
 from common.errors import ConfigError
 
-FORMAT = "dcgan-suite-run/1"
+FORMAT = "dcgan-suite/1"
 _NAME = re.compile(r"step_(\d{6,})\.safetensors$")
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from common import checkpoint
+from common import canonical, checkpoint
 from common.algorithm import METRICS, data_order, fixed_noise, iteration_noise
 from common.backends import load_backend
 from common.config import Config, load_toml
@@ -117,6 +117,7 @@ def train(config: Config, backend_name: str, run_dir: Path, options: RunOptions 
     start, elapsed = 0, 0.0
     if latest is not None:
         arrays, metadata = checkpoint.load(latest)
+        canonical.validate(arrays, config, source=str(latest))
         trainer.load_state_dict(arrays)
         start, elapsed = int(metadata["step"]), float(metadata["elapsed"])
         _truncate_metrics(run_dir / "metrics.jsonl", start)
@@ -126,9 +127,8 @@ def train(config: Config, backend_name: str, run_dir: Path, options: RunOptions 
         (run_dir / "config.toml").write_text(config.to_toml())
 
     def save_checkpoint(step: int, seconds: float) -> None:
-        metadata = {"preset": config.preset, "backend": backend_name, "step": str(step),
-                    "elapsed": repr(seconds), "config": config.to_toml()}
-        checkpoint.save(checkpoint.path_for(run_dir, step), trainer.state_dict(), metadata)
+        checkpoint.save(checkpoint.path_for(run_dir, step), trainer.state_dict(),
+                        canonical.metadata(config, backend_name, step, seconds))
         checkpoint.prune(run_dir, options.keep_every)
 
     fixed = fixed_noise(config)

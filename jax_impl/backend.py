@@ -8,40 +8,46 @@ import numpy as np
 import optax
 from flax import nnx
 
+from common import canonical
 from common.config import Config
+from common.canonical import nchw_to_nhwc, nhwc_to_nchw
+from jax_impl.layout import CANONICAL_NAMES, from_canonical, native_name, to_canonical
 from jax_impl.models import Discriminator, Generator
-from jax_impl.step import train_step
+from jax_impl.step import d_loss, g_loss, train_step
 
-
-# Flax parameter names -> the canonical (PyTorch) ones.
-CANONICAL_NAMES = {"kernel": "weight", "scale": "weight", "bias": "bias"}
+DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
+MOMENTS = {"mu": "exp_avg", "nu": "exp_avg_sq"}  # optax's Adam moments -> canonical names
 
 
 class Backend:
     layout = "NHWC"
 
-    def __init__(self, name: str = "jax"):
-        self.name = name
+    def __init__(self, name: str = "jax", precision: str = "float32"):
+        if precision == "float64":
+            jax.config.update("jax_enable_x64", True)  # without it JAX silently computes float64 in float32
+        self.name, self.precision = name, precision
+        self.dtype = DTYPES[precision]
 
     def build(self, config: Config) -> tuple[Generator, Discriminator]:
         # Distinct streams for G and D, both from the run's one seed.
         return (
-            Generator(config.model, rngs=nnx.Rngs(2 * config.seed)),
-            Discriminator(config.model, rngs=nnx.Rngs(2 * config.seed + 1)),
+            Generator(config.model, rngs=nnx.Rngs(2 * config.seed), dtype=self.dtype),
+            Discriminator(config.model, rngs=nnx.Rngs(2 * config.seed + 1), dtype=self.dtype),
         )
 
     def trainer(self, config: Config, compile: bool = False) -> Trainer:
         del compile  # the step is always compiled (nnx.jit)
-        return Trainer(config, *self.build(config))
+        return Trainer(config, *self.build(config), dtype=self.dtype)
 
-    def run_layers(self, network, inputs: np.ndarray) -> list[tuple[str, str, np.ndarray]]:
-        network.train()
-        x = inputs.transpose(0, 2, 3, 1) if inputs.ndim == 4 else inputs  # NCHW at the edge -> NHWC
+    def run_layers(self, network, inputs: np.ndarray, training: bool = True) -> list[tuple[str, str, np.ndarray]]:
+        network.train() if training else network.eval()
+        x = jnp.asarray(nchw_to_nhwc(inputs), dtype=self.dtype)
         outputs = []
         for name in network.layer_names:
             module = getattr(network, name)
             x = module(x)
             outputs.append((name, type(module).__name__, np.asarray(x)))
+        network.train()
         return outputs
 
     def parameters(self, network) -> dict[str, dict[str, np.ndarray]]:
@@ -57,63 +63,120 @@ class Backend:
 class Trainer:
     """G, D and their Adam optimizers; `train_step` runs jax_impl/step.py."""
 
-    def __init__(self, config: Config, generator: Generator, discriminator: Discriminator):
+    def __init__(self, config: Config, generator: Generator, discriminator: Discriminator, dtype=jnp.float32):
         o = config.optim
-        self.config = config
+        self.config, self.dtype = config, dtype
         self.generator, self.discriminator = generator, discriminator
         adam = dict(b1=o.beta1, b2=o.beta2, eps=o.eps)
         self.g_optimizer = nnx.Optimizer(generator, optax.adam(o.lr_g, **adam), wrt=nnx.Param)
         self.d_optimizer = nnx.Optimizer(discriminator, optax.adam(o.lr_d, **adam), wrt=nnx.Param)
 
+    def _array(self, array: np.ndarray | None, images: bool = False) -> jax.Array | None:
+        """A canonical batch at this trainer's precision; images (..., C, H, W) become (..., H, W, C)."""
+        if array is None:
+            return None
+        array = jnp.asarray(array, dtype=self.dtype)
+        return jnp.moveaxis(array, -3, -1) if images else array
+
     def train_step(self, reals: np.ndarray, z_d: np.ndarray, z_g: np.ndarray | None) -> dict[str, jax.Array]:
         return train_step(
             self.generator, self.discriminator, self.g_optimizer, self.d_optimizer,
-            jnp.asarray(reals).transpose(0, 1, 3, 4, 2),  # (k, N, C, H, W) at the edge -> NHWC
-            jnp.asarray(z_d), None if z_g is None else jnp.asarray(z_g),
-            self.config.optim.real_label,
+            self._array(reals, images=True), self._array(z_d), self._array(z_g), self.config.optim.real_label,
         )
 
     def sample(self, z: np.ndarray) -> np.ndarray:
         self.generator.eval()  # BN normalises with its running statistics
         try:
-            return np.asarray(self.generator(jnp.asarray(z)).transpose(0, 3, 1, 2))
+            return nhwc_to_nchw(np.asarray(self.generator(self._array(z)))).astype(np.float32)
         finally:
             self.generator.train()
 
-    def _stateful(self) -> dict[str, nnx.Module | nnx.Optimizer]:
-        return {"generator": self.generator, "discriminator": self.discriminator,
-                "g_optimizer": self.g_optimizer, "d_optimizer": self.d_optimizer}
+    def gradients(self, real: np.ndarray, z: np.ndarray) -> dict[str, np.ndarray]:
+        """See common/backends.py: canonical gradients of loss_D (D's) and loss_G (G's)."""
+        real, z, label = self._array(real, images=True), self._array(z), self.config.optim.real_label
+        fake = jax.lax.stop_gradient(self.generator(z))
+        d_grads = nnx.grad(lambda d: d_loss(d, real, fake, label)[0])(self.discriminator)
+        g_grads = nnx.grad(lambda g, d: g_loss(d, g(z))[0])(self.generator, self.discriminator)
+        grads = {}
+        for role, state in (("discriminator", d_grads), ("generator", g_grads)):
+            entries = self._parameter_entries(role)
+            for path, value in nnx.to_flat_state(state):
+                module, entry = entries[path]
+                grads[entry.key] = to_canonical(module, entry.name, value[...])
+        return grads
+
+    def apply_gradients(self, grads: dict[str, np.ndarray]) -> None:
+        """One Adam update of each network with the given canonical gradients."""
+        for role, network, optimizer in self._roles():
+            entries = self._parameter_entries(role)
+            flat = []
+            for path, variable in nnx.to_flat_state(nnx.state(network, nnx.Param)):
+                module, entry = entries[path]
+                flat.append((path, variable.replace(from_canonical(module, entry.name, grads[entry.key], variable.dtype))))
+            optimizer.update(network, nnx.from_flat_state(flat))
+
+    def _roles(self):
+        return (("generator", self.generator, self.g_optimizer), ("discriminator", self.discriminator, self.d_optimizer))
+
+    def _parameter_entries(self, role: str) -> dict[tuple[str, str], tuple[nnx.Module, canonical.Entry]]:
+        """Each parameter's NNX path (layer, attribute) -> its module and canonical entry."""
+        network = getattr(self, role)
+        found = {}
+        for entry in canonical.parameters(self.config, role):
+            module = getattr(network, entry.layer.name)
+            found[(entry.layer.name, native_name(module, entry.name))] = (module, entry)
+        return found
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Every Variable of G, D and both optimizers under its dotted path ("generator.convt2.kernel",
-        "d_optimizer.opt_state.0.mu.conv1.kernel", "d_optimizer.step"): parameters, BN statistics,
-        dropout's RNG key and count, Adam's moments and step counts."""
+        """The canonical state (common/canonical.py), plus dropout's RNG keys and counts
+        under rng.jax.*."""
         arrays = {}
-        for prefix, node in self._stateful().items():
-            for path, variable in nnx.to_flat_state(nnx.state(node)):
+        for role, network, optimizer in self._roles():
+            for e in canonical.entries(self.config, role):
+                module = getattr(network, e.layer.name)
+                arrays[e.key] = to_canonical(module, e.name, getattr(module, native_name(module, e.name))[...])
+            adam = dict(nnx.to_flat_state(nnx.state(optimizer)))
+            arrays[canonical.step_key(role)] = np.array(adam[("opt_state", 0, "count")][...], dtype=np.int64)
+            for path, (module, entry) in self._parameter_entries(role).items():
+                for field, moment in MOMENTS.items():
+                    arrays[canonical.moment_key(role, moment, entry)] = to_canonical(module, entry.name, adam[("opt_state", 0, field, *path)][...])
+            for path, variable in nnx.to_flat_state(nnx.state(network, nnx.RngState)):
                 value = variable[...]
                 if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
                     value = jax.random.key_data(value)  # a typed key has no numpy form; its raw bits do
-                arrays[_key(prefix, path)] = np.asarray(value)
+                arrays[".".join(("rng.jax", role, *map(str, path)))] = np.asarray(value)
         return arrays
 
     def load_state_dict(self, arrays: dict[str, np.ndarray]) -> None:
-        """Writes the arrays into this trainer's own modules and optimizers (nnx.update); their
-        structure, and so the compiled step, stays as built. Raw key bits are rewrapped as typed
-        keys of the PRNG implementation the modules were built with."""
-        for prefix, node in self._stateful().items():
-            flat = []
-            for path, variable in nnx.to_flat_state(nnx.state(node)):
-                key = _key(prefix, path)
+        """Loads a canonical state into this trainer's own modules and optimizers; their
+        structure, and so the compiled step, stays as built. Without optimizer keys Adam starts
+        afresh; rng.jax.* keys, where present, restore dropout's streams."""
+        if not canonical.has_optimizer(arrays):
+            arrays = {**arrays, **canonical.fresh_optimizer(self.config)}
+        for role, network, optimizer in self._roles():
+            for e in canonical.entries(self.config, role):
+                module = getattr(network, e.layer.name)
+                variable = getattr(module, native_name(module, e.name))
+                variable[...] = from_canonical(module, e.name, arrays[e.key], variable.dtype)
+            adam = []
+            step = arrays[canonical.step_key(role)]
+            entries = self._parameter_entries(role)
+            for path, variable in nnx.to_flat_state(nnx.state(optimizer)):
+                if path[:2] == ("opt_state", 0) and path[2] in MOMENTS:
+                    module, entry = entries[path[3:]]
+                    value = from_canonical(module, entry.name, arrays[canonical.moment_key(role, MOMENTS[path[2]], entry)], variable.dtype)
+                else:  # Adam's count and the optimizer's step: both count updates
+                    value = jnp.asarray(step, dtype=variable.dtype)
+                adam.append((path, value))
+            nnx.update(optimizer, nnx.from_flat_state(adam))
+            restored = []
+            for path, variable in nnx.to_flat_state(nnx.state(network, nnx.RngState)):
+                key = ".".join(("rng.jax", role, *map(str, path)))
+                if key not in arrays:
+                    continue
                 value = jnp.asarray(arrays[key])
                 if jax.dtypes.issubdtype(variable.dtype, jax.dtypes.prng_key):
                     value = jax.random.wrap_key_data(value, impl=jax.random.key_impl(variable[...]))
-                if value.shape != variable.shape:  # nnx.update would take it and train on, reshaped
-                    raise ValueError(f"{key}: shape {value.shape} where the model has {variable.shape}")
-                flat.append((path, value))
-            nnx.update(node, nnx.from_flat_state(flat))
-
-
-def _key(prefix: str, path: tuple) -> str:
-    """A state path as a dotted key; optax's tuple states contribute indices ("opt_state.0.mu")."""
-    return ".".join(map(str, (prefix, *path)))
+                restored.append((path, value))
+            if restored:
+                nnx.update(network, nnx.from_flat_state(restored))

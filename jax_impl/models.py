@@ -43,6 +43,35 @@ class Flatten(nnx.Module):
         return x.transpose(0, 3, 1, 2).reshape(x.shape[0], -1)
 
 
+class BatchNorm(nnx.BatchNorm):
+    """Flax's BatchNorm with PyTorch's statistics, which nnx.BatchNorm computes differently.
+
+    The batch variance is the two-pass mean((x - mean)^2) (Flax defaults to the faster
+    E[x^2] - E[x]^2, which loses precision when the mean is large), and the running variance
+    is updated with the UNBIASED batch variance, n / (n - 1) times it, as PyTorch's is
+    (Flax keeps the biased one). Normalisation uses the biased variance in both. The running
+    statistics are held in `param_dtype` (nnx.BatchNorm keeps them in float32 regardless).
+    """
+
+    def __init__(self, num_features: int, **kwargs):
+        super().__init__(num_features, **kwargs)
+        self.mean = nnx.BatchStat(self.mean[...].astype(self.param_dtype))
+        self.var = nnx.BatchStat(self.var[...].astype(self.param_dtype))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        axes = tuple(range(x.ndim - 1))  # all but the channel (feature) axis
+        if self.use_running_average:
+            mean, var = self.mean[...], self.var[...]
+        else:
+            mean = x.mean(axes)
+            var = jnp.square(x - mean).mean(axes)
+            n = x.size // x.shape[-1]
+            momentum = self.momentum  # Flax's: the weight of the old statistic
+            self.mean[...] = jax.lax.stop_gradient(momentum * self.mean[...] + (1 - momentum) * mean)
+            self.var[...] = jax.lax.stop_gradient(momentum * self.var[...] + (1 - momentum) * var * n / (n - 1))
+        return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * self.scale[...] + self.bias[...]
+
+
 def _bn_scale_init(std: float):
     """BN scale ~ N(1, std): DCGAN's rule (std 0 gives Flax's ones)."""
 
@@ -52,11 +81,13 @@ def _bn_scale_init(std: float):
     return init
 
 
-def make_layer(layer: Layer, init: Init, rngs: nnx.Rngs) -> nnx.Module:
-    """One spec layer -> the Flax NNX module that computes it."""
+def make_layer(layer: Layer, init: Init, rngs: nnx.Rngs, dtype: jnp.dtype = jnp.float32) -> nnx.Module:
+    """One spec layer -> the Flax NNX module that computes it, with parameters of `dtype`."""
     kernel_init = nnx.initializers.normal(init.std) if init.scheme == "normal" else nnx.initializers.glorot_uniform()
+    dtypes = dict(param_dtype=dtype, dtype=dtype)
     if layer.kind == "linear":
-        return nnx.Linear(layer.in_features, layer.out_features, use_bias=layer.bias, kernel_init=kernel_init, rngs=rngs)
+        return nnx.Linear(layer.in_features, layer.out_features, use_bias=layer.bias, kernel_init=kernel_init,
+                          rngs=rngs, **dtypes)
     if layer.kind in ("conv", "conv_transpose"):
         k, p = layer.kernel, layer.padding
         if layer.kind == "conv":
@@ -67,12 +98,12 @@ def make_layer(layer: Layer, init: Init, rngs: nnx.Rngs) -> nnx.Module:
             module, padding = nnx.ConvTranspose, ((k - 1 - p, k - 1 - p), (k - 1 - p, k - 1 - p))
         return module(
             layer.in_channels, layer.out_channels, (k, k), (layer.stride, layer.stride),
-            padding=padding, use_bias=layer.bias, kernel_init=kernel_init, rngs=rngs,
+            padding=padding, use_bias=layer.bias, kernel_init=kernel_init, rngs=rngs, **dtypes,
         )
     if layer.kind == "batch_norm":
-        return nnx.BatchNorm(
+        return BatchNorm(
             layer.features, momentum=1.0 - layer.momentum, epsilon=layer.eps,
-            scale_init=_bn_scale_init(init.bn_scale_std), rngs=rngs,
+            scale_init=_bn_scale_init(init.bn_scale_std), rngs=rngs, **dtypes,
         )
     if layer.kind == "activation":
         return Activation(layer.fn, layer.negative_slope)
@@ -88,10 +119,10 @@ def make_layer(layer: Layer, init: Init, rngs: nnx.Rngs) -> nnx.Module:
 class Network(nnx.Module):
     """A spec's layers in order, each an attribute under its spec name."""
 
-    def __init__(self, spec: NetworkSpec, *, rngs: nnx.Rngs):
+    def __init__(self, spec: NetworkSpec, *, rngs: nnx.Rngs, dtype: jnp.dtype = jnp.float32):
         self.layer_names = tuple(layer.name for layer in spec.layers)
         for layer in spec.layers:
-            setattr(self, layer.name, make_layer(layer, spec.init, rngs))
+            setattr(self, layer.name, make_layer(layer, spec.init, rngs, dtype))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         for name in self.layer_names:
@@ -102,12 +133,12 @@ class Network(nnx.Module):
 class Generator(Network):
     """z: (N, latent_dim) -> images: (N, size, size, channels) in [-1, 1]."""
 
-    def __init__(self, model: ModelConfig, *, rngs: nnx.Rngs):
-        super().__init__(generator_spec(model), rngs=rngs)
+    def __init__(self, model: ModelConfig, *, rngs: nnx.Rngs, dtype: jnp.dtype = jnp.float32):
+        super().__init__(generator_spec(model), rngs=rngs, dtype=dtype)
 
 
 class Discriminator(Network):
     """images: (N, size, size, channels) -> logits: (N, 1)."""
 
-    def __init__(self, model: ModelConfig, *, rngs: nnx.Rngs):
-        super().__init__(discriminator_spec(model), rngs=rngs)
+    def __init__(self, model: ModelConfig, *, rngs: nnx.Rngs, dtype: jnp.dtype = jnp.float32):
+        super().__init__(discriminator_spec(model), rngs=rngs, dtype=dtype)

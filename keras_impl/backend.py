@@ -9,22 +9,27 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from common import canonical
+from common.canonical import nchw_to_nhwc, nhwc_to_nchw
 from common.config import Config
+from keras_impl.adam import Adam
 from keras_impl.gan import GAN
+from keras_impl.layout import CANONICAL_NAMES, from_canonical, native_name, to_canonical
 from keras_impl.models import Discriminator, Generator
-
-
-# Keras weight names -> the canonical (PyTorch) ones.
-CANONICAL_NAMES = {"kernel": "weight", "gamma": "weight", "bias": "bias", "beta": "bias"}
 
 
 class Backend:
     layout = "NHWC"
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, precision: str = "float32"):
         if name != f"keras-{keras.backend.backend()}":
             raise RuntimeError(f"{name} requested but Keras runs on {keras.backend.backend()}; set KERAS_BACKEND first")
-        self.name = name
+        if precision == "float64" and keras.backend.backend() == "jax":
+            import jax
+
+            jax.config.update("jax_enable_x64", True)  # without it JAX silently computes float64 in float32
+        keras.config.set_floatx(precision)  # every layer, variable and optimizer built from here on
+        self.name, self.precision = name, precision
 
     def build(self, config: Config) -> tuple[Generator, Discriminator]:
         # Distinct streams for G and D, both from the run's one seed.
@@ -36,11 +41,11 @@ class Backend:
         # torch.compile on torch, where Inductor fails on this step (torch 2.14).
         return Trainer(config, *self.build(config))
 
-    def run_layers(self, network, inputs: np.ndarray) -> list[tuple[str, str, np.ndarray]]:
-        x = keras.ops.convert_to_tensor(inputs.transpose(0, 2, 3, 1) if inputs.ndim == 4 else inputs, dtype="float32")
+    def run_layers(self, network, inputs: np.ndarray, training: bool = True) -> list[tuple[str, str, np.ndarray]]:
+        x = keras.ops.convert_to_tensor(nchw_to_nhwc(inputs), dtype=keras.config.floatx())
         outputs = []
         for layer in network.layers:
-            x = layer(x, training=True)
+            x = layer(x, training=training)
             outputs.append((layer.name, type(layer).__name__, keras.ops.convert_to_numpy(x)))
         return outputs
 
@@ -57,36 +62,95 @@ class Trainer:
 
     def __init__(self, config: Config, generator: Generator, discriminator: Discriminator):
         o = config.optim
-        # Keras's epsilon is Kingma & Ba's "epsilon hat" (added before bias correction), PyTorch's is added after.
+        self.config = config
+        self.generator, self.discriminator = generator, discriminator
         adam = dict(beta_1=o.beta1, beta_2=o.beta2, epsilon=o.eps)
         self.gan = GAN(generator, discriminator, config)
-        self.gan.compile(d_optimizer=keras.optimizers.Adam(o.lr_d, **adam), g_optimizer=keras.optimizers.Adam(o.lr_g, **adam))
+        self.gan.compile(d_optimizer=Adam(o.lr_d, **adam), g_optimizer=Adam(o.lr_g, **adam))
+        self.optimizers = {"generator": self.gan.g_optimizer, "discriminator": self.gan.d_optimizer}
+
+    def _array(self, array: np.ndarray | None) -> np.ndarray | None:
+        """A canonical batch at Keras's floatx, images channels-last."""
+        return None if array is None else np.ascontiguousarray(nchw_to_nhwc(array), dtype=keras.config.floatx())
 
     def train_step(self, reals: np.ndarray, z_d: np.ndarray, z_g: np.ndarray | None) -> dict[str, float]:
         # train_on_batch reads the metrics back as Python floats: one host sync per step.
-        return self.gan.train_on_batch((np.ascontiguousarray(reals.transpose(0, 1, 3, 4, 2)), z_d, z_g), return_dict=True)
+        return self.gan.train_on_batch((self._array(reals), self._array(z_d), self._array(z_g)), return_dict=True)
 
     def sample(self, z: np.ndarray) -> np.ndarray:
-        images = self.gan.generator(keras.ops.convert_to_tensor(z), training=False)
-        return keras.ops.convert_to_numpy(images).transpose(0, 3, 1, 2).astype(np.float32)
+        images = self.generator(keras.ops.convert_to_tensor(self._array(z)), training=False)
+        return nhwc_to_nchw(keras.ops.convert_to_numpy(images)).astype(np.float32)
 
-    def _variables(self) -> dict[str, keras.Variable]:
-        """Every variable a resumed run needs, under keys that are the same in every trainer built
-        from the same config (Keras's own paths are not: unnamed objects such as optimizers and
-        seed generators are numbered per process)."""
-        variables = {"gan.seed_generator": self.gan.seed_generator.state}
-        for prefix, network in (("generator", self.gan.generator), ("discriminator", self.gan.discriminator)):
-            # By layer: spec names are stable; layer.variables includes dropout's seed state.
-            for layer in network.layers:
-                variables.update({f"{prefix}.{layer.name}.{v.name}": v for v in layer.variables})
-        for prefix, optimizer in (("d_optimizer", self.gan.d_optimizer), ("g_optimizer", self.gan.g_optimizer)):
-            variables.update({f"{prefix}.{v.name}": v for v in optimizer.variables})
+    def gradients(self, real: np.ndarray, z: np.ndarray) -> dict[str, np.ndarray]:
+        """See common/backends.py: canonical gradients of loss_D (D's) and loss_G (G's)."""
+        d_grads, g_grads = self.gan.gradients(keras.ops.convert_to_tensor(self._array(real)),
+                                              keras.ops.convert_to_tensor(self._array(z)))
+        grads = {}
+        for role, network, role_grads in (("discriminator", self.discriminator, d_grads),
+                                          ("generator", self.generator, g_grads)):
+            by_variable = {id(v): g for v, g in zip(network.trainable_variables, role_grads)}
+            for key, (kind, name, variable) in self._tensors(role).items():
+                if id(variable) in by_variable:
+                    grads[key] = to_canonical(kind, name, keras.ops.convert_to_numpy(by_variable[id(variable)]))
+        return grads
+
+    def apply_gradients(self, grads: dict[str, np.ndarray]) -> None:
+        """One Adam update of each network with the given canonical gradients."""
+        for role, optimizer in self.optimizers.items():
+            native = {id(variable): from_canonical(kind, name, grads[key]) for key, (kind, name, variable)
+                      in self._tensors(role).items() if variable.trainable}
+            network = getattr(self, role)
+            optimizer.apply([keras.ops.convert_to_tensor(native[id(v)], dtype=v.dtype) for v in network.trainable_variables],
+                            network.trainable_variables)
+
+    def _tensors(self, role: str) -> dict[str, tuple[str, str, keras.Variable]]:
+        """Canonical key -> (spec layer kind, canonical name, the Keras variable holding it)."""
+        network = getattr(self, role)
+        found = {}
+        for entry in canonical.entries(self.config, role):
+            layer = network.weighted_layer(entry.layer.name)
+            variables = {v.name: v for v in layer.variables}
+            found[entry.key] = (entry.layer.kind, entry.name, variables[native_name(entry.layer.kind, entry.name)])
+        return found
+
+    def _rng_variables(self) -> dict[str, keras.Variable]:
+        """Keras's random state: the GAN's noise stream (for `fit`) and each dropout layer's."""
+        variables = {"rng.keras.gan": self.gan.seed_generator.state}
+        for role in canonical.ROLES:
+            for layer in getattr(self, role).layers:
+                if isinstance(layer, keras.layers.Dropout):
+                    variables[f"rng.keras.{role}.{layer.name}"] = layer.seed_generator.state
         return variables
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        # np.array copies: on torch, convert_to_numpy shares memory with a tensor the optimizer updates in place.
-        return {key: np.array(keras.ops.convert_to_numpy(v)) for key, v in self._variables().items()}
+        """The canonical state (common/canonical.py), plus Keras's seed states under rng.keras.*."""
+        arrays = {}
+        for role, optimizer in self.optimizers.items():
+            tensors = self._tensors(role)
+            for key, (kind, name, variable) in tensors.items():
+                arrays[key] = to_canonical(kind, name, keras.ops.convert_to_numpy(variable))
+            arrays[canonical.step_key(role)] = np.array(keras.ops.convert_to_numpy(optimizer.iterations), dtype=np.int64)
+            for entry in canonical.parameters(self.config, role):
+                kind, name, variable = tensors[entry.key]
+                for moment, value in zip(canonical.MOMENTS, optimizer.moments(variable)):
+                    arrays[canonical.moment_key(role, moment, entry)] = to_canonical(kind, name, keras.ops.convert_to_numpy(value))
+        arrays.update({key: np.array(keras.ops.convert_to_numpy(v)) for key, v in self._rng_variables().items()})
+        return arrays
 
     def load_state_dict(self, arrays: dict[str, np.ndarray]) -> None:
-        for key, variable in self._variables().items():
-            variable.assign(arrays[key])
+        """Loads a canonical state; without optimizer keys Adam starts afresh, and rng.keras.*
+        keys, where present, restore Keras's seed states."""
+        if not canonical.has_optimizer(arrays):
+            arrays = {**arrays, **canonical.fresh_optimizer(self.config)}
+        for role, optimizer in self.optimizers.items():
+            tensors = self._tensors(role)
+            for key, (kind, name, variable) in tensors.items():
+                variable.assign(from_canonical(kind, name, arrays[key]).astype(variable.dtype))
+            optimizer.iterations.assign(int(arrays[canonical.step_key(role)]))
+            for entry in canonical.parameters(self.config, role):
+                kind, name, variable = tensors[entry.key]
+                for moment, target in zip(canonical.MOMENTS, optimizer.moments(variable)):
+                    target.assign(from_canonical(kind, name, arrays[canonical.moment_key(role, moment, entry)]).astype(target.dtype))
+        for key, variable in self._rng_variables().items():
+            if key in arrays:
+                variable.assign(arrays[key])

@@ -25,11 +25,12 @@ from keras import ops
 from common.algorithm import METRICS
 from common.config import Config
 from keras_impl.gradients import value_and_grad
+from keras_impl.models import mean
 
 
 def bce_with_logits(logits, target: float):
     """Binary cross-entropy on logits against a constant target, averaged over the batch."""
-    return ops.mean(ops.binary_crossentropy(ops.full_like(logits, target), logits, from_logits=True))
+    return mean(ops.binary_crossentropy(ops.full_like(logits, target), logits, from_logits=True))
 
 
 def _values(variables) -> list:
@@ -40,6 +41,14 @@ def _values(variables) -> list:
 def _assign(variables, values) -> None:
     for variable, value in zip(variables, values):
         variable.assign(value)
+
+
+class Mean(keras.metrics.Mean):
+    """keras.metrics.Mean whose result keeps the metric's dtype: Keras 3.15's Mean divides
+    with divide_no_nan, which on torch promotes float64 to float32."""
+
+    def result(self):
+        return ops.divide(self.total, ops.maximum(self.count, 1.0))
 
 
 class GANOptimizer(keras.optimizers.Optimizer):
@@ -90,7 +99,7 @@ class GAN(keras.Model):
         self.generator, self.discriminator = generator, discriminator
         self.config = config
         self.seed_generator = keras.random.SeedGenerator(config.seed)
-        self.trackers = [keras.metrics.Mean(name=name) for name in METRICS]
+        self.trackers = [Mean(name=name) for name in METRICS]
         self.built = True  # G and D are built; the GAN adds no weights of its own
 
     @property
@@ -151,20 +160,35 @@ class GAN(keras.Model):
             tracker.update_state(value)
         return {tracker.name: tracker.result() for tracker in self.trackers}
 
+    def gradients(self, real, z):
+        """d loss_D / d D's trainable variables (on `real` and G(z), detached) and d loss_G /
+        d G's (through D), at the current state, each in its network's variable order.
+        Nothing is assigned: a look at the gradients, e.g. for the parity suite."""
+        generator, discriminator = self.generator, self.discriminator
+        fake, _ = generator.stateless_call(
+            _values(generator.trainable_variables), _values(generator.non_trainable_variables), z, training=True)
+        _, d_grads = value_and_grad(self._d_loss)(
+            _values(discriminator.trainable_variables), _values(discriminator.non_trainable_variables),
+            real, ops.stop_gradient(fake))
+        _, g_grads = value_and_grad(self._g_loss)(
+            _values(generator.trainable_variables), _values(generator.non_trainable_variables),
+            _values(discriminator.trainable_variables), _values(discriminator.non_trainable_variables), z)
+        return d_grads, g_grads
+
     def _d_loss(self, d_trainable, d_state, real, fake):
         """D's loss on a real batch (target real_label) and a fake one (target 0), as two passes,
         so that BN normalises each batch on its own; also D's new state, D(x) and D(G(z))."""
         real_logits, d_state = self.discriminator.stateless_call(d_trainable, d_state, real, training=True)
         fake_logits, d_state = self.discriminator.stateless_call(d_trainable, d_state, fake, training=True)
         loss = bce_with_logits(real_logits, self.config.optim.real_label) + bce_with_logits(fake_logits, 0.0)
-        return loss, (d_state, ops.mean(ops.sigmoid(real_logits)), ops.mean(ops.sigmoid(fake_logits)))
+        return loss, (d_state, mean(ops.sigmoid(real_logits)), mean(ops.sigmoid(fake_logits)))
 
     def _g_loss(self, g_trainable, g_state, d_trainable, d_state, z):
         """The non-saturating loss BCE(D(G(z)), 1) through D in train mode; also both new states
         and D(G(z))."""
         fake, g_state = self.generator.stateless_call(g_trainable, g_state, z, training=True)
         logits, d_state = self.discriminator.stateless_call(d_trainable, d_state, fake, training=True)
-        return bce_with_logits(logits, 1.0), (g_state, d_state, ops.mean(ops.sigmoid(logits)))
+        return bce_with_logits(logits, 1.0), (g_state, d_state, mean(ops.sigmoid(logits)))
 
     def _batch(self, data):
         """(reals, z_d, z_g) from either form of input the class docstring describes."""

@@ -11,7 +11,7 @@ spec's name stays on the layer whose output the spec describes.
 from __future__ import annotations
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 from common.config import ModelConfig
 from common.spec import Init, Layer, NetworkSpec, discriminator_spec, generator_spec
@@ -25,6 +25,77 @@ def _initializers(init: Init, seed: int) -> tuple[keras.initializers.Initializer
             keras.initializers.RandomNormal(1.0, init.bn_scale_std, seed=seed),
         )
     return keras.initializers.GlorotUniform(seed=seed), keras.initializers.Ones()
+
+
+def mean(x, axis=None):
+    """The mean as sum / count. Keras 3.15's ops.mean on JAX averages float64 in float32
+    (its result_type("float64", "float32") is float32), an error of 1e-7 where float64
+    promises 1e-16; ops.sum keeps the input's dtype on every backend."""
+    total = ops.sum(x, axis=axis)
+    return total / _count(x, total)
+
+
+def _count(x, reduced):
+    """How many elements of x were reduced into each of `reduced` (dynamic shapes allowed)."""
+    return ops.cast(ops.size(x) // ops.size(reduced), x.dtype)
+
+
+class BatchNormalization(layers.BatchNormalization):
+    """Keras's BatchNormalization with PyTorch's statistics, in the input's own dtype.
+
+    In training mode the batch variance is the two-pass mean((x - mean)^2), the same on
+    every Keras backend, and the moving variance is updated with the UNBIASED batch
+    variance, n / (n - 1) times it, as PyTorch's running_var is (Keras keeps the biased
+    one); normalisation uses the biased variance in both. Keras's own call computes in
+    result_type(dtype, "float32"), which Keras 3.15 makes float32 for float64 inputs on
+    JAX and torch.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        if training and self.trainable:
+            axes = self._reduction_axes
+            batch_mean = mean(inputs, axis=axes)
+            variance = mean(ops.square(inputs - batch_mean), axis=axes)
+            n = _count(inputs, batch_mean)
+            self.moving_mean.assign(self.moving_mean * self.momentum + batch_mean * (1.0 - self.momentum))
+            self.moving_variance.assign(
+                self.moving_variance * self.momentum + variance * (n / (n - 1.0)) * (1.0 - self.momentum))
+        else:
+            batch_mean, variance = self.moving_mean, self.moving_variance
+        return ops.batch_normalization(inputs, batch_mean, variance, axis=-1, offset=self.beta, scale=self.gamma,
+                                       epsilon=self.epsilon)
+
+
+class LeakyReLU(layers.LeakyReLU):
+    """max(x, slope·x) computed in the layer's dtype. Keras's own LeakyReLU calls
+    tf.nn.leaky_relu on TensorFlow, whose slope is a float32 attribute: in float64 it
+    multiplies by 0.2000000030, not 0.2."""
+
+    def call(self, inputs):
+        return ops.where(inputs > 0, inputs, inputs * ops.convert_to_tensor(self.negative_slope, inputs.dtype))
+
+
+class Dense(layers.Dense):
+    """keras.layers.Dense, with float64 kept in float64: Keras 3.15's ops.matmul on torch
+    (and its other binary ops that promote through result_type) computes float64 in float32
+    on the JAX and torch backends; ops.einsum keeps the dtype. float32 takes Keras's own path."""
+
+    def call(self, inputs, training=None):
+        if keras.backend.standardize_dtype(inputs.dtype) != "float64":
+            return super().call(inputs, training=training)
+        outputs = ops.einsum("...i,io->...o", inputs, self.kernel)
+        return self.activation(outputs + self.bias if self.use_bias else outputs)
+
+
+class Tanh(layers.Layer):
+    """tanh in the input's dtype. Keras 3.15's ops.tanh on JAX computes float64 in float32
+    (result_type(float64, float) is float32 there); in float64 this uses the exact identity
+    tanh(x) = 2·sigmoid(2x) - 1, whose sigmoid keeps the dtype."""
+
+    def call(self, inputs):
+        if keras.backend.standardize_dtype(inputs.dtype) == "float64":
+            return 2.0 * ops.sigmoid(2.0 * inputs) - 1.0
+        return ops.tanh(inputs)
 
 
 def _padding(layer: Layer) -> str:
@@ -46,7 +117,7 @@ def make_layers(layer: Layer, init: Init, seed: int) -> list[layers.Layer]:
     name = layer.name
     kernel_init, gamma_init = _initializers(init, seed)
     if layer.kind == "linear":
-        return [layers.Dense(layer.out_features, use_bias=layer.bias, kernel_initializer=kernel_init, name=name)]
+        return [Dense(layer.out_features, use_bias=layer.bias, kernel_initializer=kernel_init, name=name)]
     if layer.kind in ("conv", "conv_transpose"):
         conv = layers.Conv2D if layer.kind == "conv" else layers.Conv2DTranspose
         padding = _padding(layer)
@@ -59,11 +130,11 @@ def make_layers(layer: Layer, init: Init, seed: int) -> list[layers.Layer]:
             return [main, layers.Cropping2D(layer.padding, name=name)]  # PyTorch's padding crops the full output
         return helpers + [main]
     if layer.kind == "batch_norm":
-        return [layers.BatchNormalization(momentum=1.0 - layer.momentum, epsilon=layer.eps, gamma_initializer=gamma_init, name=name)]
+        return [BatchNormalization(momentum=1.0 - layer.momentum, epsilon=layer.eps, gamma_initializer=gamma_init, name=name)]
     if layer.kind == "activation":
         if layer.fn == "leaky_relu":
-            return [layers.LeakyReLU(negative_slope=layer.negative_slope, name=name)]
-        return [layers.Activation(layer.fn, name=name)]
+            return [LeakyReLU(negative_slope=layer.negative_slope, name=name)]
+        return [Tanh(name=name)] if layer.fn == "tanh" else [layers.Activation(layer.fn, name=name)]
     if layer.kind == "dropout":
         return [layers.Dropout(layer.rate, seed=seed, name=name)]
     if layer.kind == "reshape":  # view the vector as CHW, as PyTorch does, then move channels last
@@ -78,13 +149,20 @@ def _native_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 class Network(keras.Sequential):
-    """A spec's layers in order, under the spec's names."""
+    """A spec's layers in order, under the spec's names (dtype: keras.config.floatx())."""
 
     def __init__(self, spec: NetworkSpec, seed: int):
         stack: list[layers.Layer] = [keras.Input(_native_shape(spec.in_shape))]
         for index, layer in enumerate(spec.layers):
             stack += make_layers(layer, spec.init, seed=seed * 1000 + index)
         super().__init__(stack, name=spec.name)
+        self.spec = spec
+
+    def weighted_layer(self, name: str) -> layers.Layer:
+        """The Keras layer holding the weights of spec layer `name` (`convt1_full` where a
+        Cropping2D after it carries the spec name)."""
+        layer = self.get_layer(name)
+        return layer if layer.weights else self.get_layer(f"{name}_full")
 
 
 class Generator(Network):

@@ -5,32 +5,39 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from common import canonical
 from common.config import Config
+from pytorch_impl.layout import from_canonical, to_canonical
 from pytorch_impl.models import Discriminator, Generator
-from pytorch_impl.step import train_step
+from pytorch_impl.step import d_loss, g_loss, train_step
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 class Backend:
     layout = "NCHW"
 
-    def __init__(self, name: str = "torch"):
-        self.name = name
+    def __init__(self, name: str = "torch", precision: str = "float32"):
+        self.name, self.precision = name, precision
+        self.dtype = DTYPES[precision]
 
     def build(self, config: Config) -> tuple[Generator, Discriminator]:
         # Distinct streams for G and D, both from the run's one seed.
-        return Generator(config.model, seed=2 * config.seed), Discriminator(config.model, seed=2 * config.seed + 1)
+        generator = Generator(config.model, seed=2 * config.seed).to(self.dtype)
+        return generator, Discriminator(config.model, seed=2 * config.seed + 1).to(self.dtype)
 
     def trainer(self, config: Config, compile: bool = False) -> Trainer:
         return Trainer(config, *self.build(config), compile=compile)
 
     @torch.no_grad()
-    def run_layers(self, network, inputs: np.ndarray) -> list[tuple[str, str, np.ndarray]]:
-        network.train()
-        x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
+    def run_layers(self, network, inputs: np.ndarray, training: bool = True) -> list[tuple[str, str, np.ndarray]]:
+        network.train(training)
+        x = torch.from_numpy(np.asarray(inputs)).to(self.dtype)
         outputs = []
         for name, module in network.named_children():
             x = module(x)
             outputs.append((name, type(module).__name__, x.numpy()))
+        network.train()
         return outputs
 
     def parameters(self, network) -> dict[str, dict[str, np.ndarray]]:
@@ -47,6 +54,7 @@ class Trainer:
         o = config.optim
         self.config = config
         self.generator, self.discriminator = generator, discriminator
+        self.dtype = next(generator.parameters()).dtype
         adam = dict(betas=(o.beta1, o.beta2), eps=o.eps)
         self.g_optimizer = torch.optim.Adam(generator.parameters(), lr=o.lr_g, **adam)
         self.d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=o.lr_d, **adam)
@@ -55,40 +63,84 @@ class Trainer:
         self._d = torch.compile(discriminator) if compile else discriminator
         torch.manual_seed(config.seed)  # dropout draws from the global generator; its state is checkpointed
 
+    def _tensor(self, array: np.ndarray | None) -> torch.Tensor | None:
+        """A canonical (NCHW) batch at this trainer's precision."""
+        return None if array is None else torch.from_numpy(np.asarray(array)).to(self.dtype)
+
     def train_step(self, reals: np.ndarray, z_d: np.ndarray, z_g: np.ndarray | None) -> dict[str, torch.Tensor]:
         return train_step(
             self._g, self._d, self.g_optimizer, self.d_optimizer,
-            torch.from_numpy(reals), torch.from_numpy(z_d), None if z_g is None else torch.from_numpy(z_g),
-            self.config.optim.real_label,
+            self._tensor(reals), self._tensor(z_d), self._tensor(z_g), self.config.optim.real_label,
         )
 
     @torch.no_grad()
     def sample(self, z: np.ndarray) -> np.ndarray:
         self.generator.eval()
         try:
-            return self.generator(torch.from_numpy(z)).numpy()
+            return self.generator(self._tensor(z)).float().numpy()
         finally:
             self.generator.train()
 
+    def gradients(self, real: np.ndarray, z: np.ndarray) -> dict[str, np.ndarray]:
+        """d loss_D / d D's parameters (on `real` and G(z), detached) and d loss_G / d G's
+        parameters (through D), both at the current state, canonical keys; nothing is updated
+        but BN running statistics, as by any train-mode forward pass."""
+        fake = self.generator(self._tensor(z))
+        loss_D, _, _ = d_loss(self.discriminator, self._tensor(real), fake.detach(), self.config.optim.real_label)
+        loss_G, _ = g_loss(self.discriminator, fake)
+        grads = {}
+        for role, network, loss in (("discriminator", self.discriminator, loss_D), ("generator", self.generator, loss_G)):
+            names, params = zip(*network.named_parameters())
+            for name, grad in zip(names, torch.autograd.grad(loss, params)):
+                grads[f"{role}.{name}"] = to_canonical(grad)
+        return grads
+
+    def apply_gradients(self, grads: dict[str, np.ndarray]) -> None:
+        """One Adam update of each network with the given canonical gradients."""
+        for role, network, optimizer in self._roles():
+            for name, p in network.named_parameters():
+                p.grad = from_canonical(grads[f"{role}.{name}"], p)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+    def _roles(self):
+        return (("generator", self.generator, self.g_optimizer), ("discriminator", self.discriminator, self.d_optimizer))
+
     def state_dict(self) -> dict[str, np.ndarray]:
+        """The canonical state (common/canonical.py), plus torch's global RNG state (dropout)."""
         arrays = {}
-        for prefix, module in (("generator", self.generator), ("discriminator", self.discriminator)):
-            arrays.update({f"{prefix}.{k}": v.numpy() for k, v in module.state_dict().items()})
-        for prefix, optimizer in (("g_optimizer", self.g_optimizer), ("d_optimizer", self.d_optimizer)):
-            for index, state in optimizer.state_dict()["state"].items():
-                arrays.update({f"{prefix}.{index}.{k}": torch.as_tensor(v).numpy() for k, v in state.items()})
+        for role, network, optimizer in self._roles():
+            tensors = network.state_dict()
+            arrays.update({e.key: to_canonical(tensors[f"{e.layer.name}.{e.name}"]) for e in canonical.entries(self.config, role)})
+            params = dict(network.named_parameters())
+            step = 0
+            for e in canonical.parameters(self.config, role):
+                state = optimizer.state.get(params[f"{e.layer.name}.{e.name}"], {})
+                step = int(state["step"]) if state else 0
+                for moment in canonical.MOMENTS:
+                    value = to_canonical(state[moment]) if state else np.zeros_like(arrays[e.key])
+                    arrays[canonical.moment_key(role, moment, e)] = value
+            arrays[canonical.step_key(role)] = np.array(step, dtype=np.int64)
         arrays["rng.torch"] = torch.get_rng_state().numpy()
         return arrays
 
+    @torch.no_grad()
     def load_state_dict(self, arrays: dict[str, np.ndarray]) -> None:
-        for prefix, module in (("generator", self.generator), ("discriminator", self.discriminator)):
-            module.load_state_dict({k: torch.from_numpy(arrays[f"{prefix}.{k}"]) for k in module.state_dict()})
-        for prefix, optimizer in (("g_optimizer", self.g_optimizer), ("d_optimizer", self.d_optimizer)):
-            current = optimizer.state_dict()
-            state: dict[int, dict[str, torch.Tensor]] = {}
-            for key, value in arrays.items():
-                if key.startswith(prefix + "."):
-                    _, index, name = key.split(".")
-                    state.setdefault(int(index), {})[name] = torch.from_numpy(value.copy())
-            optimizer.load_state_dict({"state": state, "param_groups": current["param_groups"]})
-        torch.set_rng_state(torch.from_numpy(arrays["rng.torch"].copy()))
+        """Loads a canonical state; without optimizer keys Adam starts afresh, and without
+        rng.torch the RNG keeps its seeded state."""
+        for role, network, optimizer in self._roles():
+            tensors = network.state_dict()
+            for e in canonical.entries(self.config, role):
+                target = tensors[f"{e.layer.name}.{e.name}"]
+                target.copy_(from_canonical(arrays[e.key], target))
+            optimizer.state.clear()
+            if canonical.has_optimizer(arrays) and int(arrays[canonical.step_key(role)]) > 0:
+                params = dict(network.named_parameters())
+                step = torch.tensor(float(arrays[canonical.step_key(role)]))
+                for e in canonical.parameters(self.config, role):
+                    p = params[f"{e.layer.name}.{e.name}"]
+                    optimizer.state[p] = {"step": step.clone(), **{
+                        moment: from_canonical(arrays[canonical.moment_key(role, moment, e)], p)
+                        for moment in canonical.MOMENTS}}
+        if "rng.torch" in arrays:
+            torch.set_rng_state(torch.from_numpy(arrays["rng.torch"].copy()))

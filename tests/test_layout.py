@@ -21,8 +21,11 @@ ALLOWED = {
 LAZY_EXCEPTIONS = {
     # the catalogue sources are the frameworks' own downloaders, used only when asked for
     "common/catalogue.py": {"tensorflow_datasets", "torchvision"},
+    # pytorch/examples' .pth files are read only with torch.load(weights_only=True), only when asked
+    "common/convert.py": {"torch"},
     # Keras 3 has no backend-neutral gradient; this module takes it from the running backend
     "keras_impl/gradients.py": {"jax", "tensorflow", "torch"},
+    "keras_impl/backend.py": {"jax"},  # float64 on Keras-JAX needs jax_enable_x64
 }
 
 

@@ -1,0 +1,183 @@
+"""The canonical state: one framework-neutral set of named arrays for a trained (or training) GAN.
+
+Every backend exports its trainer to this form and imports from it (`Trainer.state_dict` /
+`load_state_dict`), so any checkpoint opens on any backend. `common` owns the names and
+the layouts; each `*_impl/layout.py` owns only its framework's transposes.
+
+Keys, with the spec's layer names (common/spec.py):
+
+    generator.convt1.weight              a weighted layer's weight, in the layout below
+    generator.convt1.bias                its bias (out_channels,), where the layer has one
+    generator.bn1.weight / .bias         batch norm scale (gamma) and offset (beta), (C,)
+    generator.bn1.running_mean           batch norm running mean (C,)
+    generator.bn1.running_var            running variance (C,), UNBIASED (n / (n - 1)), as PyTorch keeps it
+    discriminator.conv1.weight ...       the same for D
+    g_optimizer.step                     Adam's step count, int64 scalar (0: no update yet)
+    g_optimizer.exp_avg.convt1.weight    Adam's first moment of that parameter, the parameter's layout
+    g_optimizer.exp_avg_sq.convt1.weight Adam's second moment (PyTorch's form: eps added after bias correction)
+    d_optimizer.*                        the same for D's Adam
+    rng.<framework>.*                    optional: a framework's own random state (dropout streams),
+                                         which only that framework reads back; others start afresh
+
+Layouts are PyTorch's (LAYOUTS). A file may hold the networks only (a converted
+pytorch/examples model): optimizer keys are then absent and an import starts Adam afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from common.config import Config
+from common.errors import ConfigError
+from common.spec import Layer, NetworkSpec, discriminator_spec, generator_spec
+
+# How each kind of tensor is laid out in the canonical state (PyTorch's own layouts).
+LAYOUTS = {
+    "linear.weight": "(out_features, in_features)",
+    "conv.weight": "(out_channels, in_channels, kh, kw): OIHW",
+    "conv_transpose.weight": "(in_channels, out_channels, kh, kw): IOHW, PyTorch's ConvTranspose2d (no kernel flip)",
+    "bias": "(out_features,)",
+    "batch_norm.weight / bias / running_mean / running_var": "(channels,); running_var unbiased",
+    "optimizer step": "int64 scalar",
+    "images, feature maps": "NCHW",
+}
+
+ROLES = ("generator", "discriminator")
+OPTIMIZERS = {"generator": "g_optimizer", "discriminator": "d_optimizer"}
+MOMENTS = ("exp_avg", "exp_avg_sq")
+BN_BUFFERS = ("running_mean", "running_var")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One canonical tensor of a network: where it lives and what shape it has."""
+
+    role: str  # "generator" | "discriminator"
+    layer: Layer
+    name: str  # "weight" | "bias" | "running_mean" | "running_var"
+
+    @property
+    def key(self) -> str:
+        return f"{self.role}.{self.layer.name}.{self.name}"
+
+    @property
+    def trainable(self) -> bool:
+        return self.name in ("weight", "bias")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        layer = self.layer
+        if layer.kind == "batch_norm":
+            return (layer.features,)
+        if layer.kind == "linear":
+            return (layer.out_features, layer.in_features) if self.name == "weight" else (layer.out_features,)
+        if self.name == "bias":
+            return (layer.out_channels,)
+        k = layer.kernel
+        if layer.kind == "conv":
+            return (layer.out_channels, layer.in_channels, k, k)
+        return (layer.in_channels, layer.out_channels, k, k)
+
+
+def specs(config: Config) -> dict[str, NetworkSpec]:
+    return {"generator": generator_spec(config.model), "discriminator": discriminator_spec(config.model)}
+
+
+def entries(config: Config, role: str | None = None) -> list[Entry]:
+    """Every canonical tensor of the networks, in spec order (parameters in the order the
+    frameworks list them: weight, then bias)."""
+    found = []
+    for name, spec in specs(config).items():
+        if role not in (None, name):
+            continue
+        for layer in spec.layers:
+            if layer.kind == "batch_norm":
+                found += [Entry(name, layer, n) for n in ("weight", "bias", *BN_BUFFERS)]
+            elif layer.params:
+                found += [Entry(name, layer, "weight")] + ([Entry(name, layer, "bias")] if layer.bias else [])
+    return found
+
+
+def parameters(config: Config, role: str) -> list[Entry]:
+    """The trainable tensors of one network, in the order its optimizer holds them."""
+    return [e for e in entries(config, role) if e.trainable]
+
+
+def moment_key(role: str, moment: str, entry: Entry) -> str:
+    return f"{OPTIMIZERS[role]}.{moment}.{entry.layer.name}.{entry.name}"
+
+
+def step_key(role: str) -> str:
+    return f"{OPTIMIZERS[role]}.step"
+
+
+def has_optimizer(arrays: dict[str, np.ndarray]) -> bool:
+    return all(step_key(role) in arrays for role in ROLES)
+
+
+def expected_shapes(config: Config, with_optimizer: bool = True) -> dict[str, tuple[int, ...]]:
+    shapes = {e.key: e.shape for e in entries(config)}
+    if with_optimizer:
+        for role in ROLES:
+            shapes[step_key(role)] = ()
+            for e in parameters(config, role):
+                shapes.update({moment_key(role, m, e): e.shape for m in MOMENTS})
+    return shapes
+
+
+def validate(arrays: dict[str, np.ndarray], config: Config, source: str = "--checkpoint") -> None:
+    """Raises a ConfigError naming the first missing or misshapen tensor, or the unknown keys."""
+    expected = expected_shapes(config, with_optimizer=has_optimizer(arrays))
+    for key, shape in expected.items():
+        if key not in arrays:
+            raise ConfigError(source, key, f"a canonical state with {key} {shape} for preset {config.preset} (it is missing)")
+        if tuple(arrays[key].shape) != shape:
+            raise ConfigError(source, f"{key} {tuple(arrays[key].shape)}",
+                              f"shape {shape} for preset {config.preset} with this config")
+    unknown = sorted(k for k in arrays if k not in expected and not k.startswith("rng."))
+    if unknown:
+        raise ConfigError(source, ", ".join(unknown[:5]), "keys of the canonical format (common/canonical.py)")
+
+
+def fresh_optimizer(config: Config, dtype=np.float32) -> dict[str, np.ndarray]:
+    """Adam's state before its first update: step 0, zero moments."""
+    arrays = {}
+    for role in ROLES:
+        arrays[step_key(role)] = np.array(0, dtype=np.int64)
+        for e in parameters(config, role):
+            arrays.update({moment_key(role, m, e): np.zeros(e.shape, dtype) for m in MOMENTS})
+    return arrays
+
+
+def config_hash(config: Config) -> str:
+    """A short hash of the resolved config: two states with equal hashes fit the same model."""
+    return hashlib.sha256(config.to_toml().encode()).hexdigest()[:16]
+
+
+def metadata(config: Config, source_backend: str, step: int, elapsed: float = 0.0) -> dict[str, str]:
+    return {"preset": config.preset, "backend": source_backend, "step": str(step), "elapsed": repr(elapsed),
+            "config": config.to_toml(), "config_hash": config_hash(config)}
+
+
+# The numpy transposes between PyTorch's kernel layouts and the channels-last ones; each
+# framework's layout.py says which applies to which of its kernels.
+
+def oihw_to_hwio(w: np.ndarray) -> np.ndarray:
+    """(out, in, kh, kw) -> (kh, kw, in, out); also IOHW -> (kh, kw, out, in)."""
+    return np.ascontiguousarray(w.transpose(2, 3, 1, 0))
+
+
+def hwio_to_oihw(k: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(k.transpose(3, 2, 0, 1))
+
+
+def nchw_to_nhwc(images: np.ndarray) -> np.ndarray:
+    """Channels-first feature maps (..., C, H, W) as channels-last; vectors pass unchanged."""
+    return np.moveaxis(images, -3, -1) if np.ndim(images) >= 4 else images
+
+
+def nhwc_to_nchw(maps: np.ndarray) -> np.ndarray:
+    return np.moveaxis(maps, -1, -3) if np.ndim(maps) >= 4 else maps

@@ -1,0 +1,23 @@
+"""PyTorch's tensor layouts at the canonical edge: none to change.
+
+The canonical format (common/canonical.py) uses PyTorch's own layouts: Linear (out, in),
+Conv2d OIHW, ConvTranspose2d IOHW, feature maps NCHW. This module exists so that every
+build answers "where are my framework's transposes?" in the same file; for PyTorch the
+answer is only copies (a checkpoint must not share memory with weights that train on, nor
+weights with the arrays they were loaded from).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def to_canonical(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().cpu().numpy().copy()
+
+
+def from_canonical(array: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    """A canonical array as a new tensor with `like`'s dtype and device: always a copy, since
+    Adam updates its moments in place and must not write into the caller's arrays."""
+    return torch.from_numpy(np.ascontiguousarray(array)).to(dtype=like.dtype, device=like.device, copy=True)
