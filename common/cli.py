@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from common.backends import BACKENDS, load_backend
+from common.backends import BACKENDS, PRECISIONS, load_backend
 from common.config import load_toml, parse_set
 from common.errors import ConfigError
 from common.presets import PRESETS, make_config
@@ -66,8 +66,76 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from common.sample import sample
 
     sample(Path(args.checkpoint), args.n, Path(args.out), seed=args.seed, backend=args.backend,
-           npz=Path(args.npz) if args.npz else None)
+           npz=Path(args.npz) if args.npz else None, noise=Path(args.noise) if args.noise else None)
     print(f"wrote {args.out}" + (f" and {args.npz}" if args.npz else ""))
+
+
+def cmd_convert(args: argparse.Namespace) -> None:
+    from common.convert import EXAMPLES_FLAGS, convert_checkpoint, from_pytorch_examples
+
+    examples_only = {"--netG": args.netG, "--netD": args.netD, "--nz": args.nz, "--ngf": args.ngf, "--ndf": args.ndf,
+                     "--imageSize": args.imageSize, "--preset": args.preset, "--config": args.config,
+                     "--set": args.set or None}
+    if args.from_pytorch_examples:
+        if args.checkpoint:
+            raise ConfigError("--checkpoint", args.checkpoint, "absent with --from-pytorch-examples (give --netG)")
+        if not args.netG:
+            raise ConfigError("--netG", None, "the generator's .pth file (a state_dict from pytorch/examples' dcgan)")
+        if args.backend:
+            raise ConfigError("--backend", args.backend, "absent with --from-pytorch-examples (it writes a canonical "
+                              "file; convert that with --checkpoint FILE --backend B)")
+        flags = {key: getattr(args, flag) for flag, key in EXAMPLES_FLAGS.items()}
+        config = make_config(args.preset or "dcgan64", _overrides(args, flags))
+        _, message = from_pytorch_examples(Path(args.netG), Path(args.netD) if args.netD else None, config,
+                                           Path(args.out))
+        print(message)
+        return
+    given = [flag for flag, value in examples_only.items() if value]
+    if given:
+        raise ConfigError(given[0], getattr(args, given[0].lstrip("-"), None),
+                          "used only with --from-pytorch-examples (a checkpoint carries its own config)")
+    if not args.checkpoint:
+        raise ConfigError("--checkpoint", None, "a checkpoint file or run directory (or --from-pytorch-examples)")
+    if not args.backend:
+        raise ConfigError("--backend", None, "the backend to convert through: one of " + ", ".join(BACKENDS))
+    file = convert_checkpoint(Path(args.checkpoint), args.backend, Path(args.out))
+    what = "canonical checkpoint" if Path(args.out).suffix == ".safetensors" else \
+        f"run directory (continue it with: dcgan train --resume --out {args.out} --steps N)"
+    print(f"wrote {file}: a {args.backend} {what}")
+
+
+def cmd_parity(args: argparse.Namespace) -> int:
+    from common import canonical, parity
+    from common.convert import open_checkpoint
+
+    if args.checkpoint:
+        if args.preset or args.config or args.set:
+            raise ConfigError("--checkpoint", args.checkpoint, "a checkpoint alone: its config is the one it was saved with")
+        arrays, _, config = open_checkpoint(Path(args.checkpoint))
+        state = {k: v for k, v in arrays.items() if not k.startswith("rng.")}
+        if not canonical.has_optimizer(state):
+            state.update(canonical.fresh_optimizer(config))
+        name = f"{config.preset} from {args.checkpoint}"
+    else:
+        config = make_config(args.preset or "dcgan64", _overrides(args))
+        state, name = parity.random_state(config, args.seed), f"{config.preset}, random weights (seed {args.seed})"
+    backends = args.backends or list(BACKENDS)
+    print(f"parity: {name}, batch {args.batch_size}, {', '.join(backends)} in {', '.join(args.precision)}; "
+          "one process per backend and precision")
+    results = parity.run({config.preset: (config, state)}, backends, args.precision, batch_size=args.batch_size,
+                         seed=args.seed, log=lambda line: print(line, flush=True))[config.preset]
+    broken = [message for message in results.values() if isinstance(message, str)]
+    comparisons = parity.compare_all(results, args.precision)
+    report = "\n\n".join([parity.format_table(comparisons, f"## {name}"), *broken])
+    if "float32" in args.precision:
+        report += "\n\nfloat32 loss curves (reported, not judged):\n\n```\n" + parity.trajectories(results, "float32") + "\n```"
+    print(report)
+    if args.markdown:
+        Path(args.markdown).write_text(report + "\n")
+    failed = [c for c in comparisons if c.passed is False]
+    for c in failed:
+        print(f"\nFAIL {c.pair[0]} vs {c.pair[1]}, {c.precision}, {c.check}:\n{c.detail}")
+    return 1 if failed or broken else 0
 
 
 def _positive(text: str) -> int:
@@ -112,12 +180,45 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = commands.add_parser("sample", help="draw a grid of images from a checkpoint, G in eval mode")
     sample.add_argument("--checkpoint", required=True, help="a checkpoint file, or a run directory (its latest)")
-    sample.add_argument("--n", type=_positive, default=64, help="how many images (64)")
+    sample.add_argument("--n", type=_positive, help="how many images (64; with --noise: the file's)")
     sample.add_argument("--out", default="samples.png", help="the grid PNG to write")
     sample.add_argument("--seed", type=int, default=0, help="seed of the latent vectors")
-    sample.add_argument("--backend", choices=list(BACKENDS), help="run G on this backend (default: the one that trained it)")
+    sample.add_argument("--backend", choices=list(BACKENDS), help="run G on this backend: any opens any checkpoint "
+                        "(default: the one that wrote it; torch for a converted pytorch/examples model)")
+    sample.add_argument("--noise", metavar="FILE.npy", help="latent vectors to use, shape (n, latent_dim), "
+                        "instead of drawing them from --seed")
     sample.add_argument("--npz", help="also write the images as arrays: images (n, C, H, W) in [-1, 1], and z")
     sample.set_defaults(run=cmd_sample)
+
+    convert = commands.add_parser("convert", help="a checkpoint through another backend, or pytorch/examples "
+                                  "DCGAN weights, to the canonical format")
+    convert.add_argument("--checkpoint", help="a checkpoint file, or a run directory (its latest)")
+    convert.add_argument("--backend", choices=list(BACKENDS), help="the backend to import the state into and "
+                         "export it from (with --checkpoint)")
+    convert.add_argument("--out", required=True, help="FILE.safetensors: one canonical checkpoint; otherwise a new "
+                         "run directory for --backend that `dcgan train --resume --out DIR` continues")
+    convert.add_argument("--from-pytorch-examples", action="store_true",
+                         help="read netG.pth (and netD.pth) saved by pytorch/examples' dcgan/main.py")
+    convert.add_argument("--netG", metavar="FILE.pth", help="the generator's state_dict (pytorch/examples)")
+    convert.add_argument("--netD", metavar="FILE.pth", help="the discriminator's state_dict (pytorch/examples); "
+                         "without it D is the torch backend's initialisation")
+    _config_args(convert, "(default dcgan64; with --from-pytorch-examples)")
+    convert.add_argument("--nz", type=_positive, help="pytorch/examples' --nz (sets model.latent_dim)")
+    convert.add_argument("--ngf", type=_positive, help="pytorch/examples' --ngf (sets model.ngf)")
+    convert.add_argument("--ndf", type=_positive, help="pytorch/examples' --ndf (sets model.ndf)")
+    convert.add_argument("--imageSize", type=_positive, help="pytorch/examples' --imageSize (sets model.image_size)")
+    convert.set_defaults(run=cmd_convert)
+    parity = commands.add_parser("parity", help="run the same weights and inputs through every backend and compare "
+                                 "each pair: forward, gradients, Adam, training iterations (common/parity.py)")
+    _config_args(parity)
+    parity.add_argument("--checkpoint", help="compare on these weights (a checkpoint file or run directory) "
+                        "instead of random ones")
+    parity.add_argument("--backends", nargs="+", choices=list(BACKENDS), help="default: all five")
+    parity.add_argument("--precision", nargs="+", choices=list(PRECISIONS), default=list(PRECISIONS))
+    parity.add_argument("--batch-size", type=_positive, default=4, help="examples per batch (4)")
+    parity.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
+    parity.add_argument("--markdown", help="also write the table to this file")
+    parity.set_defaults(run=cmd_parity)
     return parser
 
 
@@ -125,14 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the table
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        code = args.run(args)
     except ConfigError as err:
         print(f"dcgan: error: {err}", file=sys.stderr)
         return 2
     except FloatingPointError as err:  # common.train.Diverged
         print(f"dcgan: error: {err}", file=sys.stderr)
         return 1
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""`dcgan sample`: a grid (and arrays) from a checkpoint, G in eval mode."""
+"""`dcgan sample`: a grid (and arrays) from a checkpoint, G in eval mode, on any backend."""
 
 from __future__ import annotations
 
@@ -6,27 +6,46 @@ from pathlib import Path
 
 import numpy as np
 
-from common import checkpoint
 from common.algorithm import latent
-from common.backends import load_backend
-from common.config import toml_overrides
+from common.backends import BACKENDS, load_backend
+from common.config import Config
 from common.errors import ConfigError
 from common.pictures import save_grid
-from common.presets import make_config
+
+DEFAULT_N = 64
 
 
-def sample(path: Path, n: int, out: Path, seed: int = 0, backend: str | None = None, npz: Path | None = None) -> np.ndarray:
-    arrays, metadata = checkpoint.load(checkpoint.resolve(path))
-    config = make_config(metadata["preset"], toml_overrides(metadata["config"]))
-    backend = backend or metadata["backend"]
-    if backend != metadata["backend"]:
-        raise ConfigError("--backend", backend, f"{metadata['backend']}, the backend that wrote this checkpoint "
-                          "(cross-backend loading comes with the canonical checkpoint format)")
+def load_noise(path: Path, config: Config, n: int | None = None) -> np.ndarray:
+    """Latent vectors from a .npy file of shape (n, latent_dim), as float32."""
+    expected = f"a .npy file of shape (n, {config.model.latent_dim}): n latent vectors of latent_dim " \
+               f"{config.model.latent_dim} for preset {config.preset}"
+    try:
+        z = np.load(str(path), allow_pickle=False)
+    except FileNotFoundError:
+        raise ConfigError("--noise", str(path), f"an existing file: {expected}") from None
+    except (OSError, ValueError, EOFError) as err:  # not a .npy file, or one that needs pickle
+        raise ConfigError("--noise", str(path), f"{expected} ({type(err).__name__}: {err})") from None
+    if not isinstance(z, np.ndarray) or z.ndim != 2 or z.shape[1] != config.model.latent_dim or z.shape[0] < 1:
+        raise ConfigError("--noise", f"{path} of shape {tuple(np.shape(z))}", expected)
+    if not np.issubdtype(z.dtype, np.number) or np.issubdtype(z.dtype, np.complexfloating):
+        raise ConfigError("--noise", f"{path} of dtype {z.dtype}", expected + ", real numbers")
+    if n is not None and n != z.shape[0]:
+        raise ConfigError("--n", n, f"{z.shape[0]}, the number of vectors in {path} (or leave --n out)")
+    return z.astype(np.float32)
+
+
+def sample(path: Path, n: int | None, out: Path, seed: int = 0, backend: str | None = None,
+           npz: Path | None = None, noise: Path | None = None) -> np.ndarray:
+    from common.convert import open_checkpoint
+
+    arrays, metadata, config = open_checkpoint(Path(path))
+    # Any backend runs any checkpoint; by default the one that wrote it (torch for converted files).
+    backend = backend or (metadata["backend"] if metadata.get("backend") in BACKENDS else "torch")
+    z = load_noise(noise, config, n) if noise is not None else latent(config, n or DEFAULT_N, np.random.default_rng(seed))
     trainer = load_backend(backend).trainer(config)
     trainer.load_state_dict(arrays)
-    z = latent(config, n, np.random.default_rng(seed))
     images = trainer.sample(z)
-    save_grid(out, images)
+    save_grid(Path(out), images)
     if npz:
-        np.savez(npz, images=images, z=z)
+        np.savez(npz, images=np.asarray(images, dtype=np.float32), z=z)
     return images

@@ -28,6 +28,27 @@ def init_statistics(parameters: dict[str, dict[str, np.ndarray]]) -> dict:
     }
 
 
+def dropout_behaviour(backend, discriminator, spec) -> dict:
+    """How each dropout layer treats its input, read off run_layers: in train mode every output
+    is 0 or input / (1 - rate); in eval mode it is the input."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.5, 1.0, (64, *spec.in_shape)).astype(np.float32)
+    found = {}
+    for training in (True, False):
+        outputs = [(name, y) for name, _, y in backend.run_layers(discriminator, x, training=training)]
+        for i, (name, y) in enumerate(outputs):
+            if name.startswith("drop"):
+                before = outputs[i - 1][1]
+                live = before != 0
+                ratio = y[live] / before[live]
+                key = "train" if training else "eval"
+                found.setdefault(name, {})[key] = {
+                    "zero_fraction": float(np.mean(ratio == 0)),
+                    "kept_scale_min": float(ratio[ratio != 0].min()), "kept_scale_max": float(ratio[ratio != 0].max()),
+                }
+    return found
+
+
 def main(backend_name: str, out_path: str) -> None:
     backend = load_backend(backend_name)
     report = {}
@@ -42,6 +63,7 @@ def main(backend_name: str, out_path: str) -> None:
             }
             for role in specs
         }
+        report[preset]["dropout"] = dropout_behaviour(backend, networks["discriminator"], specs["discriminator"])
     with open(out_path, "w") as f:
         json.dump(report, f)
 

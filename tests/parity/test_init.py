@@ -48,3 +48,19 @@ def test_initial_parameters_follow_the_config(report, preset, backend, role):
         if bias is not None and bias["max_abs"] != 0.0:
             problems.append(f"{layer.name}.bias: max |b| {bias['max_abs']:.3g}, want 0")
     assert not problems, f"{preset} / {backend} / {role}: " + "; ".join(problems)
+
+
+def test_dropout_drops_at_the_configured_rate(report, preset, backend):
+    """Dropout's `rate` is the probability of dropping in every framework (not of keeping), the
+    kept values are scaled by 1 / (1 - rate), and eval mode is the identity. (The numeric
+    parity checks compare train mode without dropout, whose masks each framework draws its own way.)"""
+    spec = discriminator_spec(make_config(preset).model)
+    rates = {layer.name: layer.rate for layer in spec.layers if layer.kind == "dropout"}
+    assert set(report["dropout"]) == set(rates), f"{preset} / {backend}: dropout layers {sorted(report['dropout'])}"
+    for name, rate in rates.items():
+        train, evaluation = report["dropout"][name]["train"], report["dropout"][name]["eval"]
+        n = 64 * 64  # at least this many live inputs reach each mnist28 dropout layer
+        assert abs(train["zero_fraction"] - rate) < 6 * math.sqrt(rate * (1 - rate) / n), f"{preset} / {backend} / {name}: {train}"
+        assert math.isclose(train["kept_scale_min"], 1 / (1 - rate), rel_tol=1e-5), f"{preset} / {backend} / {name}: {train}"
+        assert math.isclose(train["kept_scale_max"], 1 / (1 - rate), rel_tol=1e-5), f"{preset} / {backend} / {name}: {train}"
+        assert evaluation == {"zero_fraction": 0.0, "kept_scale_min": 1.0, "kept_scale_max": 1.0}, f"{preset} / {backend} / {name}: {evaluation}"

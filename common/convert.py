@@ -1,0 +1,196 @@
+"""`dcgan convert`: a checkpoint to another backend, and pytorch/examples DCGAN weights in.
+
+Two conversions, both ending in the canonical format (common/canonical.py):
+
+* a checkpoint (file or run directory) of any backend through backend B: the state is
+  imported into B's trainer and exported again, and written either as one canonical
+  `.safetensors` file or as a new run directory for B that `dcgan train --resume` continues;
+* the `netG.pth` / `netD.pth` state dicts that pytorch/examples' dcgan/main.py saves, read
+  with `torch.load(..., weights_only=True)` only (never a general unpickle), mapped in order
+  onto the spec's layers with every shape checked, written as a canonical file without
+  optimizer state (an import starts Adam afresh).
+
+`common` imports no framework at module level; torch is imported inside the one function
+that reads .pth files (tests/test_layout.py lists the exception).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+from pathlib import Path
+
+import numpy as np
+
+from common import canonical, checkpoint
+from common.backends import load_backend
+from common.config import Config, toml_overrides
+from common.errors import ConfigError
+from common.presets import make_config
+
+EXAMPLES_BACKEND = "pytorch-examples"
+# pytorch/examples' command-line flags and the config keys they set.
+EXAMPLES_FLAGS = {"nz": "model.latent_dim", "ngf": "model.ngf", "ndf": "model.ndf", "imageSize": "model.image_size"}
+_EXAMPLES_KEY = re.compile(r"^(?:module\.)?main\.(\d+)\.(weight|bias|running_mean|running_var|num_batches_tracked)$")
+_ORDER = {"weight": 0, "bias": 1, "running_mean": 2, "running_var": 3}
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def open_checkpoint(path: Path, source: str = "--checkpoint") -> tuple[dict[str, np.ndarray], dict[str, str], Config]:
+    """A checkpoint file (or a run directory's latest): its arrays, metadata and config,
+    the arrays validated against the config."""
+    file = checkpoint.resolve(Path(path))
+    arrays, metadata = checkpoint.load(file)
+    for key in ("preset", "config"):
+        if key not in metadata:
+            raise ConfigError(source, str(file), f"a dcgan-suite checkpoint with metadata {key!r}")
+    config = make_config(metadata["preset"], toml_overrides(metadata["config"]))
+    canonical.validate(arrays, config, source)
+    return arrays, metadata, config
+
+
+def through_backend(arrays: dict[str, np.ndarray], config: Config, backend: str) -> dict[str, np.ndarray]:
+    """The canonical state as `backend` holds it: imported into its trainer, exported again.
+    rng.* keys are the target framework's own (its trainer's); others are dropped."""
+    trainer = load_backend(backend).trainer(config)
+    trainer.load_state_dict(arrays)
+    return trainer.state_dict()
+
+
+def write(out: Path, arrays: dict[str, np.ndarray], config: Config, backend: str, step: int,
+          elapsed: float = 0.0, note: str | None = None) -> Path:
+    """One canonical file if `out` ends in .safetensors, else a new run directory for
+    `backend` (run.json, config.toml, checkpoints/step_NNNNNN.safetensors). Returns the file."""
+    metadata = canonical.metadata(config, backend, step, elapsed)
+    if note:
+        metadata["note"] = note
+    out = Path(out)
+    if out.suffix == ".safetensors":
+        checkpoint.save(out, arrays, metadata)
+        return out
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError("--out", str(out), "a new or empty directory for the run, or a .safetensors file name")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "run.json").write_text(json.dumps({"preset": config.preset, "backend": backend}) + "\n")
+    (out / "config.toml").write_text(config.to_toml())
+    file = checkpoint.path_for(out, step)
+    checkpoint.save(file, arrays, metadata)
+    return file
+
+
+def convert_checkpoint(path: Path, backend: str, out: Path) -> Path:
+    """`dcgan convert --checkpoint PATH --backend B --out OUT`; returns the file written."""
+    arrays, metadata, config = open_checkpoint(path)
+    converted = through_backend(arrays, config, backend)
+    step = int(metadata.get("step", 0))
+    return write(out, converted, config, backend, step, float(metadata.get("elapsed", 0.0)))
+
+
+# --------------------------------------------------------------------------- pytorch/examples
+
+
+def read_examples_state(path: Path, flag: str) -> dict[str, np.ndarray]:
+    """A pytorch/examples DCGAN state dict as numpy arrays, by its own keys (`module.` dropped).
+
+    Read with torch.load(weights_only=True) only: a file holding anything but tensors
+    (a pickled module, say) is refused, never unpickled."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(flag, str(path), "an existing .pth file (a state_dict saved by pytorch/examples' dcgan)")
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError, TypeError) as err:
+        # UnpicklingError for anything that is not plain tensors; the others for corrupt files
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(flag, str(path), "a state_dict of tensors as torch.save(netG.state_dict()) writes it; "
+                          f"torch.load(weights_only=True) refused it ({first[:200]})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(flag, str(path), "a state_dict of tensors as torch.save(netG.state_dict()) writes it "
+                          f"(found {type(state).__name__})")
+    arrays = {}
+    for key, value in state.items():
+        match = _EXAMPLES_KEY.match(key)
+        if not match:
+            raise ConfigError(flag, f"{path} key {key!r}", "pytorch/examples DCGAN keys main.<i>.<weight|bias|"
+                              "running_mean|running_var|num_batches_tracked> (optionally prefixed module.)")
+        if match.group(2) != "num_batches_tracked":
+            arrays[f"main.{match.group(1)}.{match.group(2)}"] = value.detach().cpu().numpy()
+    return arrays
+
+
+def _examples_order(arrays: dict[str, np.ndarray]) -> list[str]:
+    def rank(key: str) -> tuple[int, int]:
+        _, index, name = key.split(".")
+        return int(index), _ORDER[name]
+
+    return sorted(arrays, key=rank)
+
+
+def _guess_flags(role: str, arrays: dict[str, np.ndarray]) -> dict[str, int]:
+    """What pytorch/examples flags made these nets (their layout: G's first ConvTranspose2d
+    is (nz, ngf*8, 4, 4), D's first Conv2d (ndf, nc, 4, 4); each 4/2/1 layer doubles the side)."""
+    weights = [arrays[k] for k in _examples_order(arrays) if k.endswith(".weight") and arrays[k].ndim == 4]
+    if not weights:
+        return {}
+    if role == "generator":
+        guess = {"nz": weights[0].shape[0], "ngf": weights[0].shape[1] // 8, "channels": weights[-1].shape[1]}
+    else:
+        guess = {"ndf": weights[0].shape[0], "channels": weights[0].shape[1]}
+    guess["imageSize"] = 4 * 2 ** (len(weights) - 1)
+    return guess
+
+
+def _hint(role: str, arrays: dict[str, np.ndarray], config: Config) -> str:
+    current = {"nz": config.model.latent_dim, "ngf": config.model.ngf, "ndf": config.model.ndf,
+               "imageSize": config.model.image_size, "channels": config.model.channels}
+    wrong = {k: v for k, v in _guess_flags(role, arrays).items() if current[k] != v}
+    if not wrong:
+        return ""
+    flags = " ".join(f"--set model.channels={v}" if k == "channels" else f"--{k} {v}" for k, v in wrong.items())
+    return f"; the file looks like pytorch/examples' net with {flags}"
+
+
+def map_examples(role: str, arrays: dict[str, np.ndarray], config: Config, flag: str) -> dict[str, np.ndarray]:
+    """Examples tensors (in module order) onto canonical.entries(config, role) (in spec
+    order), every shape checked; returns canonical keys -> float32 arrays."""
+    keys = _examples_order(arrays)
+    targets = canonical.entries(config, role)
+    for key, entry in zip(keys, targets):
+        if tuple(arrays[key].shape) != entry.shape:
+            raise ConfigError(flag, f"{key} {tuple(arrays[key].shape)}",
+                              f"{entry.key} of shape {entry.shape} for preset {config.preset} with "
+                              f"latent_dim={config.model.latent_dim} ngf={config.model.ngf} ndf={config.model.ndf} "
+                              f"image_size={config.model.image_size}{_hint(role, arrays, config)}")
+    if len(keys) != len(targets):
+        missing = targets[len(keys)].key if len(keys) < len(targets) else None
+        extra = keys[len(targets)] if len(keys) > len(targets) else None
+        detail = f"it lacks a tensor for {missing}" if missing else f"it has more, from {extra}"
+        raise ConfigError(flag, f"{len(keys)} tensors", f"{len(targets)} tensors for the {role} of preset "
+                          f"{config.preset} ({detail}){_hint(role, arrays, config)}")
+    return {entry.key: np.asarray(arrays[key], dtype=np.float32) for key, entry in zip(keys, targets)}
+
+
+def from_pytorch_examples(net_g: Path, net_d: Path | None, config: Config, out: Path) -> tuple[Path, str]:
+    """`dcgan convert --from-pytorch-examples`: writes a canonical file (networks only).
+    Without netD, D is the torch backend's initialisation from config.seed. Returns the
+    file and a one-line description."""
+    if Path(out).suffix != ".safetensors":
+        raise ConfigError("--out", str(out), "a .safetensors file name (convert that file with --checkpoint FILE "
+                          "--backend B --out DIR to get a run directory)")
+    converted = map_examples("generator", read_examples_state(net_g, "--netG"), config, "--netG")
+    note = None
+    if net_d is not None:
+        converted.update(map_examples("discriminator", read_examples_state(net_d, "--netD"), config, "--netD"))
+    else:
+        state = load_backend("torch").trainer(config).state_dict()
+        converted.update({e.key: state[e.key] for e in canonical.entries(config, "discriminator")})
+        note = f"no --netD: the discriminator is the torch backend's initialisation from seed {config.seed}"
+    canonical.validate(converted, config, "--netG")
+    file = write(Path(out), converted, config, EXAMPLES_BACKEND, 0, note=note)
+    what = "generator and discriminator" if net_d is not None else f"generator (and {note})"
+    return file, f"wrote {file}: the {what}, as a {config.preset} canonical state without optimizer state"
