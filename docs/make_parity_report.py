@@ -1,0 +1,53 @@
+"""Writes docs/parity.md: the numeric parity tables of every preset, measured here.
+
+Usage: .venv/bin/python docs/make_parity_report.py   (all presets, all backends, both precisions)
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+
+from common import parity
+from common.presets import PRESETS, make_config
+
+OUT = Path(__file__).with_name("parity.md")
+
+
+def main() -> None:
+    cases = {preset: (make_config(preset), parity.random_state(make_config(preset))) for preset in PRESETS}
+    start = time.perf_counter()
+    results = parity.run(cases)
+    seconds = time.perf_counter() - start
+    sections = []
+    worst: dict[tuple[str, str], float] = {}
+    for preset, measured in results.items():
+        comparisons = parity.compare_all(measured)
+        for c in comparisons:
+            if not c.not_run:
+                worst[(c.precision, c.check)] = max(worst.get((c.precision, c.check), 0.0), c.diff)
+        sections.append(parity.format_table(comparisons, f"## {preset}"))
+        sections.append("float32 loss curves (reported, not judged):\n\n```\n" + parity.trajectories(measured) + "\n```")
+    summary = ["| precision | check | largest difference over all presets and pairs | tolerance |", "|---|---|---|---|"]
+    for (precision, check), diff in worst.items():
+        tolerance = parity.TOLERANCES[precision][check]
+        summary.append(f"| {precision} | {check} | {diff:.2e} | {'report' if tolerance is None else f'{tolerance:.0e}'} |")
+    OUT.write_text(
+        "# Numeric parity, measured\n\n"
+        f"Made by `.venv/bin/python docs/make_parity_report.py` ({platform.processor() or platform.machine()}, "
+        f"{__import__('os').cpu_count()} cores, CPU; {seconds:.0f} s for all presets, 5 backends, 2 precisions, "
+        "one worker process per backend and precision, two at a time). Every preset starts from "
+        "`common.parity.random_state` (non-zero biases, BN statistics away from 0/1, Adam three steps in) with "
+        "batch 4; `dcgan parity` makes the same table for one preset or checkpoint. What each check measures and "
+        "why the tolerances are what they are: `common/parity.py`; the conventions that make them hold: "
+        "[conventions.md](conventions.md).\n\n"
+        "\"not run\": PyTorch's float64 CPU convolution cannot take the weight gradient Keras-on-torch asks of it "
+        "for D's last layer (see conventions.md); the float32 checks of those pairs run.\n\n"
+        + "\n".join(summary) + "\n\n" + "\n\n".join(sections) + "\n"
+    )
+    print(f"wrote {OUT} in {seconds:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
