@@ -18,7 +18,10 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from common import canonical
+from common.config import Config, toml_overrides
 from common.errors import ConfigError
+from common.presets import make_config
 
 FORMAT = "dcgan-suite/1"
 _NAME = re.compile(r"step_(\d{6,})\.safetensors$")
@@ -50,6 +53,19 @@ def load(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     if metadata.get("format") != FORMAT:
         raise ConfigError("--checkpoint", str(path), f"a checkpoint of format {FORMAT} (found {metadata.get('format')!r})")
     return arrays, metadata
+
+
+def open_checkpoint(path: Path, source: str = "--checkpoint") -> tuple[dict[str, np.ndarray], dict[str, str], Config]:
+    """A checkpoint file (or a run directory's latest): its arrays, metadata and config,
+    the arrays validated against the config."""
+    file = resolve(Path(path))
+    arrays, metadata = load(file)
+    for key in ("preset", "config"):
+        if key not in metadata:
+            raise ConfigError(source, str(file), f"a dcgan-suite checkpoint with metadata {key!r}")
+    config = make_config(metadata["preset"], toml_overrides(metadata["config"]))
+    canonical.validate(arrays, config, source)
+    return arrays, metadata, config
 
 
 def saved_steps(run_dir: Path) -> list[int]:

@@ -106,7 +106,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 def cmd_parity(args: argparse.Namespace) -> int:
     from common import canonical, parity
-    from common.convert import open_checkpoint
+    from common.checkpoint import open_checkpoint
 
     if args.checkpoint:
         if args.preset or args.config or args.set:

@@ -25,9 +25,8 @@ import numpy as np
 
 from common import canonical, checkpoint
 from common.backends import load_backend
-from common.config import Config, toml_overrides
+from common.config import Config
 from common.errors import ConfigError
-from common.presets import make_config
 
 EXAMPLES_BACKEND = "pytorch-examples"
 # pytorch/examples' command-line flags and the config keys they set.
@@ -37,19 +36,6 @@ _ORDER = {"weight": 0, "bias": 1, "running_mean": 2, "running_var": 3}
 
 
 # --------------------------------------------------------------------------- checkpoints
-
-
-def open_checkpoint(path: Path, source: str = "--checkpoint") -> tuple[dict[str, np.ndarray], dict[str, str], Config]:
-    """A checkpoint file (or a run directory's latest): its arrays, metadata and config,
-    the arrays validated against the config."""
-    file = checkpoint.resolve(Path(path))
-    arrays, metadata = checkpoint.load(file)
-    for key in ("preset", "config"):
-        if key not in metadata:
-            raise ConfigError(source, str(file), f"a dcgan-suite checkpoint with metadata {key!r}")
-    config = make_config(metadata["preset"], toml_overrides(metadata["config"]))
-    canonical.validate(arrays, config, source)
-    return arrays, metadata, config
 
 
 def through_backend(arrays: dict[str, np.ndarray], config: Config, backend: str) -> dict[str, np.ndarray]:
@@ -83,7 +69,7 @@ def write(out: Path, arrays: dict[str, np.ndarray], config: Config, backend: str
 
 def convert_checkpoint(path: Path, backend: str, out: Path) -> Path:
     """`dcgan convert --checkpoint PATH --backend B --out OUT`; returns the file written."""
-    arrays, metadata, config = open_checkpoint(path)
+    arrays, metadata, config = checkpoint.open_checkpoint(path)
     converted = through_backend(arrays, config, backend)
     step = int(metadata.get("step", 0))
     return write(out, converted, config, backend, step, float(metadata.get("elapsed", 0.0)))

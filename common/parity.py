@@ -35,6 +35,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -255,32 +256,21 @@ def run(cases: dict[str, tuple[Config, dict[str, np.ndarray]]], backends=tuple(B
         (job_dir / "job.json").write_text(json.dumps(job))
 
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
-        pending = list(itertools.product(backends, precisions))
-        running: dict[tuple[str, str], tuple[subprocess.Popen, object]] = {}
-        errors: dict[tuple[str, str], str] = {}
-        parallel = parallel or max(1, min(len(pending), os.cpu_count() or 1))
-        while pending or running:
-            while pending and len(running) < parallel:
-                key = pending.pop(0)
-                log_file = tempfile.TemporaryFile("w+")
-                process = subprocess.Popen([sys.executable, "-m", "common.parity", "--worker", str(job_dir), *key],
-                                           cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, text=True)
-                running[key] = (process, log_file)
-            for key, (process, log_file) in list(running.items()):
-                if process.poll() is None:
-                    continue
-                del running[key]
-                if process.returncode:
-                    log_file.seek(0)
-                    errors[key] = f"{key[0]} ({key[1]}) worker exited {process.returncode}:\n{log_file.read()[-4000:]}"
-                log(f"  {key[0]} {key[1]}: " + ("done" if not process.returncode else "FAILED"))
-                log_file.close()
-            if running:
-                next(iter(running.values()))[0].wait()  # poll again when one finishes
+        keys = list(itertools.product(backends, precisions))
+
+        def work(key: tuple[str, str]) -> str | None:
+            """Runs one worker; its error report, or None."""
+            done = subprocess.run([sys.executable, "-m", "common.parity", "--worker", str(job_dir), *key],
+                                  cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            log(f"  {key[0]} {key[1]}: " + ("FAILED" if done.returncode else "done"))
+            return f"{key[0]} ({key[1]}) worker exited {done.returncode}:\n{done.stdout[-4000:]}" if done.returncode else None
+
+        with ThreadPoolExecutor(max_workers=parallel or max(1, min(len(keys), os.cpu_count() or 1))) as pool:
+            errors = dict(zip(keys, pool.map(work, keys)))
         results: dict = {}
         for name in cases:
             results[name] = {}
-            for key in itertools.product(backends, precisions):
+            for key in keys:
                 path = job_dir / f"{name}.{key[0]}.{key[1]}.safetensors"
                 results[name][key] = errors.get(key) or (Measured.read(path) if path.exists() else f"{key}: no result")
         return results

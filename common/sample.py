@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common import checkpoint
 from common.algorithm import latent
 from common.backends import BACKENDS, load_backend
 from common.config import Config
@@ -36,9 +37,7 @@ def load_noise(path: Path, config: Config, n: int | None = None) -> np.ndarray:
 
 def sample(path: Path, n: int | None, out: Path, seed: int = 0, backend: str | None = None,
            npz: Path | None = None, noise: Path | None = None) -> np.ndarray:
-    from common.convert import open_checkpoint
-
-    arrays, metadata, config = open_checkpoint(Path(path))
+    arrays, metadata, config = checkpoint.open_checkpoint(Path(path))
     # Any backend runs any checkpoint; by default the one that wrote it (torch for converted files).
     backend = backend or (metadata["backend"] if metadata.get("backend") in BACKENDS else "torch")
     z = load_noise(noise, config, n) if noise is not None else latent(config, n or DEFAULT_N, np.random.default_rng(seed))

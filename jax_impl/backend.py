@@ -144,7 +144,7 @@ class Trainer:
                 value = variable[...]
                 if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
                     value = jax.random.key_data(value)  # a typed key has no numpy form; its raw bits do
-                arrays[".".join(("rng.jax", role, *map(str, path)))] = np.asarray(value)
+                arrays[_rng_key(role, path)] = np.asarray(value)
         return arrays
 
     def load_state_dict(self, arrays: dict[str, np.ndarray]) -> None:
@@ -171,7 +171,7 @@ class Trainer:
             nnx.update(optimizer, nnx.from_flat_state(adam))
             restored = []
             for path, variable in nnx.to_flat_state(nnx.state(network, nnx.RngState)):
-                key = ".".join(("rng.jax", role, *map(str, path)))
+                key = _rng_key(role, path)
                 if key not in arrays:
                     continue
                 value = jnp.asarray(arrays[key])
@@ -180,3 +180,8 @@ class Trainer:
                 restored.append((path, value))
             if restored:
                 nnx.update(network, nnx.from_flat_state(restored))
+
+
+def _rng_key(role: str, path: tuple) -> str:
+    """The canonical key of one of Flax's RNG variables: rng.jax.<role>.<its NNX path>."""
+    return ".".join(("rng.jax", role, *map(str, path)))

@@ -156,7 +156,6 @@ class Network(keras.Sequential):
         for index, layer in enumerate(spec.layers):
             stack += make_layers(layer, spec.init, seed=seed * 1000 + index)
         super().__init__(stack, name=spec.name)
-        self.spec = spec
 
     def weighted_layer(self, name: str) -> layers.Layer:
         """The Keras layer holding the weights of spec layer `name` (`convt1_full` where a

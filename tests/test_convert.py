@@ -194,7 +194,7 @@ def test_converted_generator_matches_examples_on_every_backend(helpers, examples
 
 def test_converted_discriminator_matches_examples(examples):
     from common.backends import load_backend
-    from common.convert import open_checkpoint
+    from common.checkpoint import open_checkpoint
 
     arrays, _, config = open_checkpoint(examples["model"])
     trainer = load_backend("torch").trainer(config)
