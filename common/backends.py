@@ -32,23 +32,48 @@ BACKENDS: dict[str, str] = {
 # The pip extras each backend needs (pyproject.toml).
 EXTRAS = {"torch": "torch", "jax": "jax", "keras-tensorflow": "keras", "keras-jax": "keras,jax", "keras-torch": "keras,torch"}
 
-# Training runs in float32; float64 exists for the parity suite, where two correct
-# implementations agree to ~1e-11 and any larger difference is a real one.
+# The precisions of weights and activations the parity suite compares. Training runs in
+# float32; float64 exists for the parity suite, where two correct implementations agree to
+# ~1e-14 and any larger difference is a real one.
 PRECISIONS = ("float32", "float64")
+
+# What a trainer can compute in: PRECISIONS plus two that keep float32 weights, Adam state,
+# losses and BN statistics and speed up only the convolutions and matmuls. "float32" is
+# strict IEEE float32 on every device: on an NVIDIA GPU the frameworks' own defaults use
+# TF32 for some of those (cuDNN convolutions in PyTorch, everything in JAX and TensorFlow),
+# so a backend turns TF32 off unless asked for "tf32".
+TRAINING_PRECISIONS = {
+    "float32": "float32 throughout",
+    "float64": "float64 throughout (for the parity suite)",
+    "tf32": "float32, with convolutions and matmuls on TF32 tensor cores (NVIDIA Ampere or newer GPUs only)",
+    "bf16": "mixed precision: float32 weights, Adam, losses and BN statistics; convolutions and matmuls in bfloat16",
+}
+
+# The compilers a backend offers beyond its default step (None): torch.compile's modes for
+# PyTorch, XLA (jit_compile=True) for Keras on TensorFlow. JAX always jits its one step,
+# and Keras on JAX always runs under jax.jit. Keras on torch has none: its jit_compile
+# (torch.compile of the whole step) fails on this step's optimizer updates (torch 2.14).
+COMPILERS: dict[str, tuple[str, ...]] = {
+    "torch": ("default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune"),
+    "jax": (),
+    "keras-tensorflow": ("xla",),
+    "keras-jax": (),
+    "keras-torch": (),
+}
 
 
 class Backend(Protocol):
     name: str
-    precision: str  # "float32" | "float64": the dtype of every weight and activation it builds
+    precision: str  # one of TRAINING_PRECISIONS
     layout: str  # "NCHW" or "NHWC": how this framework holds feature maps
+    device: str  # "cpu" or "gpu": where this framework runs (its own default device)
 
     def build(self, config: Config) -> tuple[Any, Any]:
         """The generator and discriminator, initialised from `config.seed`."""
 
-    def trainer(self, config: Config, compile: bool = False) -> Trainer:
-        """G, D (from `build`) and their optimizers, ready to train. `compile` asks for the
-        framework's optional compiler where it has one (torch.compile); JAX and Keras always
-        compile their step."""
+    def trainer(self, config: Config, compile: str | None = None) -> Trainer:
+        """G, D (from `build`) and their optimizers, ready to train. `compile` names one of
+        the backend's COMPILERS (None: its default step; JAX and Keras compile that too)."""
 
     def run_layers(self, network: Any, inputs: np.ndarray, training: bool = True) -> list[tuple[str, str, np.ndarray]]:
         """Runs a canonical batch through `network` in training (or eval) mode, layer by layer.
@@ -76,13 +101,23 @@ class Trainer(Protocol):
     discriminator: Any
 
     def train_step(self, reals: np.ndarray, z_d: np.ndarray, z_g: np.ndarray | None) -> dict[str, Any]:
-        """One iteration of common/algorithm.py.
+        """One iteration of common/algorithm.py: `step(prepare(reals, z_d, z_g))`.
 
         reals: (k, N, C, H, W) float32 in [-1, 1]; z_d: (k, N, latent) float32; z_g: (N, latent),
         or None when G reuses the last D step's fakes. Returns the scalars named in
         common.algorithm.METRICS as framework scalars (`float()` reads each), so the step
         itself never waits for the host.
         """
+
+    def prepare(self, reals: np.ndarray, z_d: np.ndarray, z_g: np.ndarray | None) -> Any:
+        """The batch as this framework's arrays, on its device, in its layout and dtype."""
+
+    def step(self, batch: Any) -> dict[str, Any]:
+        """`train_step` on a batch `prepare` made: what the benchmarks time."""
+
+    def synchronize(self, outputs: Any) -> None:
+        """Waits until the device has finished the work that produced `outputs` (a step's
+        metrics): what a timer must do before it reads the clock."""
 
     def sample(self, z: np.ndarray) -> np.ndarray:
         """G in eval mode on z (n, latent): images (n, C, H, W) float32 in [-1, 1]."""
@@ -111,8 +146,8 @@ def load_backend(name: str, precision: str = "float32") -> Backend:
     process-wide setting (floatx, jax_enable_x64), so ask for it in a process of its own."""
     if name not in BACKENDS:
         raise ConfigError("backend", name, "one of " + ", ".join(BACKENDS))
-    if precision not in PRECISIONS:
-        raise ConfigError("precision", precision, "one of " + ", ".join(PRECISIONS))
+    if precision not in TRAINING_PRECISIONS:
+        raise ConfigError("precision", precision, "one of " + ", ".join(TRAINING_PRECISIONS))
     if name.startswith("keras-"):
         wanted = name.removeprefix("keras-")
         if "keras" in sys.modules:
@@ -141,3 +176,13 @@ def to_canonical_shape(shape: tuple[int, ...], layout: str) -> tuple[int, ...]:
         h, w, c = shape
         return (c, h, w)
     return tuple(shape)
+
+
+def check_options(name: str, precision: str, device: str, compile: str | None) -> None:
+    """Refuses a compiler the backend does not offer, and TF32 where there is no GPU to run it."""
+    if compile is not None and compile not in COMPILERS[name]:
+        offered = ", ".join(COMPILERS[name]) or "none beyond its default step"
+        raise ConfigError("compile", compile, f"a compiler {name} offers: {offered}")
+    if precision == "tf32" and device != "gpu":
+        raise ConfigError("precision", precision, f"float32 or bf16 on {name}'s device ({device}); "
+                          "TF32 is a tensor-core format of NVIDIA GPUs (Ampere or newer)")

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from common.backends import BACKENDS, PRECISIONS, load_backend
+from common.backends import BACKENDS, COMPILERS, PRECISIONS, TRAINING_PRECISIONS, load_backend
 from common.config import load_toml, parse_set
 from common.errors import ConfigError
 from common.presets import PRESETS, make_config
@@ -53,6 +53,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     else:
         config = make_config(args.preset, overrides)
     options = RunOptions(steps=args.steps, epochs=args.epochs, resume=args.resume, compile=args.compile,
+                         precision=args.precision,
                          sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
                          keep_every=args.keep_every, progress=not args.no_progress)
     records = train(config, args.backend, out, options)
@@ -169,7 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, help="sets seed: weights, data order and noise all follow it")
     train.add_argument("--out", help="the run directory (default runs/PRESET-BACKEND)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
-    train.add_argument("--compile", action="store_true", help="torch.compile the networks (torch backend)")
+    compilers = sorted({c for options in COMPILERS.values() for c in options})
+    train.add_argument("--compile", nargs="?", const="default", choices=compilers, metavar="MODE",
+                       help="the backend's optional compiler: torch.compile (torch; MODE default, max-autotune, "
+                       "...), xla (keras-tensorflow)")
+    train.add_argument("--precision", choices=[p for p in TRAINING_PRECISIONS if p != "float64"], default="float32",
+                       help="float32 (default); bf16: mixed precision; tf32: NVIDIA GPUs only")
     train.add_argument("--sample-every", type=_positive, help="iterations between sample grids "
                        "(default: each epoch, at least 10 a run)")
     train.add_argument("--checkpoint-every", type=_positive, default=500, help="iterations between checkpoints (500)")
@@ -219,6 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
     parity.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
     parity.add_argument("--markdown", help="also write the table to this file")
     parity.set_defaults(run=cmd_parity)
+    from benchmarks.cli import add_arguments, bench
+
+    benchmark = commands.add_parser("bench", help="time a training iteration in every backend and mode, with FLOPs, "
+                                    "efficiency and a report (benchmarks/)")
+    add_arguments(benchmark)
+    benchmark.set_defaults(run=bench)
     return parser
 
 

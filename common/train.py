@@ -39,7 +39,8 @@ class RunOptions:
     steps: int | None = None  # the run's total iterations; None: from epochs
     epochs: int | None = None  # passes over the dataset; used when steps is None (default 1)
     resume: bool = False
-    compile: bool = False
+    compile: str | None = None  # one of the backend's COMPILERS (common/backends.py)
+    precision: str = "float32"  # one of TRAINING_PRECISIONS
     sample_every: int | None = None  # default: each epoch, and at least 10 grids a run
     checkpoint_every: int = 500
     keep_every: int = 5000  # checkpoints kept besides the latest; 0 keeps only the latest
@@ -113,7 +114,7 @@ def train(config: Config, backend_name: str, run_dir: Path, options: RunOptions 
     latest = checkpoint.latest(run_dir) if options.resume else None
     if options.resume and latest is None:
         raise ConfigError("--resume", str(run_dir), "a run directory with a checkpoint to continue from")
-    trainer = load_backend(backend_name).trainer(config, compile=options.compile)
+    trainer = load_backend(backend_name, options.precision).trainer(config, compile=options.compile)
     start, elapsed = 0, 0.0
     if latest is not None:
         arrays, metadata = checkpoint.load(latest)

@@ -1,4 +1,10 @@
-"""JAX/Flax NNX's side of the common backend interface (see common/backends.py)."""
+"""JAX/Flax NNX's side of the common backend interface (see common/backends.py).
+
+Precision is a process-wide JAX setting here: float64 needs jax_enable_x64, and the
+precision of float32 convolutions and matmuls on a GPU (TF32 by JAX's default) is
+jax_default_matmul_precision, set to "highest" (strict float32) unless "tf32" is asked for.
+"bf16" is Flax's mixed precision: modules with dtype bfloat16 and param_dtype float32.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +15,16 @@ import optax
 from flax import nnx
 
 from common import canonical
+from common.backends import check_options
 from common.config import Config
 from common.canonical import nchw_to_nhwc, nhwc_to_nchw
 from jax_impl.layout import CANONICAL_NAMES, from_canonical, native_name, to_canonical
 from jax_impl.models import Discriminator, Generator
 from jax_impl.step import d_loss, g_loss, train_step
 
-DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
+# precision -> (the dtype modules compute in, the dtype of their parameters)
+DTYPES = {"float32": (jnp.float32, jnp.float32), "float64": (jnp.float64, jnp.float64),
+          "tf32": (jnp.float32, jnp.float32), "bf16": (jnp.bfloat16, jnp.float32)}
 MOMENTS = {"mu": "exp_avg", "nu": "exp_avg_sq"}  # optax's Adam moments -> canonical names
 
 
@@ -25,23 +34,26 @@ class Backend:
     def __init__(self, name: str = "jax", precision: str = "float32"):
         if precision == "float64":
             jax.config.update("jax_enable_x64", True)  # without it JAX silently computes float64 in float32
+        jax.config.update("jax_default_matmul_precision", "tensorfloat32" if precision == "tf32" else "highest")
         self.name, self.precision = name, precision
-        self.dtype = DTYPES[precision]
+        self.dtype, self.param_dtype = DTYPES[precision]
+        self.device = "gpu" if jax.default_backend() == "gpu" else "cpu"
 
     def build(self, config: Config) -> tuple[Generator, Discriminator]:
         # Distinct streams for G and D, both from the run's one seed.
+        dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         return (
-            Generator(config.model, rngs=nnx.Rngs(2 * config.seed), dtype=self.dtype),
-            Discriminator(config.model, rngs=nnx.Rngs(2 * config.seed + 1), dtype=self.dtype),
+            Generator(config.model, rngs=nnx.Rngs(2 * config.seed), **dtypes),
+            Discriminator(config.model, rngs=nnx.Rngs(2 * config.seed + 1), **dtypes),
         )
 
-    def trainer(self, config: Config, compile: bool = False) -> Trainer:
-        del compile  # the step is always compiled (nnx.jit)
-        return Trainer(config, *self.build(config), dtype=self.dtype)
+    def trainer(self, config: Config, compile: str | None = None) -> Trainer:
+        check_options(self.name, self.precision, self.device, compile)  # the step is always compiled (nnx.jit)
+        return Trainer(config, *self.build(config), dtype=self.param_dtype)
 
     def run_layers(self, network, inputs: np.ndarray, training: bool = True) -> list[tuple[str, str, np.ndarray]]:
         network.train() if training else network.eval()
-        x = jnp.asarray(nchw_to_nhwc(inputs), dtype=self.dtype)
+        x = jnp.asarray(nchw_to_nhwc(inputs), dtype=self.param_dtype)
         outputs = []
         for name in network.layer_names:
             module = getattr(network, name)
@@ -72,17 +84,24 @@ class Trainer:
         self.d_optimizer = nnx.Optimizer(discriminator, optax.adam(o.lr_d, **adam), wrt=nnx.Param)
 
     def _array(self, array: np.ndarray | None, images: bool = False) -> jax.Array | None:
-        """A canonical batch at this trainer's precision; images (..., C, H, W) become (..., H, W, C)."""
+        """A canonical batch on the device at this trainer's precision; images (..., C, H, W)
+        become (..., H, W, C)."""
         if array is None:
             return None
-        array = jnp.asarray(array, dtype=self.dtype)
-        return jnp.moveaxis(array, -3, -1) if images else array
+        return jnp.asarray(np.moveaxis(array, -3, -1) if images else array, dtype=self.dtype)
+
+    def prepare(self, reals: np.ndarray, z_d: np.ndarray, z_g: np.ndarray | None) -> tuple:
+        return self._array(reals, images=True), self._array(z_d), self._array(z_g)
+
+    def step(self, batch: tuple) -> dict[str, jax.Array]:
+        return train_step(self.generator, self.discriminator, self.g_optimizer, self.d_optimizer, *batch,
+                          self.config.optim.real_label)
 
     def train_step(self, reals: np.ndarray, z_d: np.ndarray, z_g: np.ndarray | None) -> dict[str, jax.Array]:
-        return train_step(
-            self.generator, self.discriminator, self.g_optimizer, self.d_optimizer,
-            self._array(reals, images=True), self._array(z_d), self._array(z_g), self.config.optim.real_label,
-        )
+        return self.step(self.prepare(reals, z_d, z_g))
+
+    def synchronize(self, outputs) -> None:
+        jax.block_until_ready(outputs)
 
     def sample(self, z: np.ndarray) -> np.ndarray:
         self.generator.eval()  # BN normalises with its running statistics

@@ -14,6 +14,7 @@ from flax import nnx
 
 from common.config import ModelConfig
 from common.spec import Init, Layer, NetworkSpec, discriminator_spec, generator_spec
+from jax_impl.conv_transpose import conv_transpose
 
 
 class Activation(nnx.Module):
@@ -51,6 +52,8 @@ class BatchNorm(nnx.BatchNorm):
     is updated with the UNBIASED batch variance, n / (n - 1) times it, as PyTorch's is
     (Flax keeps the biased one). Normalisation uses the biased variance in both. The running
     statistics are held in `param_dtype` (nnx.BatchNorm keeps them in float32 regardless).
+    Under mixed precision (dtype bfloat16, param_dtype float32) it computes in float32 and
+    returns `dtype`, as Flax's own BatchNorm does: statistics of bfloat16 values lose too much.
     """
 
     def __init__(self, num_features: int, **kwargs):
@@ -59,6 +62,7 @@ class BatchNorm(nnx.BatchNorm):
         self.var = nnx.BatchStat(self.var[...].astype(self.param_dtype))
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        x = x.astype(self.param_dtype)
         axes = tuple(range(x.ndim - 1))  # all but the channel (feature) axis
         if self.use_running_average:
             mean, var = self.mean[...], self.var[...]
@@ -69,7 +73,20 @@ class BatchNorm(nnx.BatchNorm):
             momentum = self.momentum  # Flax's: the weight of the old statistic
             self.mean[...] = jax.lax.stop_gradient(momentum * self.mean[...] + (1 - momentum) * mean)
             self.var[...] = jax.lax.stop_gradient(momentum * self.var[...] + (1 - momentum) * var * n / (n - 1))
-        return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * self.scale[...] + self.bias[...]
+        y = (x - mean) * jax.lax.rsqrt(var + self.epsilon) * self.scale[...] + self.bias[...]
+        return y.astype(self.dtype)
+
+
+class ConvTranspose(nnx.ConvTranspose):
+    """nnx.ConvTranspose as make_layer builds it (explicit padding, no dilation or mask),
+    computed by jax_impl/conv_transpose.py: the same values, with a gradient XLA CPU runs
+    ~20x faster. Parameters, casts (promote_dtype) and bias are Flax's own."""
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        bias = self.bias[...] if self.use_bias else None
+        x, kernel, bias = self.promote_dtype((x, self.kernel[...], bias), dtype=self.dtype)
+        y = conv_transpose(x, kernel, tuple(self.strides), tuple(map(tuple, self.padding)))
+        return y + bias if self.use_bias else y
 
 
 def _bn_scale_init(std: float):
@@ -81,10 +98,12 @@ def _bn_scale_init(std: float):
     return init
 
 
-def make_layer(layer: Layer, init: Init, rngs: nnx.Rngs, dtype: jnp.dtype = jnp.float32) -> nnx.Module:
-    """One spec layer -> the Flax NNX module that computes it, with parameters of `dtype`."""
+def make_layer(layer: Layer, init: Init, rngs: nnx.Rngs, dtype: jnp.dtype = jnp.float32,
+               param_dtype: jnp.dtype | None = None) -> nnx.Module:
+    """One spec layer -> the Flax NNX module that computes it in `dtype`, with parameters of
+    `param_dtype` (default: `dtype`; bfloat16 over float32 is Flax's mixed precision)."""
     kernel_init = nnx.initializers.normal(init.std) if init.scheme == "normal" else nnx.initializers.glorot_uniform()
-    dtypes = dict(param_dtype=dtype, dtype=dtype)
+    dtypes = dict(param_dtype=param_dtype or dtype, dtype=dtype)
     if layer.kind == "linear":
         return nnx.Linear(layer.in_features, layer.out_features, use_bias=layer.bias, kernel_init=kernel_init,
                           rngs=rngs, **dtypes)
@@ -95,7 +114,7 @@ def make_layer(layer: Layer, init: Init, rngs: nnx.Rngs, dtype: jnp.dtype = jnp.
         else:
             # lax pads the stride-dilated input; k - 1 - p on each side equals
             # PyTorch's ConvTranspose2d(padding=p): out = (in - 1)·s - 2p + k.
-            module, padding = nnx.ConvTranspose, ((k - 1 - p, k - 1 - p), (k - 1 - p, k - 1 - p))
+            module, padding = ConvTranspose, ((k - 1 - p, k - 1 - p), (k - 1 - p, k - 1 - p))
         return module(
             layer.in_channels, layer.out_channels, (k, k), (layer.stride, layer.stride),
             padding=padding, use_bias=layer.bias, kernel_init=kernel_init, rngs=rngs, **dtypes,
@@ -119,10 +138,11 @@ def make_layer(layer: Layer, init: Init, rngs: nnx.Rngs, dtype: jnp.dtype = jnp.
 class Network(nnx.Module):
     """A spec's layers in order, each an attribute under its spec name."""
 
-    def __init__(self, spec: NetworkSpec, *, rngs: nnx.Rngs, dtype: jnp.dtype = jnp.float32):
+    def __init__(self, spec: NetworkSpec, *, rngs: nnx.Rngs, dtype: jnp.dtype = jnp.float32,
+                 param_dtype: jnp.dtype | None = None):
         self.layer_names = tuple(layer.name for layer in spec.layers)
         for layer in spec.layers:
-            setattr(self, layer.name, make_layer(layer, spec.init, rngs, dtype))
+            setattr(self, layer.name, make_layer(layer, spec.init, rngs, dtype, param_dtype))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         for name in self.layer_names:
@@ -133,12 +153,14 @@ class Network(nnx.Module):
 class Generator(Network):
     """z: (N, latent_dim) -> images: (N, size, size, channels) in [-1, 1]."""
 
-    def __init__(self, model: ModelConfig, *, rngs: nnx.Rngs, dtype: jnp.dtype = jnp.float32):
-        super().__init__(generator_spec(model), rngs=rngs, dtype=dtype)
+    def __init__(self, model: ModelConfig, *, rngs: nnx.Rngs, dtype: jnp.dtype = jnp.float32,
+                 param_dtype: jnp.dtype | None = None):
+        super().__init__(generator_spec(model), rngs=rngs, dtype=dtype, param_dtype=param_dtype)
 
 
 class Discriminator(Network):
     """images: (N, size, size, channels) -> logits: (N, 1)."""
 
-    def __init__(self, model: ModelConfig, *, rngs: nnx.Rngs, dtype: jnp.dtype = jnp.float32):
-        super().__init__(discriminator_spec(model), rngs=rngs, dtype=dtype)
+    def __init__(self, model: ModelConfig, *, rngs: nnx.Rngs, dtype: jnp.dtype = jnp.float32,
+                 param_dtype: jnp.dtype | None = None):
+        super().__init__(discriminator_spec(model), rngs=rngs, dtype=dtype, param_dtype=param_dtype)

@@ -22,17 +22,22 @@ def bce(logits: jax.Array, target: float) -> jax.Array:
     return optax.sigmoid_binary_cross_entropy(logits, jnp.full_like(logits, target)).mean()
 
 
+def at_least_float32(logits: jax.Array) -> jax.Array:
+    """bfloat16 logits (mixed precision) as float32, so losses are float32; float64 stays."""
+    return logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+
+
 def d_loss(discriminator: Discriminator, real: jax.Array, fake: jax.Array, real_label: float):
     """BCE of D on a real batch (target real_label) plus on a fake batch (target 0), as two passes."""
-    real_logits = discriminator(real)
-    fake_logits = discriminator(fake)
+    real_logits = at_least_float32(discriminator(real))
+    fake_logits = at_least_float32(discriminator(fake))
     loss = bce(real_logits, real_label) + bce(fake_logits, 0.0)
     return loss, (nnx.sigmoid(real_logits).mean(), nnx.sigmoid(fake_logits).mean())
 
 
 def g_loss(discriminator: Discriminator, fake: jax.Array):
     """The non-saturating generator loss: BCE of D(G(z)) against the real target 1."""
-    logits = discriminator(fake)
+    logits = at_least_float32(discriminator(fake))
     return bce(logits, 1.0), nnx.sigmoid(logits).mean()
 
 

@@ -1,7 +1,9 @@
 """Keras 3's side of the common backend interface (see common/backends.py).
 
 The Keras backend (tensorflow, jax or torch) is fixed by KERAS_BACKEND before keras is
-imported; `common.backends.load_backend` sets it.
+imported; `common.backends.load_backend` sets it. Precision is process-wide too: floatx
+for float64, the dtype policy "mixed_bfloat16" for bf16 (float32 variables, bfloat16
+compute), and the framework's own TF32 switch, off unless "tf32" is asked for.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import keras
 import numpy as np
 
 from common import canonical
+from common.backends import check_options
 from common.canonical import nchw_to_nhwc, nhwc_to_nchw
 from common.config import Config
 from keras_impl.adam import Adam
@@ -24,22 +27,22 @@ class Backend:
     def __init__(self, name: str, precision: str = "float32"):
         if name != f"keras-{keras.backend.backend()}":
             raise RuntimeError(f"{name} requested but Keras runs on {keras.backend.backend()}; set KERAS_BACKEND first")
-        if precision == "float64" and keras.backend.backend() == "jax":
-            import jax
-
-            jax.config.update("jax_enable_x64", True)  # without it JAX silently computes float64 in float32
-        keras.config.set_floatx(precision)  # every layer, variable and optimizer built from here on
+        self.device = _configure_framework(precision)
+        keras.config.set_floatx("float64" if precision == "float64" else "float32")
+        # Every layer, variable and optimizer built from here on follows these two settings.
+        keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bf16" else keras.config.floatx())
         self.name, self.precision = name, precision
 
     def build(self, config: Config) -> tuple[Generator, Discriminator]:
         # Distinct streams for G and D, both from the run's one seed.
         return Generator(config.model, seed=2 * config.seed), Discriminator(config.model, seed=2 * config.seed + 1)
 
-    def trainer(self, config: Config, compile: bool = False) -> Trainer:
-        # Keras compiles the step itself (tf.function; jax.jit), so `compile` changes nothing.
-        # Keras's jit_compile=True would add XLA on TensorFlow (no faster here, on CPU) and
-        # torch.compile on torch, where Inductor fails on this step (torch 2.14).
-        return Trainer(config, *self.build(config))
+    def trainer(self, config: Config, compile: str | None = None) -> Trainer:
+        check_options(self.name, self.precision, self.device, compile)
+        # Keras compiles the step itself: tf.function on TensorFlow (with XLA when "xla" is
+        # asked for), jax.jit on JAX; on torch it runs eagerly.
+        jit_compile = {"tensorflow": compile == "xla", "jax": True, "torch": False}[keras.backend.backend()]
+        return Trainer(config, *self.build(config), jit_compile=jit_compile)
 
     def run_layers(self, network, inputs: np.ndarray, training: bool = True) -> list[tuple[str, str, np.ndarray]]:
         x = keras.ops.convert_to_tensor(nchw_to_nhwc(inputs), dtype=keras.config.floatx())
@@ -60,22 +63,31 @@ class Trainer:
     """G, D and their Adam optimizers in a `GAN` (keras_impl/gan.py), stepped with
     `train_on_batch`. Arrays cross this edge as NCHW and are NHWC inside."""
 
-    def __init__(self, config: Config, generator: Generator, discriminator: Discriminator):
+    def __init__(self, config: Config, generator: Generator, discriminator: Discriminator, jit_compile: bool = True):
         o = config.optim
         self.config = config
         self.generator, self.discriminator = generator, discriminator
         adam = dict(beta_1=o.beta1, beta_2=o.beta2, epsilon=o.eps)
         self.gan = GAN(generator, discriminator, config)
-        self.gan.compile(d_optimizer=Adam(o.lr_d, **adam), g_optimizer=Adam(o.lr_g, **adam))
+        self.gan.compile(d_optimizer=Adam(o.lr_d, **adam), g_optimizer=Adam(o.lr_g, **adam), jit_compile=jit_compile)
         self.optimizers = {"generator": self.gan.g_optimizer, "discriminator": self.gan.d_optimizer}
 
     def _array(self, array: np.ndarray | None) -> np.ndarray | None:
         """A canonical batch at Keras's floatx, images channels-last."""
         return None if array is None else np.ascontiguousarray(nchw_to_nhwc(array), dtype=keras.config.floatx())
 
-    def train_step(self, reals: np.ndarray, z_d: np.ndarray, z_g: np.ndarray | None) -> dict[str, float]:
+    def prepare(self, reals: np.ndarray, z_d: np.ndarray, z_g: np.ndarray | None) -> tuple:
+        return tuple(None if a is None else keras.ops.convert_to_tensor(self._array(a)) for a in (reals, z_d, z_g))
+
+    def step(self, batch: tuple) -> dict[str, float]:
         # train_on_batch reads the metrics back as Python floats: one host sync per step.
-        return self.gan.train_on_batch((self._array(reals), self._array(z_d), self._array(z_g)), return_dict=True)
+        return self.gan.train_on_batch(batch, return_dict=True)
+
+    def train_step(self, reals: np.ndarray, z_d: np.ndarray, z_g: np.ndarray | None) -> dict[str, float]:
+        return self.step(self.prepare(reals, z_d, z_g))
+
+    def synchronize(self, outputs) -> None:
+        """Nothing to wait for: train_on_batch has read its metrics back to the host."""
 
     def sample(self, z: np.ndarray) -> np.ndarray:
         images = self.generator(keras.ops.convert_to_tensor(self._array(z)), training=False)
@@ -154,3 +166,24 @@ class Trainer:
         for key, variable in self._rng_variables().items():
             if key in arrays:
                 variable.assign(arrays[key])
+
+
+def _configure_framework(precision: str) -> str:
+    """Sets the framework under Keras to `precision` (x64, TF32) and returns its device."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        if precision == "float64":
+            jax.config.update("jax_enable_x64", True)  # without it JAX silently computes float64 in float32
+        jax.config.update("jax_default_matmul_precision", "tensorfloat32" if precision == "tf32" else "highest")
+        return "gpu" if jax.default_backend() == "gpu" else "cpu"
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_tensor_float_32_execution(precision == "tf32")
+        return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    return "gpu" if torch.cuda.is_available() else "cpu"

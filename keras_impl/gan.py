@@ -33,6 +33,12 @@ def bce_with_logits(logits, target: float):
     return mean(ops.binary_crossentropy(ops.full_like(logits, target), logits, from_logits=True))
 
 
+def at_least_float32(logits):
+    """bfloat16 logits (under mixed_bfloat16) as float32, so the losses are float32, as
+    Keras's mixed-precision guide asks of a model's outputs; float32 and float64 stay."""
+    return ops.cast(logits, "float32") if keras.backend.standardize_dtype(logits.dtype) == "bfloat16" else logits
+
+
 def _values(variables) -> list:
     """The variables' current values as tensors (under a StatelessScope: the scope's values)."""
     return [ops.convert_to_tensor(v) for v in variables]
@@ -180,6 +186,7 @@ class GAN(keras.Model):
         so that BN normalises each batch on its own; also D's new state, D(x) and D(G(z))."""
         real_logits, d_state = self.discriminator.stateless_call(d_trainable, d_state, real, training=True)
         fake_logits, d_state = self.discriminator.stateless_call(d_trainable, d_state, fake, training=True)
+        real_logits, fake_logits = at_least_float32(real_logits), at_least_float32(fake_logits)
         loss = bce_with_logits(real_logits, self.config.optim.real_label) + bce_with_logits(fake_logits, 0.0)
         return loss, (d_state, mean(ops.sigmoid(real_logits)), mean(ops.sigmoid(fake_logits)))
 
@@ -188,6 +195,7 @@ class GAN(keras.Model):
         and D(G(z))."""
         fake, g_state = self.generator.stateless_call(g_trainable, g_state, z, training=True)
         logits, d_state = self.discriminator.stateless_call(d_trainable, d_state, fake, training=True)
+        logits = at_least_float32(logits)
         return bce_with_logits(logits, 1.0), (g_state, d_state, mean(ops.sigmoid(logits)))
 
     def _batch(self, data):

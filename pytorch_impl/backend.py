@@ -1,17 +1,27 @@
-"""PyTorch's side of the common backend interface (see common/backends.py)."""
+"""PyTorch's side of the common backend interface (see common/backends.py).
+
+Speed choices, each measured by benchmarks/ on a CPU: feature maps and weights are
+channels-last (NHWC in memory, still NCHW in shape), which oneDNN's convolutions prefer on
+CPU, as cuDNN's do on tensor-core GPUs; "bf16" runs the forward passes under autocast with
+float32 losses; batches are moved to the device once by `prepare`.
+"""
 
 from __future__ import annotations
+
+import contextlib
+import functools
 
 import numpy as np
 import torch
 
 from common import canonical
+from common.backends import check_options
 from common.config import Config
 from pytorch_impl.layout import from_canonical, to_canonical
 from pytorch_impl.models import Discriminator, Generator
 from pytorch_impl.step import d_loss, g_loss, train_step
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "tf32": torch.float32, "bf16": torch.float32}
 
 
 class Backend:
@@ -20,64 +30,95 @@ class Backend:
     def __init__(self, name: str = "torch", precision: str = "float32"):
         self.name, self.precision = name, precision
         self.dtype = DTYPES[precision]
+        self.device = "gpu" if torch.cuda.is_available() else "cpu"
+        self.torch_device = torch.device("cuda" if self.device == "gpu" else "cpu")
+        # Strict float32 unless TF32 is asked for (cuDNN's convolutions default to TF32).
+        tf32 = precision == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
 
     def build(self, config: Config) -> tuple[Generator, Discriminator]:
         # Distinct streams for G and D, both from the run's one seed.
         generator = Generator(config.model, seed=2 * config.seed).to(self.dtype)
         return generator, Discriminator(config.model, seed=2 * config.seed + 1).to(self.dtype)
 
-    def trainer(self, config: Config, compile: bool = False) -> Trainer:
-        return Trainer(config, *self.build(config), compile=compile)
+    def trainer(self, config: Config, compile: str | None = None) -> Trainer:
+        check_options(self.name, self.precision, self.device, compile)
+        return Trainer(config, *self.build(config), device=self.torch_device, precision=self.precision, compile=compile)
 
     @torch.no_grad()
     def run_layers(self, network, inputs: np.ndarray, training: bool = True) -> list[tuple[str, str, np.ndarray]]:
         network.train(training)
-        x = torch.from_numpy(np.asarray(inputs)).to(self.dtype)
+        x = torch.from_numpy(np.asarray(inputs)).to(self.torch_device, self.dtype)
         outputs = []
         for name, module in network.named_children():
             x = module(x)
-            outputs.append((name, type(module).__name__, x.numpy()))
+            outputs.append((name, type(module).__name__, x.cpu().numpy()))
         network.train()
         return outputs
 
     def parameters(self, network) -> dict[str, dict[str, np.ndarray]]:
         return {
-            name: {p_name: p.detach().numpy() for p_name, p in module.named_parameters()}
+            name: {p_name: p.detach().cpu().numpy() for p_name, p in module.named_parameters()}
             for name, module in network.named_children()
         }
 
 
 class Trainer:
-    """G, D and their Adam optimizers; `train_step` runs pytorch_impl/step.py."""
+    """G, D and their Adam optimizers on one device; `train_step` runs pytorch_impl/step.py.
 
-    def __init__(self, config: Config, generator: Generator, discriminator: Discriminator, compile: bool = False):
+    float64 stays contiguous NCHW: PyTorch has no channels-last float64 convolution kernels,
+    and its float64 convolution backward refuses a channels-last weight (PyTorch 2.14).
+    """
+
+    def __init__(self, config: Config, generator: Generator, discriminator: Discriminator,
+                 device: torch.device = torch.device("cpu"), precision: str = "float32", compile: str | None = None):
         o = config.optim
-        self.config = config
-        self.generator, self.discriminator = generator, discriminator
+        self.config, self.device = config, device
         self.dtype = next(generator.parameters()).dtype
+        self.memory_format = torch.contiguous_format if self.dtype == torch.float64 else torch.channels_last
+        self.generator = generator.to(device, memory_format=self.memory_format)
+        self.discriminator = discriminator.to(device, memory_format=self.memory_format)
         adam = dict(betas=(o.beta1, o.beta2), eps=o.eps)
-        self.g_optimizer = torch.optim.Adam(generator.parameters(), lr=o.lr_g, **adam)
-        self.d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=o.lr_d, **adam)
-        # torch.compile wraps the modules' forward passes; backward and Adam stay eager.
-        self._g = torch.compile(generator) if compile else generator
-        self._d = torch.compile(discriminator) if compile else discriminator
+        self.g_optimizer = torch.optim.Adam(self.generator.parameters(), lr=o.lr_g, **adam)
+        self.d_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=o.lr_d, **adam)
+        self.autocast = (functools.partial(torch.autocast, device.type, dtype=torch.bfloat16) if precision == "bf16"
+                         else contextlib.nullcontext)
+        # torch.compile wraps the modules' forward passes (backward follows via AOTAutograd);
+        # Adam stays eager.
+        self._g = torch.compile(self.generator, mode=compile) if compile else self.generator
+        self._d = torch.compile(self.discriminator, mode=compile) if compile else self.discriminator
         torch.manual_seed(config.seed)  # dropout draws from the global generator; its state is checkpointed
 
     def _tensor(self, array: np.ndarray | None) -> torch.Tensor | None:
-        """A canonical (NCHW) batch at this trainer's precision."""
-        return None if array is None else torch.from_numpy(np.asarray(array)).to(self.dtype)
+        """A canonical (NCHW) batch on this trainer's device at its precision, images channels-last."""
+        if array is None:
+            return None
+        tensor = torch.from_numpy(np.asarray(array)).to(self.device, self.dtype)
+        # (k, N, C, H, W) has no channels-last format; each (N, C, H, W) slice of this one is.
+        return tensor.movedim(-3, -1).contiguous().movedim(-1, -3) if tensor.dim() >= 4 and (
+            self.memory_format == torch.channels_last) else tensor
+
+    def prepare(self, reals: np.ndarray, z_d: np.ndarray, z_g: np.ndarray | None) -> tuple:
+        return self._tensor(reals), self._tensor(z_d), self._tensor(z_g)
+
+    def step(self, batch: tuple) -> dict[str, torch.Tensor]:
+        return train_step(self._g, self._d, self.g_optimizer, self.d_optimizer, *batch, self.config.optim.real_label,
+                          autocast=self.autocast)
 
     def train_step(self, reals: np.ndarray, z_d: np.ndarray, z_g: np.ndarray | None) -> dict[str, torch.Tensor]:
-        return train_step(
-            self._g, self._d, self.g_optimizer, self.d_optimizer,
-            self._tensor(reals), self._tensor(z_d), self._tensor(z_g), self.config.optim.real_label,
-        )
+        return self.step(self.prepare(reals, z_d, z_g))
+
+    def synchronize(self, outputs) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     @torch.no_grad()
     def sample(self, z: np.ndarray) -> np.ndarray:
         self.generator.eval()
         try:
-            return self.generator(self._tensor(z)).float().numpy()
+            with self.autocast():
+                return self.generator(self._tensor(z)).float().cpu().numpy()
         finally:
             self.generator.train()
 
@@ -85,7 +126,7 @@ class Trainer:
         """d loss_D / d D's parameters (on `real` and G(z), detached) and d loss_G / d G's
         parameters (through D), both at the current state, canonical keys; nothing is updated
         but BN running statistics, as by any train-mode forward pass."""
-        fake = self.generator(self._tensor(z))
+        fake = self.generator(self._tensor(z))  # float32 and float64 only: parity compares these
         loss_D, _, _ = d_loss(self.discriminator, self._tensor(real), fake.detach(), self.config.optim.real_label)
         loss_G, _ = g_loss(self.discriminator, fake)
         grads = {}

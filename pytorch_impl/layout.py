@@ -18,6 +18,7 @@ def to_canonical(tensor: torch.Tensor) -> np.ndarray:
 
 
 def from_canonical(array: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-    """A canonical array as a new tensor with `like`'s dtype and device: always a copy, since
-    Adam updates its moments in place and must not write into the caller's arrays."""
-    return torch.from_numpy(np.ascontiguousarray(array)).to(dtype=like.dtype, device=like.device, copy=True)
+    """A canonical array as a new tensor with `like`'s dtype, device and memory format
+    (channels-last weights get channels-last Adam moments): always a copy, since Adam updates
+    its moments in place and must not write into the caller's arrays."""
+    return torch.empty_like(like).copy_(torch.from_numpy(np.ascontiguousarray(array)))

@@ -2,20 +2,30 @@
 tutorial writes it (real and fake passes through D, one G forward reused when asked).
 
 Metrics are returned as 0-d tensors, with no `.item()` inside the step: the loop reads them
-after the step, so the step itself never waits on the host.
+after the step, so the step itself never waits on the host. Forward passes run under
+`autocast` (bfloat16 for "bf16", a no-op otherwise); logits are read in float32 at least,
+so the losses are, and backward runs outside it, as PyTorch's AMP recipe has it.
 """
 
 from __future__ import annotations
+
+import contextlib
+from typing import Callable, ContextManager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
+def _at_least_float32(logits: torch.Tensor) -> torch.Tensor:
+    """bfloat16 logits (under autocast) as float32; float32 and float64 stay as they are."""
+    return logits.float() if logits.dtype == torch.bfloat16 else logits
+
+
 def d_loss(discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor, real_label: float):
     """BCE of D on a real batch (target real_label) plus on a fake batch (target 0), as two passes."""
-    real_logits = discriminator(real)
-    fake_logits = discriminator(fake)
+    real_logits = _at_least_float32(discriminator(real))
+    fake_logits = _at_least_float32(discriminator(fake))
     loss = F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, real_label)) + (
         F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
     )
@@ -24,7 +34,7 @@ def d_loss(discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor, rea
 
 def g_loss(discriminator: nn.Module, fake: torch.Tensor):
     """The non-saturating generator loss: BCE of D(G(z)) against the real target 1."""
-    logits = discriminator(fake)
+    logits = _at_least_float32(discriminator(fake))
     return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits)), torch.sigmoid(logits).mean()
 
 
@@ -37,21 +47,24 @@ def train_step(
     z_d: torch.Tensor,  # (k, N, latent)
     z_g: torch.Tensor | None,  # (N, latent), or None to reuse the last D step's fakes
     real_label: float,
+    autocast: Callable[[], ContextManager] = contextlib.nullcontext,
 ) -> dict[str, torch.Tensor]:
     k = reals.shape[0]
     for j in range(k):
         reuse_this_fake = z_g is None and j == k - 1
-        with torch.set_grad_enabled(reuse_this_fake):  # keep G's graph only for the fake G reuses
+        with torch.set_grad_enabled(reuse_this_fake), autocast():  # keep G's graph only for the fake G reuses
             fake = generator(z_d[j])
         d_optimizer.zero_grad(set_to_none=True)
-        loss_D, D_x, D_G_z1 = d_loss(discriminator, reals[j], fake.detach(), real_label)
+        with autocast():
+            loss_D, D_x, D_G_z1 = d_loss(discriminator, reals[j], fake.detach(), real_label)
         loss_D.backward()
         d_optimizer.step()
 
-    if z_g is not None:
-        fake = generator(z_g)
+    with autocast():
+        if z_g is not None:
+            fake = generator(z_g)
+        loss_G, D_G_z2 = g_loss(discriminator, fake)
     g_optimizer.zero_grad(set_to_none=True)
-    loss_G, D_G_z2 = g_loss(discriminator, fake)
     loss_G.backward()
     g_optimizer.step()
     return {"loss_D": loss_D.detach(), "loss_G": loss_G.detach(), "D_x": D_x.detach(),

@@ -152,8 +152,8 @@ def test_a_diverged_run_stops_cleanly_and_keeps_its_last_checkpoint(tmp_path, mo
 
     from common import train as train_module
 
-    backend = SimpleNamespace(trainer=lambda config, compile=False: _NumpyTrainer(diverge_at=5))
-    monkeypatch.setattr(train_module, "load_backend", lambda name: backend)
+    backend = SimpleNamespace(trainer=lambda config, compile=None: _NumpyTrainer(diverge_at=5))
+    monkeypatch.setattr(train_module, "load_backend", lambda name, precision: backend)
     args = ["train", "--preset", "mnist28", "--dataset", "fake", "--batch-size", "8", "--steps", "8",
             "--checkpoint-every", "2", "--keep-every", "2", "--no-progress", "--out", str(tmp_path / "run")]
     assert main(args) == 1

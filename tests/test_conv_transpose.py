@@ -1,0 +1,200 @@
+"""jax_impl/conv_transpose.py: its custom VJP gives lax.conv_transpose's values and gradients,
+and the Flax and Keras-on-JAX layers built on it compute what Flax's and Keras's own layers do.
+
+Every case is (in channels, out channels, kernel, stride, lax padding, input height, width):
+the generator's transposed convolutions of each preset, at batch 2, and a few more shapes
+(stride 3, asymmetric padding, non-square input, kernel smaller than the stride).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from common.presets import PRESETS, make_config
+from common.spec import generator_spec
+from jax_impl import models
+from jax_impl.conv_transpose import conv_transpose
+
+ROOT = Path(__file__).resolve().parents[1]
+TOLERANCE = {"float64": 1e-12, "float32": 1e-5, "bfloat16": 1e-2}  # relative, in the 2-norm
+
+
+def _preset_cases() -> dict[str, tuple]:
+    """Each preset generator's transposed convolutions, one per (kernel, stride, padding, input
+    size): svhn32's repeat dcgan64's with fewer channels, and pokemon64's are dcgan64's."""
+    cases, seen = {}, set()
+    for preset in PRESETS:
+        for layer in generator_spec(make_config(preset).model).layers:
+            if layer.kind == "conv_transpose":
+                k, p, (_, h, w) = layer.kernel, layer.padding, layer.in_shape
+                case = (layer.in_channels, layer.out_channels, k, layer.stride, ((k - 1 - p,) * 2,) * 2, h, w)
+                if case[2:] not in seen:
+                    seen.add(case[2:])
+                    cases[f"{preset}-{layer.name}"] = case
+    return cases
+
+
+CASES = {
+    **_preset_cases(),
+    "stride3-asymmetric": (5, 7, 3, 3, ((0, 2), (1, 0)), 5, 4),
+    "k5s2-asymmetric": (4, 6, 5, 2, ((4, 3), (2, 4)), 3, 6),
+    "k2s3": (3, 2, 2, 3, ((1, 2), (1, 2)), 4, 4),
+}
+
+
+def _relative(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
+
+
+def _values_and_gradients(f, *args) -> list[jax.Array]:
+    """f(*args), then every gradient of <f(*args), g> for a random g, flattened."""
+    y, pullback = jax.vjp(f, *args)
+    g = jax.random.normal(jax.random.key(1), y.shape, y.dtype)
+    return [y, *jax.tree.leaves(pullback(g))]
+
+
+def _compare(pairs: dict, inputs: dict, tolerance: float) -> None:
+    """Runs both functions of each pair on its inputs in one compiled program (compiling
+    dominates this file's time) and holds their values and gradients to `tolerance`."""
+    results = jax.jit(lambda inputs: {name: [_values_and_gradients(f, *inputs[name]) for f in pair]
+                                      for name, pair in pairs.items()})(inputs)
+    for name, (ours, reference) in results.items():
+        assert len(ours) == len(reference)
+        for a, b in zip(ours, reference):
+            assert a.shape == b.shape and a.dtype == b.dtype, name
+            assert _relative(a, b) < tolerance, (name, _relative(a, b))
+
+
+def _inputs(case, dtype, seed=0):
+    cin, cout, k, _, _, h, w = case
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.normal(size=(2, h, w, cin)), dtype)
+    kernel = jnp.asarray(rng.normal(size=(k, k, cin, cout)), dtype)
+    return x, kernel
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_custom_vjp_matches_lax(dtype):
+    """conv_transpose's output, input gradient and kernel gradient are lax.conv_transpose's."""
+    def pair(strides, padding):
+        return (lambda x, w: conv_transpose(x, w, strides, padding),
+                lambda x, w: jax.lax.conv_transpose(x, w, strides, padding))
+
+    with jax.enable_x64(dtype == "float64"):
+        pairs = {name: pair((case[3],) * 2, case[4]) for name, case in CASES.items()}
+        _compare(pairs, {name: _inputs(case, dtype) for name, case in CASES.items()}, TOLERANCE[dtype])
+
+
+def _flax_pair(case, dtype, param_dtype):
+    """This project's ConvTranspose (with a bias), and the function Flax's own __call__
+    computes with its state; each as f(state, x)."""
+    cin, cout, k, s, padding, _, _ = case
+    module = models.ConvTranspose(cin, cout, (k, k), (s, s), padding=padding, use_bias=True,
+                                  bias_init=nnx.initializers.normal(1.0), dtype=dtype, param_dtype=param_dtype,
+                                  rngs=nnx.Rngs(0))
+    graphdef, state = nnx.split(module)
+
+    def run(call):
+        return lambda state, x: call(nnx.merge(graphdef, state), x)
+
+    return state, (run(models.ConvTranspose.__call__), run(nnx.ConvTranspose.__call__))
+
+
+@pytest.mark.parametrize("dtype, param_dtype", [("float64", "float64"), ("float32", "float32"), ("bfloat16", "float32")])
+def test_flax_layer_matches_nnx_conv_transpose(dtype, param_dtype):
+    """Outputs and gradients (bias, kernel, input) as Flax's own layer gives them, also under
+    mixed precision (bfloat16 compute, float32 parameters)."""
+    names = ["mnist28-convt2", "stride3-asymmetric"]
+    with jax.enable_x64(dtype == "float64"):
+        pairs, inputs = {}, {}
+        for name in names:
+            state, pairs[name] = _flax_pair(CASES[name], jnp.dtype(dtype), jnp.dtype(param_dtype))
+            inputs[name] = (state, _inputs(CASES[name], param_dtype)[0])
+        _compare(pairs, inputs, TOLERANCE[dtype])
+        y = pairs[names[0]][0](*inputs[names[0]])
+        assert y.dtype == jnp.dtype(dtype) and len(jax.tree.leaves(inputs[names[0]])) == 3  # bias, kernel, x
+
+
+def test_make_layer_keeps_flax_parameters():
+    """The same parameter names, shapes, dtypes and initial values as nnx.ConvTranspose."""
+    spec = generator_spec(make_config("mnist28").model)
+    layer = next(layer for layer in spec.layers if layer.kind == "conv_transpose")
+    module = models.make_layer(layer, spec.init, nnx.Rngs(3))
+    assert type(module) is models.ConvTranspose
+    k, p = layer.kernel, layer.padding
+    plain = nnx.ConvTranspose(layer.in_channels, layer.out_channels, (k, k), (layer.stride,) * 2,
+                              padding=((k - 1 - p,) * 2,) * 2, use_bias=layer.bias,
+                              kernel_init=nnx.initializers.glorot_uniform(), rngs=nnx.Rngs(3))
+    ours, theirs = nnx.state(module, nnx.Param), nnx.state(plain, nnx.Param)
+    assert jax.tree.structure(ours) == jax.tree.structure(theirs)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+KERAS_SCRIPT = """
+import json, sys
+import jax
+jax.config.update("jax_enable_x64", True)
+import keras
+import numpy as np
+from keras_impl.models import Conv2DTranspose
+
+def values_and_gradients(layer, weights, x):
+    y, pullback = jax.vjp(lambda weights, x: layer.stateless_call(weights, [], x)[0], weights, x)
+    return [y, *jax.tree.leaves(pullback(jax.random.normal(jax.random.key(1), y.shape, y.dtype)))]
+
+errors = {}
+for dtype in ("float64", "float32", "mixed_bfloat16"):
+    layers, inputs = {}, {}
+    for name, (cin, cout, k, s, padding, h, w) in json.loads(sys.argv[1]).items():
+        config = dict(filters=cout, kernel_size=k, strides=s, padding=padding, dtype=dtype)
+        layers[name] = Conv2DTranspose(**config), keras.layers.Conv2DTranspose(**config)
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(2, h, w, cin)).astype(layers[name][0].variable_dtype)
+        for layer in layers[name]:
+            layer.build(x.shape)
+        inputs[name] = [rng.normal(size=v.shape).astype(v.dtype) for v in layers[name][0].trainable_variables], x
+    results = jax.jit(lambda inputs: {name: [values_and_gradients(layer, *inputs[name]) for layer in pair]
+                                      for name, pair in layers.items()})(inputs)
+    for name, (ours, keras_own) in results.items():
+        errors[f"{name}/{dtype}"] = [
+            float(np.linalg.norm(np.float64(a) - np.float64(b)) / np.linalg.norm(np.float64(b)))
+            for a, b in zip(ours, keras_own)
+        ]
+print(json.dumps(errors))
+"""
+
+# (in, out, kernel, stride, Keras padding, input height, width): the Keras padding of the
+# preset layers (make_layers: "same" where k - s = 2p, else "valid"), and both paddings with
+# a kernel smaller than the stride ("same" then pads an odd total, clipped to k - 1 low).
+KERAS_CASES = {
+    "dcgan64-convt1": (100, 512, 4, 1, "valid", 1, 1),
+    "dcgan64-convt2": (512, 256, 4, 2, "same", 4, 4),
+    "k2s3-valid": (3, 2, 2, 3, "valid", 4, 5),
+    "k2s3-same": (3, 2, 2, 3, "same", 4, 5),
+}
+
+
+def test_keras_layer_matches_keras_conv2d_transpose_on_jax():
+    """Outputs and gradients (kernel, bias, input) as Keras's own Conv2DTranspose gives them on
+    JAX, in float64, float32 and mixed_bfloat16 (a process of its own: Keras fixes its backend)."""
+    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
+    run = subprocess.run([sys.executable, "-c", KERAS_SCRIPT, json.dumps(KERAS_CASES)], cwd=ROOT, env=env,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    errors = json.loads(run.stdout.strip().splitlines()[-1])
+    assert len(errors) == 3 * len(KERAS_CASES)
+    for key, values in errors.items():
+        dtype = key.split("/")[1].removeprefix("mixed_")
+        assert len(values) == 4 and max(values) < TOLERANCE[dtype], (key, values)

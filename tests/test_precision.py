@@ -1,0 +1,83 @@
+"""Training precisions on every backend: bf16 mixed precision really computes in bfloat16 (its
+losses differ from float32's by a bfloat16-sized amount, not zero) yet keeps float32 weights,
+Adam state and losses; TF32 and unknown compilers are refused by name on a CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common.algorithm import METRICS
+from common.backends import BACKENDS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SCRIPT = """
+import json, sys
+import numpy as np
+from benchmarks.worker import make_batch
+from common.backends import load_backend
+from common.presets import make_config
+
+name, precision = sys.argv[1:]
+config = make_config("svhn32", {"model.ngf": 8, "model.ndf": 8})
+trainer = load_backend(name, precision).trainer(config)
+metrics = trainer.train_step(*make_batch(config, 4))
+state = trainer.state_dict()
+print(json.dumps({"metrics": {k: float(v) for k, v in metrics.items()},
+                  "dtypes": sorted({str(a.dtype) for k, a in state.items()
+                                if a.dtype.kind == "f" and not k.startswith("rng.")})}))
+"""
+
+
+def _run(backend: str, precision: str) -> dict:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", SCRIPT, backend, precision], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, f"{backend} {precision}:\n{done.stderr[-3000:]}"
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def runs() -> dict:
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = {(b, p): pool.submit(_run, b, p) for b in BACKENDS for p in ("float32", "bf16")}
+        return {key: future.result() for key, future in futures.items()}
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_bf16_computes_in_bfloat16_and_keeps_float32_state(runs, backend):
+    full, mixed = runs[(backend, "float32")], runs[(backend, "bf16")]
+    assert set(mixed["metrics"]) == set(METRICS)
+    assert mixed["dtypes"] == ["float32"], "floating state: weights, BN statistics and Adam moments stay float32"
+    for name in ("loss_D", "loss_G"):
+        a, b = full["metrics"][name], mixed["metrics"][name]
+        assert np.isfinite(b)
+        # bfloat16 keeps 8 significant bits: the losses move, but only by about that much
+        assert a != b and abs(a - b) <= 0.05 * abs(a), (name, a, b)
+
+
+def _dcgan(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "common.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+
+
+def test_tf32_on_a_cpu_is_refused_by_name(tmp_path):
+    run = _dcgan("train", "--backend", "torch", "--preset", "mnist28", "--dataset", "fake", "--steps", "1",
+                 "--precision", "tf32", "--out", str(tmp_path / "run"))
+    assert run.returncode == 2 and "tf32" in run.stderr and "NVIDIA" in run.stderr, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr
+
+
+def test_a_compiler_the_backend_lacks_is_refused_with_those_it_offers(tmp_path):
+    run = _dcgan("train", "--backend", "jax", "--preset", "mnist28", "--dataset", "fake", "--steps", "1",
+                 "--compile", "xla", "--out", str(tmp_path / "run"))
+    assert run.returncode == 2 and "xla" in run.stderr and "jax" in run.stderr, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr
