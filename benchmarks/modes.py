@@ -1,0 +1,65 @@
+"""What the benchmarks can time: modes (a backend and its compiler), precisions, devices.
+
+A mode is one way of running the training iteration. Every mode but `reference-loop` is the
+project's own trainer (`common.backends`), built with one of its backend's COMPILERS;
+`reference-loop` is the tutorials' PyTorch loop (benchmarks/reference_loop.py), the
+baseline every speed-up is given against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from common.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    backend: str  # a common.backends.BACKENDS name
+    compile: str | None  # one of that backend's COMPILERS, or None for its default step
+    about: str
+    gpu_only: str = ""  # why the mode only means something on a GPU ("" when it runs anywhere)
+
+
+MODES: dict[str, Mode] = {m.name: m for m in (
+    Mode("reference-loop", "torch", None, "the PyTorch tutorial's loop: eager, NCHW, .item() calls each step"),
+    Mode("torch-eager", "torch", None, "pytorch_impl, eager, channels-last"),
+    Mode("torch-compile", "torch", "default", "pytorch_impl under torch.compile (Inductor, default mode)"),
+    Mode("torch-compile-max-autotune", "torch", "max-autotune-no-cudagraphs",
+         "torch.compile mode max-autotune-no-cudagraphs (Inductor tries kernel templates)"),
+    Mode("torch-compile-reduce-overhead", "torch", "reduce-overhead", "torch.compile mode reduce-overhead",
+         gpu_only="reduce-overhead is CUDA graphs, which only exist on NVIDIA GPUs"),
+    Mode("jax-jit", "jax", None, "jax_impl: the whole iteration as one nnx.jit program"),
+    Mode("keras-tensorflow", "keras-tensorflow", None, "keras_impl on TensorFlow, tf.function, jit_compile off"),
+    Mode("keras-tensorflow-xla", "keras-tensorflow", "xla", "keras_impl on TensorFlow, jit_compile on (XLA)"),
+    Mode("keras-jax", "keras-jax", None, "keras_impl on JAX (jax.jit)"),
+    Mode("keras-torch", "keras-torch", None, "keras_impl on torch (eager)"),
+)}
+
+# Benchmark precision -> the trainer's (common.backends.TRAINING_PRECISIONS).
+PRECISIONS = {"fp32": "float32", "tf32": "tf32", "bf16": "bf16"}
+DEVICES = ("cpu", "gpu")
+
+
+def skip_reason(mode: Mode, precision: str, device: str, cpu_flags: set[str] | frozenset = frozenset()) -> str:
+    """Why `mode` cannot run at `precision` on `device`, known before starting it ("" if it can).
+    Whether the frameworks see a GPU is only known inside a worker, which reports it."""
+    if mode.gpu_only and device != "gpu":
+        return mode.gpu_only
+    if precision == "tf32" and device != "gpu":
+        return "TF32 is a tensor-core format of NVIDIA GPUs (Ampere or newer)"
+    if mode.name == "reference-loop" and precision != "fp32":
+        return "the tutorials' loop is float32; it is the fp32 baseline of every speed-up"
+    if precision == "bf16" and device == "cpu" and not {"avx512_bf16", "amx_bf16"} & set(cpu_flags):
+        return "this CPU has no bfloat16 instructions (avx512_bf16 or amx_bf16): bf16 would be emulated"
+    return ""
+
+
+def parse_modes(names: list[str] | None) -> list[Mode]:
+    if not names:
+        return list(MODES.values())
+    unknown = [n for n in names if n not in MODES]
+    if unknown:
+        raise ConfigError("--modes", unknown[0], "one of " + ", ".join(MODES))
+    return [MODES[n] for n in names]

@@ -1,0 +1,126 @@
+"""The machine's own peak, measured: what the benchmark's efficiencies are a fraction of.
+
+On a CPU there is no one vendor figure to trust (clock, cores, AVX-512 units and oneDNN's
+kernels all decide it), so the peak is measured once per run, in each framework (torch,
+JAX, TensorFlow, each in its own worker): the best FLOP/s of the model's largest
+convolution, forward, at the benchmark's batch size, and of a large square GEMM. The best
+of these is the machine peak; the best convolution alone gives the "limit": the
+iteration's FLOPs at that speed. On a GPU, efficiency is given against the vendor's dense
+peak for the precision (`VENDOR_PEAKS`), with the measured figures beside it.
+"""
+
+from __future__ import annotations
+
+import time
+
+from benchmarks.flops import largest_layer, layer_flops
+from common.presets import make_config
+
+# Dense (no sparsity) peak TFLOP/s from NVIDIA's data sheets, by a name `device_name` contains.
+VENDOR_PEAKS = {
+    "H200": {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4},
+    "H100 SXM": {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4},
+    "H100 PCIe": {"fp32": 51.2, "tf32": 378.0, "bf16": 756.0},
+    "H100 NVL": {"fp32": 60.0, "tf32": 417.5, "bf16": 835.0},
+    "H100 80GB HBM3": {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4},  # the SXM part's CUDA name
+    "A100": {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0},
+    "L4": {"fp32": 30.3, "tf32": 60.0, "bf16": 121.0},
+}
+
+
+def vendor_peak(device_name: str, precision: str) -> float | None:
+    """FLOP/s from the data sheet for a GPU whose name contains a VENDOR_PEAKS key, else None."""
+    for key, peaks in VENDOR_PEAKS.items():
+        if key in device_name:
+            return peaks[precision] * 1e12
+    return None
+
+
+def best_seconds(fn, repeats: int = 10) -> float:
+    """The fastest of `repeats` timed calls, after two untimed ones; `fn` must synchronise."""
+    fn(), fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def _torch(layer, batch: int, n: int, precision: str, device: str):
+    import torch
+
+    dev = torch.device("cuda" if device == "gpu" else "cpu")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    sync = torch.cuda.synchronize if device == "gpu" else (lambda: None)
+    a, b = torch.randn(n, n, device=dev, dtype=dtype), torch.randn(n, n, device=dev, dtype=dtype)
+    x = torch.randn(batch, *layer.in_shape, device=dev, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    k = layer.kernel
+    if layer.kind == "conv_transpose":
+        w = torch.randn(layer.in_channels, layer.out_channels, k, k, device=dev, dtype=dtype)
+        conv = lambda: torch.nn.functional.conv_transpose2d(x, w, stride=layer.stride, padding=layer.padding)  # noqa: E731
+    else:
+        w = torch.randn(layer.out_channels, layer.in_channels, k, k, device=dev, dtype=dtype)
+        conv = lambda: torch.nn.functional.conv2d(x, w, stride=layer.stride, padding=layer.padding)  # noqa: E731
+    w = w.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        return best_seconds(lambda: (a @ b, sync())), best_seconds(lambda: (conv(), sync()))
+
+
+def _jax(layer, batch: int, n: int, precision: str, device: str):
+    import jax
+    import jax.numpy as jnp
+
+    jax.config.update("jax_default_matmul_precision", "tensorfloat32" if precision == "tf32" else "highest")
+    dtype = jnp.bfloat16 if precision == "bf16" else jnp.float32
+    keys = jax.random.split(jax.random.key(0), 4)
+    a, b = jax.random.normal(keys[0], (n, n), dtype), jax.random.normal(keys[1], (n, n), dtype)
+    c, h, w_ = layer.in_shape
+    x = jax.random.normal(keys[2], (batch, h, w_, c), dtype)
+    k, s, p = layer.kernel, layer.stride, layer.padding
+    dims = ("NHWC", "HWIO", "NHWC")
+    w = jax.random.normal(keys[3], (k, k, layer.in_channels, layer.out_channels), dtype)
+    if layer.kind == "conv_transpose":
+        conv = jax.jit(lambda x, w: jax.lax.conv_transpose(x, w, (s, s), [(k - 1 - p, k - 1 - p)] * 2,
+                                                           dimension_numbers=dims))
+    else:
+        conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(x, w, (s, s), [(p, p)] * 2, dimension_numbers=dims))
+    matmul = jax.jit(jnp.matmul)
+    return (best_seconds(lambda: matmul(a, b).block_until_ready()),
+            best_seconds(lambda: conv(x, w).block_until_ready()))
+
+
+def _tensorflow(layer, batch: int, n: int, precision: str, device: str):
+    import tensorflow as tf
+
+    tf.config.experimental.enable_tensor_float_32_execution(precision == "tf32")
+    dtype = tf.bfloat16 if precision == "bf16" else tf.float32
+    a, b = tf.cast(tf.random.normal((n, n)), dtype), tf.cast(tf.random.normal((n, n)), dtype)
+    c, h, w_ = layer.in_shape
+    x = tf.cast(tf.random.normal((batch, h, w_, c)), dtype)
+    k, s, p = layer.kernel, layer.stride, layer.padding
+    if layer.kind == "conv_transpose":
+        # tf's conv2d_transpose kernel is (k, k, out, in); explicit padding crops p per side.
+        w = tf.cast(tf.random.normal((k, k, layer.out_channels, layer.in_channels)), dtype)
+        out_shape = (batch, (h - 1) * s + k - 2 * p, (w_ - 1) * s + k - 2 * p, layer.out_channels)
+        conv = tf.function(lambda: tf.nn.conv2d_transpose(x, w, out_shape, s, padding=[[0, 0], [p, p], [p, p], [0, 0]]))
+    else:
+        w = tf.cast(tf.random.normal((k, k, layer.in_channels, layer.out_channels)), dtype)
+        conv = tf.function(lambda: tf.nn.conv2d(x, w, s, padding=[[0, 0], [p, p], [p, p], [0, 0]]))
+    matmul = tf.function(lambda: tf.matmul(a, b))
+    return best_seconds(lambda: matmul().numpy()), best_seconds(lambda: conv().numpy())
+
+
+FRAMEWORKS = {"torch": _torch, "jax": _jax, "tensorflow": _tensorflow}
+
+
+def measure(job: dict) -> dict:
+    """The GEMM's and the largest convolution's best FLOP/s in one framework."""
+    config = make_config(job["preset"], {"optim.batch_size": job["batch_size"]})
+    layer = largest_layer(config)
+    n = job.get("gemm_size", 4096)
+    gemm_s, conv_s = FRAMEWORKS[job["framework"]](layer, job["batch_size"], n, job["precision"], job["device"])
+    return {"status": "done", "framework": job["framework"], "precision": job["precision"], "layer": layer.name,
+            "gemm_size": n, "gemm_flops_per_s": 2 * n**3 / gemm_s,
+            "conv_flops_per_s": layer_flops(layer) * job["batch_size"] / conv_s}

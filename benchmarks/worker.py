@@ -1,0 +1,150 @@
+"""One benchmark mode in a process of its own: `python -m benchmarks.worker JOB_JSON`.
+
+A fresh process per mode, because Keras fixes its backend per process and so that one
+mode's caches, threads and compiled code cannot warm another's. The worker builds the
+trainer, puts one batch on the device (the same arrays, from the same seed, in every mode),
+times the first call apart (tracing and compilation: `compile_s`), runs the warm-up, says
+"ready", and then runs blocks of iterations when the runner asks, so the runner can
+interleave the modes' blocks. Each block's time is read after the device has finished
+(`Trainer.synchronize`). Messages are JSON lines on the stdout the worker started with;
+anything a framework prints goes to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+import traceback
+
+import numpy as np
+
+from benchmarks.modes import MODES, PRECISIONS
+from common.presets import make_config
+
+
+def make_batch(config, batch_size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Canonical (reals, z_d, z_g) of the preset's shapes: images uniform in [-1, 1], noise N(0, 1)."""
+    m, o = config.model, config.optim
+    rng = np.random.default_rng(seed)
+    reals = rng.uniform(-1.0, 1.0, (o.d_steps, batch_size, m.channels, m.image_size, m.image_size)).astype(np.float32)
+    z_d = rng.standard_normal((o.d_steps, batch_size, m.latent_dim), dtype=np.float32)
+    z_g = rng.standard_normal((batch_size, m.latent_dim), dtype=np.float32) if o.g_fake_batch == "fresh" else None
+    return reals, z_d, z_g
+
+
+def build(job: dict):
+    """(trainer, why it cannot run on the job's device or ""). Frameworks are imported here."""
+    mode = MODES[job["mode"]]
+    config = make_config(job["preset"], {"optim.batch_size": job["batch_size"]})
+    if mode.name == "reference-loop":
+        import torch
+
+        from benchmarks.reference_loop import ReferenceLoop
+
+        found = "gpu" if torch.cuda.is_available() else "cpu"
+        return ReferenceLoop(config, job["device"]) if found == job["device"] else None, found
+    from common.backends import load_backend
+
+    backend = load_backend(mode.backend, PRECISIONS[job["precision"]])
+    if backend.device != job["device"]:
+        return None, backend.device
+    return backend.trainer(config, compile=mode.compile), backend.device
+
+
+def device_name(job: dict) -> str:
+    """The name of the accelerator the mode ran on (the CPU's is in the environment record)."""
+    if job["device"] != "gpu":
+        return "cpu"
+    backend = MODES[job["mode"]].backend
+    if backend in ("torch", "keras-torch"):
+        import torch
+
+        return torch.cuda.get_device_name()
+    if backend in ("jax", "keras-jax"):
+        import jax
+
+        return jax.devices()[0].device_kind
+    import tensorflow as tf
+
+    return tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0]).get("device_name", "gpu")
+
+
+def peak_memory(job: dict) -> tuple[int, str]:
+    """(bytes, what was measured): the GPU allocator's peak on a GPU, else the peak RSS."""
+    if job["device"] == "gpu":
+        backend = MODES[job["mode"]].backend
+        if backend in ("torch", "keras-torch"):
+            import torch
+
+            return torch.cuda.max_memory_allocated(), "gpu allocator peak"
+        if backend in ("jax", "keras-jax"):
+            import jax
+
+            return jax.devices()[0].memory_stats()["peak_bytes_in_use"], "gpu allocator peak"
+        import tensorflow as tf
+
+        return tf.config.experimental.get_memory_info("GPU:0")["peak"], "gpu allocator peak"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak RSS of the worker process"
+
+
+def run_block(trainer, batch, iterations: int):
+    """Seconds per iteration over a block of `iterations`, the device synchronised at its end."""
+    start = time.perf_counter()
+    for _ in range(iterations):
+        outputs = trainer.step(batch)
+    trainer.synchronize(outputs)
+    return (time.perf_counter() - start) / iterations, outputs
+
+
+def serve(job: dict, send, receive) -> None:
+    trainer, found = build(job)
+    if trainer is None:
+        send({"status": "skipped", "reason": f"{MODES[job['mode']].backend} runs on the {found} here, not the {job['device']}"})
+        return
+    config = make_config(job["preset"], {"optim.batch_size": job["batch_size"]})
+    batch = trainer.prepare(*make_batch(config, job["batch_size"]))
+    compile_s, outputs = run_block(trainer, batch, 1)
+    warmup_s = [run_block(trainer, batch, 1)[0] for _ in range(job["warmup"])]
+    send({"status": "ready", "compile_s": compile_s, "warmup_s": warmup_s, "device_name": device_name(job)})
+    while (command := receive())["do"] == "run":
+        times = []
+        for _ in range(command["blocks"]):
+            seconds, outputs = run_block(trainer, batch, command["inner"])
+            times.append(seconds)
+        send({"times": times})
+    metrics = {name: float(value) for name, value in outputs.items()}
+    memory, memory_kind = peak_memory(job)
+    send({"peak_mem_bytes": memory, "peak_mem_kind": memory_kind, "metrics": metrics,
+          "finite": bool(np.all(np.isfinite(list(metrics.values()))))})
+
+
+def main() -> None:
+    job = json.loads(sys.argv[1])
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # frameworks' prints go to stderr
+
+    def send(message: dict) -> None:
+        out.write(json.dumps(message) + "\n")
+        out.flush()
+
+    def receive() -> dict:
+        line = sys.stdin.readline()
+        return json.loads(line) if line else {"do": "stop"}
+
+    try:
+        if job.get("kind") == "peak":
+            from benchmarks.peak import measure
+
+            send(measure(job))
+        else:
+            serve(job, send, receive)
+    except Exception as err:  # the runner reports it against the mode and goes on with the others
+        traceback.print_exc()
+        send({"status": "error", "reason": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"})
+
+
+if __name__ == "__main__":
+    main()
