@@ -23,7 +23,7 @@ import numpy as np
 
 from benchmarks.environment import environment
 from benchmarks.flops import iteration_flops, largest_layer
-from benchmarks.modes import MODES, PRECISIONS, Mode, skip_reason
+from benchmarks.modes import MODES, Mode, skip_reason
 from benchmarks.peak import FRAMEWORKS, vendor_peak
 from common.presets import make_config
 
@@ -205,7 +205,9 @@ def run(settings: Settings) -> dict:
                 for precision in settings.precisions:
                     settings.log(f"{preset}, batch {batch_size}, {precision}: {flops / 1e9:.1f} GFLOP per iteration")
                     peaks = {}
-                    if settings.peak and precision in PRECISIONS and not (precision == "tf32" and settings.device == "cpu"):
+                    cpu_flags = set(env["cpu"]["flags"])
+                    runnable = [m for m in settings.modes if not skip_reason(m, precision, settings.device, cpu_flags)]
+                    if settings.peak and runnable:
                         peaks = measure_peaks(settings, preset, batch_size, precision, log_dir)
                         if peaks:
                             results["peaks"].append({"preset": preset, "batch_size": batch_size,
