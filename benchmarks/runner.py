@@ -109,10 +109,10 @@ def measure_peaks(settings: Settings, preset: str, batch_size: int, precision: s
             "by_framework": found}
 
 
-def time_group(settings: Settings, preset: str, batch_size: int, precision: str, log_dir: Path) -> list[dict]:
+def time_group(settings: Settings, preset: str, batch_size: int, precision: str, cpu_flags: set[str],
+               log_dir: Path) -> list[dict]:
     """Records of every mode at one (preset, batch size, precision)."""
     base = {"preset": preset, "batch_size": batch_size, "precision": precision, "device": settings.device}
-    cpu_flags = set(environment_cache()["cpu"]["flags"])
     records, workers = [], {}
 
     def finish(mode: Mode) -> None:
@@ -197,6 +197,7 @@ def run(settings: Settings) -> dict:
         "warmup": settings.warmup, "interleave": settings.interleave}, "peaks": [], "records": []}
     with tempfile.TemporaryDirectory(prefix="dcgan-bench-") as tmp:
         log_dir = Path(tmp)
+        cpu_flags = set(env["cpu"]["flags"])
         for preset in settings.presets:
             config = make_config(preset, {})
             for batch_size in settings.batch_sizes:
@@ -205,14 +206,13 @@ def run(settings: Settings) -> dict:
                 for precision in settings.precisions:
                     settings.log(f"{preset}, batch {batch_size}, {precision}: {flops / 1e9:.1f} GFLOP per iteration")
                     peaks = {}
-                    cpu_flags = set(env["cpu"]["flags"])
                     runnable = [m for m in settings.modes if not skip_reason(m, precision, settings.device, cpu_flags)]
                     if settings.peak and runnable:
                         peaks = measure_peaks(settings, preset, batch_size, precision, log_dir)
                         if peaks:
                             results["peaks"].append({"preset": preset, "batch_size": batch_size,
                                                      "precision": precision, "layer": limit_layer, **peaks})
-                    for record in time_group(settings, preset, batch_size, precision, log_dir):
+                    for record in time_group(settings, preset, batch_size, precision, cpu_flags, log_dir):
                         if record["status"] == "ok":
                             device_peak = vendor_peak(record["device_name"], precision) if settings.device == "gpu" else None
                             summarize(record, flops, peaks, device_peak)

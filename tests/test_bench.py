@@ -166,7 +166,7 @@ def _has_bf16() -> bool:
     """Whether this CPU has bfloat16 instructions, so the smoke run times bf16 rather than skipping it."""
     from benchmarks.environment import cpu_info
 
-    return bool({"avx512_bf16", "amx_bf16"} & set(cpu_info()["flags"]))
+    return not skip_reason(MODES["jax-jit"], "bf16", "cpu", set(cpu_info()["flags"]))
 
 
 def test_smoke_lists_what_it_skipped_and_why(smoke):
