@@ -63,8 +63,27 @@ def markdown(results: dict) -> str:
             f"Machine peak, {p['precision']} ({p['preset']}, batch {p['batch_size']}): largest convolution "
             f"`{p['conv_layer']}` {p['conv_flops_per_s'] / 1e9:.0f} GFLOP/s ({p['conv_framework']}), "
             f"GEMM {p['gemm_size']}² {p['gemm_flops_per_s'] / 1e9:.0f} GFLOP/s ({p['gemm_framework']}).")
+        lines += ["", limit_line(results, p)]
     lines += ["", *target_lines(results)]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def limit_line(results: dict, peak: dict) -> str:
+    """The limit beside the peak: the iteration's FLOPs at the best convolution's FLOP/s, as
+    s/it, images/s and the most any mode could reach over reference-loop there."""
+    same = [r for r in results["records"] if r["status"] == "ok" and r["preset"] == peak["preset"]
+            and r["batch_size"] == peak["batch_size"]]
+    limited = [r for r in same if r["precision"] == peak["precision"] and r.get("limit_s")]
+    if not limited:
+        return ""
+    limit_s, flops = limited[0]["limit_s"], limited[0]["flops_per_iter"]
+    line = (f"Limit, {peak['precision']}: {flops / 1e9:.1f} GFLOP at {flops / limit_s / 1e9:.0f} GFLOP/s = "
+            f"{limit_s:.3f} s/it ({peak['batch_size'] / limit_s:.1f} images/s)")
+    reference = next((r for r in same if r["mode"] == "reference-loop"), None)
+    if reference:
+        line += (f": {reference['median_s'] / limit_s:.2f}× reference-loop, the most any mode reaches unless "
+                 "its convolutions run faster than the machine's best one")
+    return line + "."
 
 
 def targets(results: dict, preset: str = "dcgan64", batch_size: int = 64) -> list[dict]:

@@ -118,6 +118,17 @@ def test_targets_report_met_and_missed_with_the_figure_reached():
     assert bf16["met"] is None and "bfloat16" in bf16["reason"]  # not applicable, and why
 
 
+def test_limit_is_the_iterations_flops_at_the_best_convolution_and_bounds_the_speed_up():
+    """100 GFLOP at 50 GFLOP/s: 2 s/it, 32 images/s at batch 64, and with the reference at
+    3 s/it no mode can be more than 1.5x faster than it."""
+    records = [{**_record(mode, "fp32", median), "flops_per_iter": 100e9, "limit_s": 2.0}
+               for mode, median in (("reference-loop", 3.0), ("torch-eager", 2.5))]
+    peak = {"precision": "fp32", "preset": "dcgan64", "batch_size": 64}
+    line = report.limit_line({"records": records}, peak)
+    assert "100.0 GFLOP at 50 GFLOP/s = 2.000 s/it (32.0 images/s)" in line and "1.50× reference-loop" in line
+    assert report.limit_line({"records": records}, {**peak, "batch_size": 128}) == ""  # nothing timed there
+
+
 def test_bench_rejects_an_unknown_mode_by_name():
     out = subprocess.run([sys.executable, "-m", "benchmarks", "--modes", "torch-fast"], cwd=ROOT,
                          capture_output=True, text=True)

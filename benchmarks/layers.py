@@ -1,0 +1,144 @@
+"""Where a step's time goes: each convolution of the model, timed alone, in PyTorch and JAX.
+
+    python -m benchmarks.layers --preset dcgan64 --batch-size 64
+
+A training iteration is mostly its convolutions' three passes: the forward, the gradient
+with respect to the input (what backpropagation passes on) and the one with respect to the
+weights. When one backend's step is slower than another's, timing each of those alone, in
+the layouts and calls the builds use (PyTorch channels-last through
+`aten.convolution_backward`; JAX NHWC through jax.vjp under jit, for a transposed
+convolution both lax's own and jax_impl/conv_transpose.py's), shows which pass of which
+layer is responsible. Each framework runs in its own process, float32, best of `--repeats`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+from benchmarks.flops import layer_flops
+from benchmarks.peak import best_seconds
+from common.presets import PRESETS, make_config
+from common.spec import discriminator_spec, generator_spec
+
+PASSES = ("forward", "input grad", "weight grad")
+
+
+def conv_layers(preset: str, batch_size: int):
+    config = make_config(preset, {"optim.batch_size": batch_size})
+    for spec in (generator_spec(config.model), discriminator_spec(config.model)):
+        for layer in spec.layers:
+            if layer.kind in ("conv", "conv_transpose"):
+                yield layer
+
+
+def _torch(layer, batch: int, repeats: int) -> dict[str, float]:
+    import torch
+
+    conv_backward = torch.ops.aten.convolution_backward
+    cl = torch.channels_last
+    k, s, p = layer.kernel, (layer.stride,) * 2, (layer.padding,) * 2
+    transposed = layer.kind == "conv_transpose"
+    x = torch.randn(batch, *layer.in_shape).contiguous(memory_format=cl)
+    shape = (layer.in_channels, layer.out_channels) if transposed else (layer.out_channels, layer.in_channels)
+    w = torch.randn(*shape, k, k).contiguous(memory_format=cl)
+    f = torch.nn.functional.conv_transpose2d if transposed else torch.nn.functional.conv2d
+    with torch.no_grad():
+        y = f(x, w, stride=s, padding=p)
+        g = torch.randn_like(y).contiguous(memory_format=cl)
+
+        def backward(mask):
+            return lambda: conv_backward(g, x, w, None, s, p, (1, 1), transposed, (0, 0), 1, mask)
+
+        return {"forward": best_seconds(lambda: f(x, w, stride=s, padding=p), repeats),
+                "input grad": best_seconds(backward([True, False, False]), repeats),
+                "weight grad": best_seconds(backward([False, True, False]), repeats)}
+
+
+def _jax(layer, batch: int, repeats: int, custom: bool) -> dict[str, float]:
+    import jax
+    from jax import lax
+
+    from jax_impl.conv_transpose import conv_transpose
+
+    jax.config.update("jax_default_matmul_precision", "highest")
+    k, s, p = layer.kernel, (layer.stride,) * 2, layer.padding
+    c, h, w_ = layer.in_shape
+    keys = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(keys[0], (batch, h, w_, c))
+    w = jax.random.normal(keys[1], (k, k, layer.in_channels, layer.out_channels))
+    dims = ("NHWC", "HWIO", "NHWC")
+    if layer.kind == "conv_transpose":
+        pad = ((k - 1 - p,) * 2,) * 2
+        if custom:
+            def f(x, w):
+                return conv_transpose(x, w, s, pad)
+        else:
+            def f(x, w):
+                return lax.conv_transpose(x, w, s, pad, dimension_numbers=dims)
+    else:
+        def f(x, w):
+            return lax.conv_general_dilated(x, w, s, ((p, p), (p, p)), dimension_numbers=dims)
+    g = jax.random.normal(keys[2], jax.eval_shape(f, x, w).shape)
+    forward = jax.jit(f)
+    input_grad = jax.jit(lambda x, w, g: jax.vjp(lambda x: f(x, w), x)[1](g)[0])
+    weight_grad = jax.jit(lambda x, w, g: jax.vjp(lambda w: f(x, w), w)[1](g)[0])
+    return {"forward": best_seconds(lambda: forward(x, w).block_until_ready(), repeats),
+            "input grad": best_seconds(lambda: input_grad(x, w, g).block_until_ready(), repeats),
+            "weight grad": best_seconds(lambda: weight_grad(x, w, g).block_until_ready(), repeats)}
+
+
+def worker(framework: str, preset: str, batch: int, repeats: int) -> list[dict]:
+    rows = []
+    for layer in conv_layers(preset, batch):
+        if framework == "torch":
+            times = _torch(layer, batch, repeats)
+        else:
+            times = _jax(layer, batch, repeats, custom=framework == "jax")
+            if framework == "jax-lax" and layer.kind != "conv_transpose":
+                continue  # the same as "jax": only transposed convolutions differ
+        rows.append({"layer": layer.name, "kind": layer.kind, "flops": layer_flops(layer) * batch, **times})
+    return rows
+
+
+FRAMEWORKS = {"torch": "PyTorch (channels-last)", "jax": "JAX (as jax_impl builds it)",
+              "jax-lax": "JAX, lax.conv_transpose's own gradient"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=list(PRESETS), default="dcgan64")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--frameworks", nargs="+", choices=list(FRAMEWORKS), default=list(FRAMEWORKS))
+    parser.add_argument("--worker", choices=list(FRAMEWORKS), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.preset, args.batch_size, args.repeats)))
+        return 0
+    results = {}
+    for framework in args.frameworks:
+        out = subprocess.run([sys.executable, "-m", "benchmarks.layers", "--worker", framework, "--preset", args.preset,
+                              "--batch-size", str(args.batch_size), "--repeats", str(args.repeats)],
+                             check=True, capture_output=True, text=True).stdout
+        results[framework] = {(r["layer"], p): r[p] for r in json.loads(out.splitlines()[-1]) for p in PASSES}
+    print(f"{args.preset}, batch {args.batch_size}, float32: ms per pass, best of {args.repeats}")
+    print("| layer | pass | " + " | ".join(FRAMEWORKS[f] for f in args.frameworks) + " |")
+    print("|---|---|" + "---:|" * len(args.frameworks))
+    totals = dict.fromkeys(args.frameworks, 0.0)
+    for layer in conv_layers(args.preset, args.batch_size):
+        for p in PASSES:
+            cells = []
+            for f in args.frameworks:
+                t = results[f].get((layer.name, p), results.get("jax", {}).get((layer.name, p)))
+                totals[f] += t or 0.0
+                cells.append("" if t is None else f"{t * 1e3:.1f}")
+            print(f"| {layer.name} | {p} | " + " | ".join(cells) + " |")
+    print("| **all** | | " + " | ".join(f"**{totals[f] * 1e3:.0f}**" for f in args.frameworks) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
