@@ -45,9 +45,12 @@ class Settings:
     log: callable = field(default=lambda line: print(line, file=sys.stderr, flush=True))
 
 
-def worker_env(device: str) -> dict[str, str]:
-    """The worker's environment: on "cpu", no framework may see a GPU."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+def worker_env(device: str, compile_cache: Path) -> dict[str, str]:
+    """The worker's environment: on "cpu", no framework may see a GPU; compilers start from an
+    empty cache of the worker's own (`compile_cache`), so `compile_s` is a cold compilation,
+    not a read of what an earlier run left in Inductor's or JAX's on-disk cache."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1", TORCHINDUCTOR_CACHE_DIR=str(compile_cache))
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
     if device == "cpu":
         env.update(CUDA_VISIBLE_DEVICES="", JAX_PLATFORMS="cpu")
     return env
@@ -62,7 +65,8 @@ class Worker:
         with open(self.stderr_path, "w") as stderr:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "benchmarks.worker", json.dumps(job)], stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=stderr, text=True, env=worker_env(job["device"]),
+                stdout=subprocess.PIPE, stderr=stderr, text=True,
+                env=worker_env(job["device"], Path(tempfile.mkdtemp(prefix="compile-cache-", dir=log_dir))),
                 cwd=Path(__file__).resolve().parent.parent,
             )
 

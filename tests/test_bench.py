@@ -210,3 +210,14 @@ def test_smoke_writes_a_table_and_a_chart(smoke):
 
     with Image.open(out / "bench.png") as image:
         assert image.size[0] > 500 and np.asarray(image.convert("L")).std() > 10  # drawn, not blank
+
+
+def test_workers_compile_from_an_empty_cache_of_their_own(tmp_path, monkeypatch):
+    """compile_s is a cold compilation: neither Inductor's on-disk cache nor a JAX cache the
+    caller set (the test session sets one) reaches the worker."""
+    from benchmarks.runner import worker_env
+
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "shared"))
+    env = worker_env("cpu", tmp_path / "own")
+    assert env["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "own") and "JAX_COMPILATION_CACHE_DIR" not in env
+    assert env["CUDA_VISIBLE_DEVICES"] == "" and env["JAX_PLATFORMS"] == "cpu"
