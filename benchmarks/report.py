@@ -161,7 +161,7 @@ def plot(results: dict, path: Path) -> None:
                 ax.barh(y, r["images_per_s"], height, color=colours[precision],
                         xerr=[[r["images_per_s"] - low], [high - r["images_per_s"]]], capsize=2,
                         label=precision if j == 0 or not ax.get_legend_handles_labels()[1].count(precision) else None)
-                ax.text(r["images_per_s"], y, f" {r['images_per_s']:.0f}", va="center", fontsize=7)
+                ax.text(high, y, f"  {r['images_per_s']:.1f}", va="center", fontsize=7)  # past the whisker
             limits = [batch / r["limit_s"] for r in records if r["precision"] == precision and r.get("limit_s")]
             if limits:
                 ax.axvline(limits[0], color=colours[precision], linestyle="--", linewidth=1,
