@@ -221,3 +221,29 @@ def test_workers_compile_from_an_empty_cache_of_their_own(tmp_path, monkeypatch)
     env = worker_env("cpu", tmp_path / "own")
     assert env["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "own") and "JAX_COMPILATION_CACHE_DIR" not in env
     assert env["CUDA_VISIBLE_DEVICES"] == "" and env["JAX_PLATFORMS"] == "cpu"
+
+
+def test_layer_timings_cover_every_convolution_and_pass():
+    """benchmarks.layers (torch only, to stay quick): one row per pass of every convolution
+    of the preset, each a positive time, and a total."""
+    pytest.importorskip("torch")
+    from benchmarks.layers import PASSES, conv_layers
+
+    out = subprocess.run([sys.executable, "-m", "benchmarks.layers", "--preset", "mnist28", "--batch-size", "2",
+                          "--repeats", "1", "--frameworks", "torch"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [line.split("|")[1:-1] for line in out.stdout.splitlines() if line.startswith("| conv")]
+    expected = [(layer.name, p) for layer in conv_layers("mnist28", 2) for p in PASSES]
+    assert [(r[0].strip(), r[1].strip()) for r in rows] == expected
+    assert all(float(r[2]) > 0 for r in rows) and "**all**" in out.stdout
+
+
+def test_profile_lists_the_ops_of_a_torch_mode():
+    pytest.importorskip("torch")
+    out = subprocess.run([sys.executable, "-m", "benchmarks.profile", "--mode", "torch-eager", "--preset", "mnist28",
+                          "--batch-size", "2", "--steps", "1"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "convolution" in out.stdout and "Self CPU" in out.stdout
+    refused = subprocess.run([sys.executable, "-m", "benchmarks.profile", "--mode", "jax-jit"], cwd=ROOT,
+                             capture_output=True, text=True)
+    assert refused.returncode == 2 and "jax-jit" in refused.stderr and "torch-eager" in refused.stderr
