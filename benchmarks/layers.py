@@ -18,7 +18,6 @@ import json
 import subprocess
 import sys
 
-from benchmarks.flops import layer_flops
 from benchmarks.peak import best_seconds
 from common.presets import PRESETS, make_config
 from common.spec import discriminator_spec, generator_spec
@@ -93,13 +92,13 @@ def _jax(layer, batch: int, repeats: int, custom: bool) -> dict[str, float]:
 def worker(framework: str, preset: str, batch: int, repeats: int) -> list[dict]:
     rows = []
     for layer in conv_layers(preset, batch):
+        if framework == "jax-lax" and layer.kind != "conv_transpose":
+            continue  # the same as "jax": only transposed convolutions differ
         if framework == "torch":
             times = _torch(layer, batch, repeats)
         else:
             times = _jax(layer, batch, repeats, custom=framework == "jax")
-            if framework == "jax-lax" and layer.kind != "conv_transpose":
-                continue  # the same as "jax": only transposed convolutions differ
-        rows.append({"layer": layer.name, "kind": layer.kind, "flops": layer_flops(layer) * batch, **times})
+        rows.append({"layer": layer.name, **times})
     return rows
 
 
