@@ -28,11 +28,15 @@ def main() -> None:
             if not c.not_run:
                 worst[(c.precision, c.check)] = max(worst.get((c.precision, c.check), 0.0), c.diff)
         sections.append(parity.format_table(comparisons, f"## {preset}"))
-        sections.append("float32 loss curves (reported, not judged):\n\n```\n" + parity.trajectories(measured) + "\n```")
+        sections.append(
+            "float32 loss curves (reported, not judged):\n\n```\n" + parity.trajectories(measured) + "\n```"
+        )
     summary = ["| precision | check | largest difference over all presets and pairs | tolerance |", "|---|---|---|---|"]
     for (precision, check), diff in worst.items():
-        tolerance = parity.TOLERANCES[precision][check]
-        summary.append(f"| {precision} | {check} | {diff:.2e} | {'report' if tolerance is None else f'{tolerance:.0e}'} |")
+        tolerance = parity.TOLERANCES[precision][check].limit
+        summary.append(
+            f"| {precision} | {check} | {diff:.2e} | {'report' if tolerance is None else f'{tolerance:.0e}'} |"
+        )
     OUT.write_text(
         "# Numeric parity, measured\n\n"
         f"Made by `.venv/bin/python docs/make_parity_report.py` ({platform.processor() or platform.machine()}, "
@@ -40,11 +44,14 @@ def main() -> None:
         "one worker process per backend and precision, two at a time). Every preset starts from "
         "`common.parity.random_state` (non-zero biases, BN statistics away from 0/1, Adam three steps in) with "
         "batch 4; `dcgan parity` makes the same table for one preset or checkpoint. What each check measures and "
-        "why the tolerances are what they are: `common/parity.py`; the conventions that make them hold: "
+        "why the tolerances are what they are: `common/parity/`; the conventions that make them hold: "
         "[conventions.md](conventions.md).\n\n"
-        "\"not run\": PyTorch's float64 CPU convolution cannot take the weight gradient Keras-on-torch asks of it "
+        '"not run": PyTorch\'s float64 CPU convolution cannot take the weight gradient Keras-on-torch asks of it '
         "for D's last layer (see conventions.md); the float32 checks of those pairs run.\n\n"
-        + "\n".join(summary) + "\n\n" + "\n\n".join(sections) + "\n"
+        + "\n".join(summary)
+        + "\n\n"
+        + "\n\n".join(sections)
+        + "\n"
     )
     print(f"wrote {OUT} in {seconds:.0f} s")
 

@@ -35,16 +35,27 @@ def test_initial_parameters_follow_the_config(report, preset, backend, role):
         n = weight["n"]
         if target_std == 0.0:
             if weight["std"] != 0.0 or weight["mean"] != target_mean:
-                problems.append(f"{layer.name}.weight: mean {weight['mean']:.4g} std {weight['std']:.3g}, want exactly {target_mean}")
+                problems.append(
+                    f"{layer.name}.weight: mean {weight['mean']:.4g} std {weight['std']:.3g}, "
+                    f"want exactly {target_mean}"
+                )
         else:
             if abs(weight["mean"] - target_mean) > SIGMAS * target_std / math.sqrt(n):
-                problems.append(f"{layer.name}.weight: mean {weight['mean']:.4g}, want {target_mean} ± {SIGMAS * target_std / math.sqrt(n):.2g} (n={n})")
+                problems.append(
+                    f"{layer.name}.weight: mean {weight['mean']:.4g}, "
+                    f"want {target_mean} ± {SIGMAS * target_std / math.sqrt(n):.2g} (n={n})"
+                )
             if abs(weight["std"] / target_std - 1) > SIGMAS / math.sqrt(2 * n):
-                problems.append(f"{layer.name}.weight: std {weight['std']:.4g}, want {target_std:.4g} ± {SIGMAS / math.sqrt(2 * n):.1%} (n={n})")
+                problems.append(
+                    f"{layer.name}.weight: std {weight['std']:.4g}, "
+                    f"want {target_std:.4g} ± {SIGMAS / math.sqrt(2 * n):.1%} (n={n})"
+                )
         if spec.init.scheme == "glorot_uniform" and layer.kind != "batch_norm":
             limit = math.sqrt(3) * target_std  # a uniform's bound: values beyond it mean a normal draw
             if weight["max_abs"] > limit * (1 + 1e-6):
-                problems.append(f"{layer.name}.weight: max |w| {weight['max_abs']:.4g} beyond Glorot's bound {limit:.4g}")
+                problems.append(
+                    f"{layer.name}.weight: max |w| {weight['max_abs']:.4g} beyond Glorot's bound {limit:.4g}"
+                )
         if bias is not None and bias["max_abs"] != 0.0:
             problems.append(f"{layer.name}.bias: max |b| {bias['max_abs']:.3g}, want 0")
     assert not problems, f"{preset} / {backend} / {role}: " + "; ".join(problems)
@@ -60,7 +71,15 @@ def test_dropout_drops_at_the_configured_rate(report, preset, backend):
     for name, rate in rates.items():
         train, evaluation = report["dropout"][name]["train"], report["dropout"][name]["eval"]
         n = 64 * 64  # at least this many live inputs reach each mnist28 dropout layer
-        assert abs(train["zero_fraction"] - rate) < 6 * math.sqrt(rate * (1 - rate) / n), f"{preset} / {backend} / {name}: {train}"
-        assert math.isclose(train["kept_scale_min"], 1 / (1 - rate), rel_tol=1e-5), f"{preset} / {backend} / {name}: {train}"
-        assert math.isclose(train["kept_scale_max"], 1 / (1 - rate), rel_tol=1e-5), f"{preset} / {backend} / {name}: {train}"
-        assert evaluation == {"zero_fraction": 0.0, "kept_scale_min": 1.0, "kept_scale_max": 1.0}, f"{preset} / {backend} / {name}: {evaluation}"
+        assert abs(train["zero_fraction"] - rate) < 6 * math.sqrt(rate * (1 - rate) / n), (
+            f"{preset} / {backend} / {name}: {train}"
+        )
+        assert math.isclose(train["kept_scale_min"], 1 / (1 - rate), rel_tol=1e-5), (
+            f"{preset} / {backend} / {name}: {train}"
+        )
+        assert math.isclose(train["kept_scale_max"], 1 / (1 - rate), rel_tol=1e-5), (
+            f"{preset} / {backend} / {name}: {train}"
+        )
+        assert evaluation == {"zero_fraction": 0.0, "kept_scale_min": 1.0, "kept_scale_max": 1.0}, (
+            f"{preset} / {backend} / {name}: {evaluation}"
+        )

@@ -1,5 +1,5 @@
 """Parameter counts read off every build equal the spec's, layer by layer, and the totals
-equal the figures counted independently from the write-ups (issue 3)."""
+equal the figures counted by hand from the published write-ups (README, Presets)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,9 @@ def test_each_layer_parameter_count_matches_the_spec(report, preset, backend, ro
 
 def test_totals_match_the_sources(report, preset, backend):
     built = (report["generator"]["describe"]["params"], report["discriminator"]["describe"]["params"])
-    assert built == EXPECTED_TOTALS[preset], f"{preset} / {backend}: (G, D) totals {built}, expected {EXPECTED_TOTALS[preset]}"
+    assert built == EXPECTED_TOTALS[preset], (
+        f"{preset} / {backend}: (G, D) totals {built}, expected {EXPECTED_TOTALS[preset]}"
+    )
 
 
 def test_spec_totals_match_the_sources(preset):

@@ -1,0 +1,127 @@
+"""Every check's computation on one backend (`measure`, in a worker), and on every backend
+and precision at once (`run`, one worker each)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import save_file
+
+from common import canonical
+from common.algorithm import METRICS
+from common.backends import BACKENDS, PRECISIONS, load_backend
+from common.config import Config, toml_overrides
+from common.parity.comparison import Measured
+from common.parity.inputs import ITERATIONS, Inputs, make_inputs, parity_config
+from common.parity.workers import Job, Key, run_workers
+from common.presets import make_config
+
+
+def measure(
+    backend_name: str, precision: str, config: Config, state: dict[str, np.ndarray], inputs: Inputs
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Runs every check's computation on one backend (in this process); see common/parity/__init__.py.
+
+    A check whose computation raises (a framework that cannot run it) is recorded in the
+    errors returned, check -> the message, and the others still run."""
+    backend = load_backend(backend_name, precision)
+    dtype = np.float64 if precision == "float64" else np.float32
+    cast = lambda a: None if a is None else np.asarray(a, dtype=dtype)  # noqa: E731
+    train_config = parity_config(config)
+    trainer = backend.trainer(train_config)
+    eval_trainer = backend.trainer(config)  # the preset as it is: dropout is the identity in eval mode
+    out: dict[str, np.ndarray] = {}
+
+    def forward(mode: str, model) -> None:
+        model.load_state_dict(state)
+        names = {role: {layer.name for layer in spec.layers} for role, spec in canonical.specs(model.config).items()}
+        for role, x in (("generator", inputs.z), ("discriminator", inputs.real)):
+            for name, _, y in backend.run_layers(getattr(model, role), cast(x), training=mode == "train"):
+                if name in names[role]:  # Keras's helper layers (`reshape1_chw`) have no counterpart
+                    out[f"forward.{mode}.{role}.{name}"] = canonical.nhwc_to_nchw(y) if backend.layout == "NHWC" else y
+
+    def gradients() -> None:
+        trainer.load_state_dict(state)
+        out.update({f"grad.{k}": v for k, v in trainer.gradients(cast(inputs.real), cast(inputs.z)).items()})
+
+    def adam_update() -> None:
+        # Adam's step does not depend on the parameter's value, so from zero weights the new
+        # weights are minus the update itself, unblurred by rounding at the weights' magnitude.
+        trainable = [e for e in canonical.entries(train_config) if e.trainable]
+        trainer.load_state_dict({**state, **{e.key: np.zeros(e.shape) for e in trainable}})
+        trainer.apply_gradients({k: cast(v) for k, v in inputs.grads.items()})
+        after = trainer.state_dict()
+        out.update({f"update.{e.key}": after[e.key] for e in trainable})
+
+    def iterations() -> None:
+        trainer.load_state_dict(state)
+        metrics: dict[str, list[float]] = {name: [] for name in METRICS}
+        for i in range(ITERATIONS):
+            z_g = None if inputs.z_g is None else cast(inputs.z_g[i])
+            result = trainer.train_step(cast(inputs.reals[i]), cast(inputs.z_d[i]), z_g)
+            for name in METRICS:
+                metrics[name].append(float(result[name]))
+            if i in (0, ITERATIONS - 1):
+                prefix = "step1." if i == 0 else "steps5."
+                out.update({prefix + k: v for k, v in trainer.state_dict().items() if not k.startswith("rng.")})
+        out.update({f"step1.{name}": np.array(values[:1]) for name, values in metrics.items()})
+        out.update({f"steps5.{name}": np.array(values) for name, values in metrics.items()})
+
+    errors = {}
+    for checks, run_check in (
+        (("forward (train)",), lambda: forward("train", trainer)),
+        (("forward (eval)",), lambda: forward("eval", eval_trainer)),
+        (("gradients",), gradients),
+        (("Adam update",), adam_update),
+        (("1 iteration", "5 iterations"), iterations),
+    ):
+        try:
+            run_check()
+        except Exception as err:  # noqa: BLE001 - recorded and reported per check, not hidden
+            errors.update({check: f"{type(err).__name__}: {err}".splitlines()[0] for check in checks})
+    arrays = {k: np.ascontiguousarray(np.asarray(v, dtype=np.float64)) for k, v in out.items()}
+    return arrays, errors
+
+
+def work(job: Job) -> None:
+    """A worker's part: every case of the job on its backend and precision."""
+    for name, case in job.spec["cases"].items():
+        config = make_config(case["preset"], toml_overrides(case["config"]))
+        inputs = Inputs.from_arrays(job.arrays(f"{name}.inputs"))
+        arrays, errors = measure(job.backend, job.precision, config, job.arrays(f"{name}.state"), inputs)
+        save_file(arrays, str(job.out / f"{name}.safetensors"), metadata={"errors": json.dumps(errors)})
+
+
+def run(
+    cases: dict[str, tuple[Config, dict[str, np.ndarray]]],
+    backends=tuple(BACKENDS),
+    precisions=PRECISIONS,
+    batch_size: int = 4,
+    parallel: int | None = None,
+    seed: int = 0,
+    log=print,
+) -> dict:
+    """Measures every case (name -> (config, canonical state)) on every backend and precision,
+    one process per (backend, precision), `parallel` at a time. Returns
+    {case: {(backend, precision): Measured, or an error message}}."""
+    job = {
+        "cases": {name: {"preset": config.preset, "config": config.to_toml()} for name, (config, _) in cases.items()}
+    }
+    arrays = {}
+    for name, (config, state) in cases.items():
+        arrays[f"{name}.state"] = {k: v for k, v in state.items() if not k.startswith("rng.")}
+        arrays[f"{name}.inputs"] = make_inputs(config, batch_size, seed).arrays()
+
+    def read(out: Path, key: Key) -> dict[str, Measured | str]:
+        found = {name: out / f"{name}.safetensors" for name in cases}
+        return {
+            name: Measured.read(path, key[0]) if path.exists() else f"{key}: no result" for name, path in found.items()
+        }
+
+    keys = [(backend, precision) for backend in backends for precision in precisions]
+    by_key = run_workers("measure", job, keys, read, arrays, parallel=parallel, log=log)
+    return {
+        name: {key: found if isinstance(found, str) else found[name] for key, found in by_key.items()} for name in cases
+    }
