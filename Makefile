@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test parity clean
+.PHONY: setup demo test lint parity clean
 
 setup: $(VENV)/.installed $(FASHION_MNIST)
 
@@ -32,6 +32,11 @@ demo: setup
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest
+
+# ruff's linter and formatter (config in pyproject.toml); CI runs this before the tests.
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 parity: $(VENV)/.installed
 	$(BIN)/python -m pytest tests/parity

@@ -42,12 +42,18 @@ METRICS = ("loss_D", "loss_G", "D_x", "D_G_z1", "D_G_z2")
 _STREAM_D_NOISE, _STREAM_G_NOISE, _STREAM_FIXED_NOISE, _STREAM_DATA_ORDER = 1, 2, 3, 4
 
 
-def latent(config: Config, n: int, rng: np.random.Generator) -> np.ndarray:
-    """n latent vectors from the preset's distribution: N(0, 1) or U(-1, 1), float32."""
-    shape = (n, config.model.latent_dim)
+def network_seeds(config: Config) -> tuple[int, int]:
+    """The seeds of G's and D's initial weights: distinct streams, both from the run's one seed."""
+    return 2 * config.seed, 2 * config.seed + 1
+
+
+def latent(config: Config, shape: int | tuple[int, ...], rng: np.random.Generator, dtype=np.float32) -> np.ndarray:
+    """Latent vectors of batch shape `shape` (an int: that many), from the preset's
+    distribution, N(0, 1) or U(-1, 1), as float32 or float64: the one place noise for G is drawn."""
+    shape = (*np.atleast_1d(shape).tolist(), config.model.latent_dim)
     if config.model.latent_dist == "uniform":
-        return rng.uniform(-1.0, 1.0, shape).astype(np.float32)
-    return rng.standard_normal(shape, dtype=np.float32)
+        return rng.uniform(-1.0, 1.0, shape).astype(dtype)
+    return rng.standard_normal(shape, dtype=dtype)
 
 
 @dataclass(frozen=True)

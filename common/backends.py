@@ -30,7 +30,13 @@ BACKENDS: dict[str, str] = {
 }
 
 # The pip extras each backend needs (pyproject.toml).
-EXTRAS = {"torch": "torch", "jax": "jax", "keras-tensorflow": "keras", "keras-jax": "keras,jax", "keras-torch": "keras,torch"}
+EXTRAS = {
+    "torch": "torch",
+    "jax": "jax",
+    "keras-tensorflow": "keras",
+    "keras-jax": "keras,jax",
+    "keras-torch": "keras,torch",
+}
 
 # The precisions of weights and activations the parity suite compares. Training runs in
 # float32; float64 exists for the parity suite, where two correct implementations agree to
@@ -65,15 +71,16 @@ COMPILERS: dict[str, tuple[str, ...]] = {
 class Backend(Protocol):
     name: str
     precision: str  # one of TRAINING_PRECISIONS
+    compile: str | None  # one of the backend's COMPILERS, or None: its default step
     layout: str  # "NCHW" or "NHWC": how this framework holds feature maps
     device: str  # "cpu" or "gpu": where this framework runs (its own default device)
 
     def build(self, config: Config) -> tuple[Any, Any]:
-        """The generator and discriminator, initialised from `config.seed`."""
+        """The generator and discriminator, initialised from `config.seed` (algorithm.network_seeds)."""
 
-    def trainer(self, config: Config, compile: str | None = None) -> Trainer:
-        """G, D (from `build`) and their optimizers, ready to train. `compile` names one of
-        the backend's COMPILERS (None: its default step; JAX and Keras compile that too)."""
+    def trainer(self, config: Config) -> Trainer:
+        """G, D (from `build`) and their optimizers, ready to train, with the backend's
+        precision and compiler (JAX and Keras compile their default step too)."""
 
     def run_layers(self, network: Any, inputs: np.ndarray, training: bool = True) -> list[tuple[str, str, np.ndarray]]:
         """Runs a canonical batch through `network` in training (or eval) mode, layer by layer.
@@ -95,25 +102,28 @@ class Trainer(Protocol):
 
     Arrays cross this interface in the canonical form: batches NCHW, states and gradients as
     common/canonical.py names and lays them out; each trainer casts to its own precision.
+    Each framework's `Trainer` subclasses this one, which gives it `train_step`.
     """
 
     generator: Any  # the framework's models, as `Backend.build` made them
     discriminator: Any
 
     def train_step(self, reals: np.ndarray, z_d: np.ndarray, z_g: np.ndarray | None) -> dict[str, Any]:
-        """One iteration of common/algorithm.py: `step(prepare(reals, z_d, z_g))`.
+        """One iteration of common/algorithm.py on numpy inputs: `step(prepare(reals, z_d, z_g))`.
 
         reals: (k, N, C, H, W) float32 in [-1, 1]; z_d: (k, N, latent) float32; z_g: (N, latent),
         or None when G reuses the last D step's fakes. Returns the scalars named in
         common.algorithm.METRICS as framework scalars (`float()` reads each), so the step
         itself never waits for the host.
         """
+        return self.step(self.prepare(reals, z_d, z_g))
 
     def prepare(self, reals: np.ndarray, z_d: np.ndarray, z_g: np.ndarray | None) -> Any:
         """The batch as this framework's arrays, on its device, in its layout and dtype."""
 
     def step(self, batch: Any) -> dict[str, Any]:
-        """`train_step` on a batch `prepare` made: what the benchmarks time."""
+        """The framework's train step (its `step.py`) on a batch `prepare` made: what the
+        benchmarks time."""
 
     def synchronize(self, outputs: Any) -> None:
         """Waits until the device has finished the work that produced `outputs` (a step's
@@ -141,20 +151,26 @@ class Trainer(Protocol):
         only by that framework."""
 
 
-def load_backend(name: str, precision: str = "float32") -> Backend:
-    """The backend `name`, building models in `precision`. Keras and JAX take float64 as a
-    process-wide setting (floatx, jax_enable_x64), so ask for it in a process of its own."""
+def load_backend(name: str, precision: str = "float32", compile: str | None = None) -> Backend:
+    """The backend `name`, building models in `precision` and training with `compile` (one
+    of its COMPILERS, or None). Every option is checked here, once, against what the backend
+    offers on its device. Keras and JAX take float64 as a process-wide setting (floatx,
+    jax_enable_x64), so ask for it in a process of its own."""
     if name not in BACKENDS:
         raise ConfigError("backend", name, "one of " + ", ".join(BACKENDS))
     if precision not in TRAINING_PRECISIONS:
         raise ConfigError("precision", precision, "one of " + ", ".join(TRAINING_PRECISIONS))
+    if compile is not None and compile not in COMPILERS[name]:
+        offered = ", ".join(COMPILERS[name]) or "none beyond its default step"
+        raise ConfigError("compile", compile, f"a compiler {name} offers: {offered}")
     if name.startswith("keras-"):
         wanted = name.removeprefix("keras-")
         if "keras" in sys.modules:
             current = sys.modules["keras"].backend.backend()
             if current != wanted:
                 raise ConfigError(
-                    "backend", name,
+                    "backend",
+                    name,
                     f"a Keras backend other than keras-{current}, which this process already imported; "
                     "Keras fixes its backend per process, so run it in a new process",
                 )
@@ -164,10 +180,19 @@ def load_backend(name: str, precision: str = "float32") -> Backend:
     except ImportError as err:
         extra = EXTRAS[name]
         raise ConfigError(
-            "backend", name,
+            "backend",
+            name,
             f"an installed framework ({err}); install it with: pip install -e '.[{extra}]'",
         ) from None
-    return module.Backend(name, precision)
+    backend = module.Backend(name, precision, compile)
+    if precision == "tf32" and backend.device != "gpu":
+        raise ConfigError(
+            "precision",
+            precision,
+            f"float32 or bf16 on {name}'s device ({backend.device}); "
+            "TF32 is a tensor-core format of NVIDIA GPUs (Ampere or newer)",
+        )
+    return backend
 
 
 def to_canonical_shape(shape: tuple[int, ...], layout: str) -> tuple[int, ...]:
@@ -176,13 +201,3 @@ def to_canonical_shape(shape: tuple[int, ...], layout: str) -> tuple[int, ...]:
         h, w, c = shape
         return (c, h, w)
     return tuple(shape)
-
-
-def check_options(name: str, precision: str, device: str, compile: str | None) -> None:
-    """Refuses a compiler the backend does not offer, and TF32 where there is no GPU to run it."""
-    if compile is not None and compile not in COMPILERS[name]:
-        offered = ", ".join(COMPILERS[name]) or "none beyond its default step"
-        raise ConfigError("compile", compile, f"a compiler {name} offers: {offered}")
-    if precision == "tf32" and device != "gpu":
-        raise ConfigError("precision", precision, f"float32 or bf16 on {name}'s device ({device}); "
-                          "TF32 is a tensor-core format of NVIDIA GPUs (Ampere or newer)")

@@ -133,10 +133,15 @@ def validate(arrays: dict[str, np.ndarray], config: Config, source: str = "--che
     expected = expected_shapes(config, with_optimizer=has_optimizer(arrays))
     for key, shape in expected.items():
         if key not in arrays:
-            raise ConfigError(source, key, f"a canonical state with {key} {shape} for preset {config.preset} (it is missing)")
+            raise ConfigError(
+                source, key, f"a canonical state with {key} {shape} for preset {config.preset} (it is missing)"
+            )
         if tuple(arrays[key].shape) != shape:
-            raise ConfigError(source, f"{key} {tuple(arrays[key].shape)}",
-                              f"shape {shape} for preset {config.preset} with this config")
+            raise ConfigError(
+                source,
+                f"{key} {tuple(arrays[key].shape)}",
+                f"shape {shape} for preset {config.preset} with this config",
+            )
     unknown = sorted(k for k in arrays if k not in expected and not k.startswith("rng."))
     if unknown:
         raise ConfigError(source, ", ".join(unknown[:5]), "keys of the canonical format (common/canonical.py)")
@@ -158,12 +163,19 @@ def config_hash(config: Config) -> str:
 
 
 def metadata(config: Config, source_backend: str, step: int, elapsed: float = 0.0) -> dict[str, str]:
-    return {"preset": config.preset, "backend": source_backend, "step": str(step), "elapsed": repr(elapsed),
-            "config": config.to_toml(), "config_hash": config_hash(config)}
+    return {
+        "preset": config.preset,
+        "backend": source_backend,
+        "step": str(step),
+        "elapsed": repr(elapsed),
+        "config": config.to_toml(),
+        "config_hash": config_hash(config),
+    }
 
 
 # The numpy transposes between PyTorch's kernel layouts and the channels-last ones; each
 # framework's layout.py says which applies to which of its kernels.
+
 
 def oihw_to_hwio(w: np.ndarray) -> np.ndarray:
     """(out, in, kh, kw) -> (kh, kw, in, out); also IOHW -> (kh, kw, out, in)."""

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from common.config import DataConfig
-from common.data import FAKE_SIZE, prepare
 from common.errors import ConfigError
+from common.images import FAKE_SIZE, prepare
 
 
 def load_catalogue(name: str, data: DataConfig) -> np.ndarray:
@@ -34,8 +34,11 @@ def load_catalogue(name: str, data: DataConfig) -> np.ndarray:
         if error.exists():
             raise ConfigError(**json.loads(error.read_text()))
         if result.returncode != 0:
-            raise ConfigError("data.dataset", name, f"a dataset its catalogue can decode (exit {result.returncode}: "
-                              f"{result.stderr.strip()[-500:]})")
+            raise ConfigError(
+                "data.dataset",
+                name,
+                f"a dataset its catalogue can decode (exit {result.returncode}: {result.stderr.strip()[-500:]})",
+            )
         return np.load(out)
 
 
@@ -51,7 +54,9 @@ def _decode_tfds(name: str, data: DataConfig) -> np.ndarray:
     try:
         import tensorflow_datasets as tfds
     except ImportError:
-        raise ConfigError("data.dataset", f"tfds:{name}", "a source whose package is installed: pip install -e '.[keras]'") from None
+        raise ConfigError(
+            "data.dataset", f"tfds:{name}", "a source whose package is installed: pip install -e '.[keras]'"
+        ) from None
     try:
         dataset = tfds.load(name, split="train", data_dir=data.data_dir or None, shuffle_files=False)
     except Exception as err:  # tfds raises many kinds: unknown name, no network, ...
@@ -65,10 +70,14 @@ def _decode_torchvision(name: str, data: DataConfig) -> np.ndarray:
     try:
         import torchvision.datasets as catalogue
     except ImportError:
-        raise ConfigError("data.dataset", f"torchvision:{name}", "a source whose package is installed: pip install -e '.[torch]'") from None
+        raise ConfigError(
+            "data.dataset", f"torchvision:{name}", "a source whose package is installed: pip install -e '.[torch]'"
+        ) from None
     factory = getattr(catalogue, name, None)
     if not isinstance(factory, type):
-        raise ConfigError("data.dataset", f"torchvision:{name}", "a class of torchvision.datasets, e.g. torchvision:CIFAR10")
+        raise ConfigError(
+            "data.dataset", f"torchvision:{name}", "a class of torchvision.datasets, e.g. torchvision:CIFAR10"
+        )
     root = Path(data.data_dir or "~/.cache/dcgan-suite/torchvision").expanduser()
     try:
         if name == "FakeData":
@@ -79,7 +88,9 @@ def _decode_torchvision(name: str, data: DataConfig) -> np.ndarray:
             except TypeError:  # SVHN, CelebA, ... name their split instead
                 dataset = factory(str(root), split="train", download=True)
     except Exception as err:  # no network, bad checksum, ...
-        raise ConfigError("data.dataset", f"torchvision:{name}", f"a dataset torchvision can load into {root} ({err})") from None
+        raise ConfigError(
+            "data.dataset", f"torchvision:{name}", f"a dataset torchvision can load into {root} ({err})"
+        ) from None
     return np.stack([prepare(dataset[i][0], data) for i in range(len(dataset))])
 
 
@@ -88,7 +99,9 @@ def main(name: str, data_json: str, out: str) -> None:
     try:
         np.save(out, decode(name, data))
     except ConfigError as err:
-        Path(out).with_suffix(".error.json").write_text(json.dumps({"key": err.key, "value": err.value, "valid": err.valid}))
+        Path(out).with_suffix(".error.json").write_text(
+            json.dumps({"key": err.key, "value": err.value, "valid": err.valid})
+        )
 
 
 if __name__ == "__main__":

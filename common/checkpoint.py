@@ -1,17 +1,16 @@
-"""Checkpoints: one safetensors file per saved step, written atomically.
+"""The checkpoint file format: one safetensors file per saved step, written atomically.
 
 A checkpoint holds a trainer's state in the canonical format (common/canonical.py: weights,
 BN statistics, Adam's state under the spec's names, in PyTorch's layouts, plus the
 framework's own RNG state), so any backend opens it, and metadata: format, preset, source
 backend, step, elapsed seconds, the full resolved config and its hash. Files are written to
 a temporary name and renamed into place, so a crash never leaves a half-written checkpoint
-where a resume would look for one.
+where a resume would look for one. Where a run keeps its checkpoints is common/rundir.py's.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +23,6 @@ from common.errors import ConfigError
 from common.presets import make_config
 
 FORMAT = "dcgan-suite/1"
-_NAME = re.compile(r"step_(\d{6,})\.safetensors$")
-
-
-def path_for(run_dir: Path, step: int) -> Path:
-    return run_dir / "checkpoints" / f"step_{step:06d}.safetensors"
 
 
 def save(path: Path, arrays: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
@@ -51,14 +45,14 @@ def load(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     except Exception as err:  # safetensors reports a bad header as its own error type
         raise ConfigError("--checkpoint", str(path), f"a dcgan-suite safetensors checkpoint ({err})") from None
     if metadata.get("format") != FORMAT:
-        raise ConfigError("--checkpoint", str(path), f"a checkpoint of format {FORMAT} (found {metadata.get('format')!r})")
+        raise ConfigError(
+            "--checkpoint", str(path), f"a checkpoint of format {FORMAT} (found {metadata.get('format')!r})"
+        )
     return arrays, metadata
 
 
-def open_checkpoint(path: Path, source: str = "--checkpoint") -> tuple[dict[str, np.ndarray], dict[str, str], Config]:
-    """A checkpoint file (or a run directory's latest): its arrays, metadata and config,
-    the arrays validated against the config."""
-    file = resolve(Path(path))
+def read(file: Path, source: str = "--checkpoint") -> tuple[dict[str, np.ndarray], dict[str, str], Config]:
+    """A checkpoint file's arrays, metadata and config, the arrays validated against the config."""
     arrays, metadata = load(file)
     for key in ("preset", "config"):
         if key not in metadata:
@@ -66,33 +60,3 @@ def open_checkpoint(path: Path, source: str = "--checkpoint") -> tuple[dict[str,
     config = make_config(metadata["preset"], toml_overrides(metadata["config"]))
     canonical.validate(arrays, config, source)
     return arrays, metadata, config
-
-
-def saved_steps(run_dir: Path) -> list[int]:
-    folder = run_dir / "checkpoints"
-    if not folder.is_dir():
-        return []
-    return sorted(int(m.group(1)) for p in folder.iterdir() if (m := _NAME.match(p.name)))
-
-
-def latest(run_dir: Path) -> Path | None:
-    steps = saved_steps(run_dir)
-    return path_for(run_dir, steps[-1]) if steps else None
-
-
-def resolve(path: Path) -> Path:
-    """A checkpoint file, or a run directory's latest checkpoint."""
-    if path.is_dir():
-        found = latest(path)
-        if found is None:
-            raise ConfigError("--checkpoint", str(path), "a run directory with a checkpoint under checkpoints/")
-        return found
-    return path
-
-
-def prune(run_dir: Path, keep_every: int) -> None:
-    """Deletes all but the latest checkpoint and those at multiples of `keep_every` steps."""
-    steps = saved_steps(run_dir)
-    for step in steps[:-1]:
-        if keep_every <= 0 or step % keep_every:
-            path_for(run_dir, step).unlink()

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from common.backends import BACKENDS, COMPILERS, PRECISIONS, TRAINING_PRECISIONS, load_backend
@@ -13,12 +14,22 @@ from common.config import load_toml, parse_set
 from common.errors import ConfigError
 from common.presets import PRESETS, make_config
 
+# Subcommands that packages above `common` add to `dcgan` (pyproject.toml's entry points):
+# each is a function that takes the subparsers and adds its own, with `run` set.
+# benchmarks/ adds `dcgan bench` this way, so that `common` never imports it.
+COMMAND_PLUGINS = "dcgan.commands"
+
 
 def _config_args(parser: argparse.ArgumentParser, preset_help: str = "(default dcgan64)") -> None:
     parser.add_argument("--preset", help="one of: " + ", ".join(PRESETS) + " " + preset_help)
     parser.add_argument("--config", metavar="FILE", help="a TOML file of overrides, e.g. [model] ngf = 32")
-    parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
-                        help="override one value, e.g. --set model.ngf=32 (repeatable; applied after --config)")
+    parser.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="override one value, e.g. --set model.ngf=32 (repeatable; applied after --config)",
+    )
 
 
 def _overrides(args: argparse.Namespace, shortcuts: dict | None = None) -> dict:
@@ -35,112 +46,134 @@ def cmd_describe(args: argparse.Namespace) -> None:
     config = make_config(args.preset or "dcgan64", _overrides(args))
     backend = load_backend(args.backend) if args.backend else None
     description = describe(config, backend)
-    print(json.dumps(description, indent=1) if args.json else format_table(description), end="" if not args.json else "\n")
+    print(
+        json.dumps(description, indent=1) if args.json else format_table(description), end="" if not args.json else "\n"
+    )
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from common.train import RunOptions, resumed_config, train
+    from common.rundir import RunDir
+    from common.train import RunOptions, train
 
-    if args.resume and args.out and (Path(args.out) / "run.json").exists():
-        saved = json.loads((Path(args.out) / "run.json").read_text())  # --resume needs no --preset/--backend
-        args.preset, args.backend = args.preset or saved["preset"], args.backend or saved["backend"]
+    identity = RunDir(args.out).identity() if args.resume and args.out else None
+    if identity:  # --resume needs no --preset/--backend
+        args.preset, args.backend = args.preset or identity[0], args.backend or identity[1]
     args.preset, args.backend = args.preset or "dcgan64", args.backend or "torch"
     out = Path(args.out or f"runs/{args.preset}-{args.backend}")
-    overrides = _overrides(args, {"optim.batch_size": args.batch_size, "seed": args.seed,
-                                  "data.dataset": args.dataset, "data.data_dir": args.data_dir})
-    if args.resume and (out / "config.toml").exists():
-        config = resumed_config(out, args.preset, overrides)
-    else:
+    overrides = _overrides(
+        args,
+        {
+            "optim.batch_size": args.batch_size,
+            "seed": args.seed,
+            "data.dataset": args.dataset,
+            "data.data_dir": args.data_dir,
+        },
+    )
+    run = RunDir(out)
+    if args.resume and run.config_file.exists() and run.identity() == (args.preset, args.backend):
+        config = run.saved_config(overrides)
+    else:  # a new run; or a mismatch, which train() refuses by name
         config = make_config(args.preset, overrides)
-    options = RunOptions(steps=args.steps, epochs=args.epochs, resume=args.resume, compile=args.compile,
-                         precision=args.precision,
-                         sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
-                         keep_every=args.keep_every, progress=not args.no_progress)
+    options = RunOptions(
+        steps=args.steps,
+        epochs=args.epochs,
+        resume=args.resume,
+        compile=args.compile,
+        precision=args.precision,
+        sample_every=args.sample_every,
+        checkpoint_every=args.checkpoint_every,
+        keep_every=args.keep_every,
+        progress=not args.no_progress,
+    )
     records = train(config, args.backend, out, options)
     if records:
         last = records[-1]
-        print(f"step {last['step']}: loss_D {last['loss_D']:.3f} loss_G {last['loss_G']:.3f}; "
-              f"samples, loss.png and progress.gif in {out}")
+        print(
+            f"step {last['step']}: loss_D {last['loss_D']:.3f} loss_G {last['loss_G']:.3f}; "
+            f"samples, loss.png and progress.gif in {out}"
+        )
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
     from common.sample import sample
 
-    sample(Path(args.checkpoint), args.n, Path(args.out), seed=args.seed, backend=args.backend,
-           npz=Path(args.npz) if args.npz else None, noise=Path(args.noise) if args.noise else None)
+    sample(
+        Path(args.checkpoint),
+        args.n,
+        Path(args.out),
+        seed=args.seed,
+        backend=args.backend,
+        npz=Path(args.npz) if args.npz else None,
+        noise=Path(args.noise) if args.noise else None,
+    )
     print(f"wrote {args.out}" + (f" and {args.npz}" if args.npz else ""))
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
     from common.convert import EXAMPLES_FLAGS, convert_checkpoint, from_pytorch_examples
 
-    examples_only = {"--netG": args.netG, "--netD": args.netD, "--nz": args.nz, "--ngf": args.ngf, "--ndf": args.ndf,
-                     "--imageSize": args.imageSize, "--preset": args.preset, "--config": args.config,
-                     "--set": args.set or None}
+    examples_only = {
+        "--netG": args.netG,
+        "--netD": args.netD,
+        "--nz": args.nz,
+        "--ngf": args.ngf,
+        "--ndf": args.ndf,
+        "--imageSize": args.imageSize,
+        "--preset": args.preset,
+        "--config": args.config,
+        "--set": args.set or None,
+    }
     if args.from_pytorch_examples:
         if args.checkpoint:
             raise ConfigError("--checkpoint", args.checkpoint, "absent with --from-pytorch-examples (give --netG)")
         if not args.netG:
             raise ConfigError("--netG", None, "the generator's .pth file (a state_dict from pytorch/examples' dcgan)")
         if args.backend:
-            raise ConfigError("--backend", args.backend, "absent with --from-pytorch-examples (it writes a canonical "
-                              "file; convert that with --checkpoint FILE --backend B)")
+            raise ConfigError(
+                "--backend",
+                args.backend,
+                "absent with --from-pytorch-examples (it writes a canonical "
+                "file; convert that with --checkpoint FILE --backend B)",
+            )
         flags = {key: getattr(args, flag) for flag, key in EXAMPLES_FLAGS.items()}
         config = make_config(args.preset or "dcgan64", _overrides(args, flags))
-        _, message = from_pytorch_examples(Path(args.netG), Path(args.netD) if args.netD else None, config,
-                                           Path(args.out))
+        _, message = from_pytorch_examples(
+            Path(args.netG), Path(args.netD) if args.netD else None, config, Path(args.out)
+        )
         print(message)
         return
     given = [flag for flag, value in examples_only.items() if value]
     if given:
-        raise ConfigError(given[0], getattr(args, given[0].lstrip("-"), None),
-                          "used only with --from-pytorch-examples (a checkpoint carries its own config)")
+        raise ConfigError(
+            given[0],
+            getattr(args, given[0].lstrip("-"), None),
+            "used only with --from-pytorch-examples (a checkpoint carries its own config)",
+        )
     if not args.checkpoint:
         raise ConfigError("--checkpoint", None, "a checkpoint file or run directory (or --from-pytorch-examples)")
     if not args.backend:
         raise ConfigError("--backend", None, "the backend to convert through: one of " + ", ".join(BACKENDS))
     file = convert_checkpoint(Path(args.checkpoint), args.backend, Path(args.out))
-    what = "canonical checkpoint" if Path(args.out).suffix == ".safetensors" else \
-        f"run directory (continue it with: dcgan train --resume --out {args.out} --steps N)"
+    what = (
+        "canonical checkpoint"
+        if Path(args.out).suffix == ".safetensors"
+        else f"run directory (continue it with: dcgan train --resume --out {args.out} --steps N)"
+    )
     print(f"wrote {file}: a {args.backend} {what}")
 
 
 def cmd_parity(args: argparse.Namespace) -> int:
-    from common import canonical, parity
-    from common.checkpoint import open_checkpoint
+    from common.parity.command import run_command
 
-    if args.checkpoint:
-        if args.preset or args.config or args.set:
-            raise ConfigError("--checkpoint", args.checkpoint, "a checkpoint alone: its config is the one it was saved with")
-        arrays, _, config = open_checkpoint(Path(args.checkpoint))
-        state = {k: v for k, v in arrays.items() if not k.startswith("rng.")}
-        if not canonical.has_optimizer(state):
-            state.update(canonical.fresh_optimizer(config))
-        name = f"{config.preset} from {args.checkpoint}"
-    else:
-        config = make_config(args.preset or "dcgan64", _overrides(args))
-        state, name = parity.random_state(config, args.seed), f"{config.preset}, random weights (seed {args.seed})"
-    backends = args.backends or list(BACKENDS)
-    print(f"parity: {name}, batch {args.batch_size}, {', '.join(backends)} in {', '.join(args.precision)}; "
-          "one process per backend and precision")
-    results = parity.run({config.preset: (config, state)}, backends, args.precision, batch_size=args.batch_size,
-                         seed=args.seed, log=lambda line: print(line, flush=True))[config.preset]
-    broken = [message for message in results.values() if isinstance(message, str)]
-    comparisons = parity.compare_all(results, args.precision)
-    report = "\n\n".join([parity.format_table(comparisons, f"## {name}"), *broken])
-    if "float32" in args.precision:
-        report += "\n\nfloat32 loss curves (reported, not judged):\n\n```\n" + parity.trajectories(results, "float32") + "\n```"
-    print(report)
-    if args.markdown:
-        Path(args.markdown).write_text(report + "\n")
-    failed = [c for c in comparisons if c.passed is False]
-    for c in failed:
-        print(f"\nFAIL {c.pair[0]} vs {c.pair[1]}, {c.precision}, {c.check}:\n{c.detail}")
-    return 1 if failed or broken else 0
+    return run_command(args, _overrides)
 
 
-def _positive(text: str) -> int:
-    value = int(text)
+def positive_int(text: str) -> int:
+    """argparse's type for counts: a positive integer, or a one-line usage error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
     return value
@@ -152,85 +185,131 @@ def build_parser() -> argparse.ArgumentParser:
 
     describe = commands.add_parser("describe", help="print each network's layers, output shapes and parameter counts")
     _config_args(describe)
-    describe.add_argument("--backend", choices=list(BACKENDS), help="read the figures off the model this backend builds "
-                          "(default: the framework-free spec)")
+    describe.add_argument(
+        "--backend",
+        choices=list(BACKENDS),
+        help="read the figures off the model this backend builds (default: the framework-free spec)",
+    )
     describe.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     describe.set_defaults(run=cmd_describe)
 
     train = commands.add_parser("train", help="train a preset on one backend, with samples, metrics and checkpoints")
     train.add_argument("--backend", choices=list(BACKENDS), help="default torch (with --resume: the run's)")
     _config_args(train, "(default dcgan64; with --resume: the run's)")
-    train.add_argument("--dataset", help="fashion-mnist, mnist, fake, a folder of images, tfds:NAME or torchvision:NAME "
-                       "(sets data.dataset)")
+    train.add_argument(
+        "--dataset",
+        help="fashion-mnist, mnist, fake, a folder of images, tfds:NAME or torchvision:NAME (sets data.dataset)",
+    )
     train.add_argument("--data-dir", help="where the dataset's files are, or go (sets data.data_dir)")
     length = train.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=_positive, help="the run's total number of iterations")
-    length.add_argument("--epochs", type=_positive, help="passes over the dataset (default 1)")
-    train.add_argument("--batch-size", type=_positive, help="sets optim.batch_size")
+    length.add_argument("--steps", type=positive_int, help="the run's total number of iterations")
+    length.add_argument("--epochs", type=positive_int, help="passes over the dataset (default 1)")
+    train.add_argument("--batch-size", type=positive_int, help="sets optim.batch_size")
     train.add_argument("--seed", type=int, help="sets seed: weights, data order and noise all follow it")
     train.add_argument("--out", help="the run directory (default runs/PRESET-BACKEND)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     compilers = sorted({c for options in COMPILERS.values() for c in options})
-    train.add_argument("--compile", nargs="?", const="default", choices=compilers, metavar="MODE",
-                       help="the backend's optional compiler: torch.compile (torch; MODE default, max-autotune, "
-                       "...), xla (keras-tensorflow)")
-    train.add_argument("--precision", choices=[p for p in TRAINING_PRECISIONS if p != "float64"], default="float32",
-                       help="float32 (default); bf16: mixed precision; tf32: NVIDIA GPUs only")
-    train.add_argument("--sample-every", type=_positive, help="iterations between sample grids "
-                       "(default: each epoch, at least 10 a run)")
-    train.add_argument("--checkpoint-every", type=_positive, default=500, help="iterations between checkpoints (500)")
-    train.add_argument("--keep-every", type=int, default=5000,
-                       help="keep checkpoints at multiples of this besides the latest (5000; 0: latest only)")
+    train.add_argument(
+        "--compile",
+        nargs="?",
+        const="default",
+        choices=compilers,
+        metavar="MODE",
+        help="the backend's optional compiler: torch.compile (torch; MODE default, max-autotune, "
+        "...), xla (keras-tensorflow)",
+    )
+    train.add_argument(
+        "--precision",
+        choices=[p for p in TRAINING_PRECISIONS if p != "float64"],
+        default="float32",
+        help="float32 (default); bf16: mixed precision; tf32: NVIDIA GPUs only",
+    )
+    train.add_argument(
+        "--sample-every",
+        type=positive_int,
+        help="iterations between sample grids (default: each epoch, at least 10 a run)",
+    )
+    train.add_argument(
+        "--checkpoint-every", type=positive_int, default=500, help="iterations between checkpoints (500)"
+    )
+    train.add_argument(
+        "--keep-every",
+        type=int,
+        default=5000,
+        help="keep checkpoints at multiples of this besides the latest (5000; 0: latest only)",
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(run=cmd_train)
 
     sample = commands.add_parser("sample", help="draw a grid of images from a checkpoint, G in eval mode")
     sample.add_argument("--checkpoint", required=True, help="a checkpoint file, or a run directory (its latest)")
-    sample.add_argument("--n", type=_positive, help="how many images (64; with --noise: the file's)")
+    sample.add_argument("--n", type=positive_int, help="how many images (64; with --noise: the file's)")
     sample.add_argument("--out", default="samples.png", help="the grid PNG to write")
     sample.add_argument("--seed", type=int, default=0, help="seed of the latent vectors")
-    sample.add_argument("--backend", choices=list(BACKENDS), help="run G on this backend: any opens any checkpoint "
-                        "(default: the one that wrote it; torch for a converted pytorch/examples model)")
-    sample.add_argument("--noise", metavar="FILE.npy", help="latent vectors to use, shape (n, latent_dim), "
-                        "instead of drawing them from --seed")
+    sample.add_argument(
+        "--backend",
+        choices=list(BACKENDS),
+        help="run G on this backend: any opens any checkpoint "
+        "(default: the one that wrote it; torch for a converted pytorch/examples model)",
+    )
+    sample.add_argument(
+        "--noise",
+        metavar="FILE.npy",
+        help="latent vectors to use, shape (n, latent_dim), instead of drawing them from --seed",
+    )
     sample.add_argument("--npz", help="also write the images as arrays: images (n, C, H, W) in [-1, 1], and z")
     sample.set_defaults(run=cmd_sample)
 
-    convert = commands.add_parser("convert", help="a checkpoint through another backend, or pytorch/examples "
-                                  "DCGAN weights, to the canonical format")
+    convert = commands.add_parser(
+        "convert",
+        help="a checkpoint through another backend, or pytorch/examples DCGAN weights, to the canonical format",
+    )
     convert.add_argument("--checkpoint", help="a checkpoint file, or a run directory (its latest)")
-    convert.add_argument("--backend", choices=list(BACKENDS), help="the backend to import the state into and "
-                         "export it from (with --checkpoint)")
-    convert.add_argument("--out", required=True, help="FILE.safetensors: one canonical checkpoint; otherwise a new "
-                         "run directory for --backend that `dcgan train --resume --out DIR` continues")
-    convert.add_argument("--from-pytorch-examples", action="store_true",
-                         help="read netG.pth (and netD.pth) saved by pytorch/examples' dcgan/main.py")
+    convert.add_argument(
+        "--backend",
+        choices=list(BACKENDS),
+        help="the backend to import the state into and export it from (with --checkpoint)",
+    )
+    convert.add_argument(
+        "--out",
+        required=True,
+        help="FILE.safetensors: one canonical checkpoint; otherwise a new "
+        "run directory for --backend that `dcgan train --resume --out DIR` continues",
+    )
+    convert.add_argument(
+        "--from-pytorch-examples",
+        action="store_true",
+        help="read netG.pth (and netD.pth) saved by pytorch/examples' dcgan/main.py",
+    )
     convert.add_argument("--netG", metavar="FILE.pth", help="the generator's state_dict (pytorch/examples)")
-    convert.add_argument("--netD", metavar="FILE.pth", help="the discriminator's state_dict (pytorch/examples); "
-                         "without it D is the torch backend's initialisation")
+    convert.add_argument(
+        "--netD",
+        metavar="FILE.pth",
+        help="the discriminator's state_dict (pytorch/examples); without it D is the torch backend's initialisation",
+    )
     _config_args(convert, "(default dcgan64; with --from-pytorch-examples)")
-    convert.add_argument("--nz", type=_positive, help="pytorch/examples' --nz (sets model.latent_dim)")
-    convert.add_argument("--ngf", type=_positive, help="pytorch/examples' --ngf (sets model.ngf)")
-    convert.add_argument("--ndf", type=_positive, help="pytorch/examples' --ndf (sets model.ndf)")
-    convert.add_argument("--imageSize", type=_positive, help="pytorch/examples' --imageSize (sets model.image_size)")
+    convert.add_argument("--nz", type=positive_int, help="pytorch/examples' --nz (sets model.latent_dim)")
+    convert.add_argument("--ngf", type=positive_int, help="pytorch/examples' --ngf (sets model.ngf)")
+    convert.add_argument("--ndf", type=positive_int, help="pytorch/examples' --ndf (sets model.ndf)")
+    convert.add_argument("--imageSize", type=positive_int, help="pytorch/examples' --imageSize (sets model.image_size)")
     convert.set_defaults(run=cmd_convert)
-    parity = commands.add_parser("parity", help="run the same weights and inputs through every backend and compare "
-                                 "each pair: forward, gradients, Adam, training iterations (common/parity.py)")
+    parity = commands.add_parser(
+        "parity",
+        help="run the same weights and inputs through every backend and compare "
+        "each pair: forward, gradients, Adam, training iterations (common/parity/)",
+    )
     _config_args(parity)
-    parity.add_argument("--checkpoint", help="compare on these weights (a checkpoint file or run directory) "
-                        "instead of random ones")
+    parity.add_argument(
+        "--checkpoint", help="compare on these weights (a checkpoint file or run directory) instead of random ones"
+    )
     parity.add_argument("--backends", nargs="+", choices=list(BACKENDS), help="default: all five")
     parity.add_argument("--precision", nargs="+", choices=list(PRECISIONS), default=list(PRECISIONS))
-    parity.add_argument("--batch-size", type=_positive, default=4, help="examples per batch (4)")
+    parity.add_argument("--batch-size", type=positive_int, default=4, help="examples per batch (4)")
     parity.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
     parity.add_argument("--markdown", help="also write the table to this file")
     parity.set_defaults(run=cmd_parity)
-    from benchmarks.cli import add_arguments, bench
-
-    benchmark = commands.add_parser("bench", help="time a training iteration in every backend and mode, with FLOPs, "
-                                    "efficiency and a report (benchmarks/)")
-    add_arguments(benchmark)
-    benchmark.set_defaults(run=bench)
+    for plugin in sorted(entry_points(group=COMMAND_PLUGINS), key=lambda p: p.name):
+        plugin.load()(commands)
     return parser
 
 

@@ -13,19 +13,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import tomli_w
+import tomllib
 
 from common.errors import ConfigError
-from common.spec import discriminator_spec, generator_spec
+from common.spec import WEIGHTED_KINDS, discriminator_spec, generator_spec
 
-
-WEIGHTED_LAYERS = ("linear", "conv", "conv_transpose")
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "none")
 LATENT_DISTRIBUTIONS = ("normal", "uniform")
 INIT_SCHEMES = ("normal", "glorot_uniform")
@@ -159,22 +158,22 @@ def validate(config: Config) -> Config:
         raise ConfigError("data.value_range", d.value_range, "[-1.0, 1.0], the range of the generator's tanh")
     _int("seed", config.seed)
 
-    resolved = dataclasses.replace(
-        config, data=dataclasses.replace(d, image_size=m.image_size, channels=m.channels)
-    )
+    resolved = dataclasses.replace(config, data=dataclasses.replace(d, image_size=m.image_size, channels=m.channels))
     generator_spec(resolved.model)
     discriminator_spec(resolved.model)
     return resolved
 
 
 def _validate_block(key: str, block: Block, last: bool) -> None:
-    _one_of(f"{key}.layer", block.layer, WEIGHTED_LAYERS)
+    _one_of(f"{key}.layer", block.layer, WEIGHTED_KINDS)
     _one_of(f"{key}.activation", block.activation, ACTIVATIONS)
     _int(f"{key}.width", block.width)
     if last and block.width != 0:
         raise ConfigError(f"{key}.width", block.width, "0 on the last block, which is the network's output")
     if not last and block.width <= 0:
-        raise ConfigError(f"{key}.width", block.width, "a positive multiple of the base width (0 only on the last block)")
+        raise ConfigError(
+            f"{key}.width", block.width, "a positive multiple of the base width (0 only on the last block)"
+        )
     for name in ("kernel", "stride"):
         _positive_int(f"{key}.{name}", getattr(block, name))
     _int(f"{key}.padding", block.padding)
@@ -223,7 +222,9 @@ def apply_overrides(config: Config, overrides: Mapping[str, Any]) -> Config:
             top["seed"] = _coerce("seed", int, value)
             continue
         if section not in SECTIONS or not name:
-            raise ConfigError(key, value, "a key of the form section.name, section one of " + ", ".join(SECTIONS) + ", or seed")
+            raise ConfigError(
+                key, value, "a key of the form section.name, section one of " + ", ".join(SECTIONS) + ", or seed"
+            )
         types = typing.get_type_hints(SECTIONS[section])
         if name not in types:
             raise ConfigError(key, value, f"a known key; {section} has: " + ", ".join(types))
@@ -305,7 +306,9 @@ def _coerce(key: str, kind: Any, value: Any) -> Any:
         types = typing.get_type_hints(Block)
         unknown = set(value) - set(types)
         if unknown:
-            raise ConfigError(f"{key}.{sorted(unknown)[0]}", value[sorted(unknown)[0]], "a known block key: " + ", ".join(types))
+            raise ConfigError(
+                f"{key}.{sorted(unknown)[0]}", value[sorted(unknown)[0]], "a known block key: " + ", ".join(types)
+            )
         if "layer" not in value or "width" not in value:
             raise ConfigError(key, value, "a table with at least `layer` and `width`")
         return Block(**{k: _coerce(f"{key}.{k}", types[k], v) for k, v in value.items()})

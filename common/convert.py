@@ -11,12 +11,11 @@ Two conversions, both ending in the canonical format (common/canonical.py):
   optimizer state (an import starts Adam afresh).
 
 `common` imports no framework at module level; torch is imported inside the one function
-that reads .pth files (tests/test_layout.py lists the exception).
+that reads .pth files (tests/test_boundaries.py lists the exception).
 """
 
 from __future__ import annotations
 
-import json
 import pickle
 import re
 from pathlib import Path
@@ -27,6 +26,7 @@ from common import canonical, checkpoint
 from common.backends import load_backend
 from common.config import Config
 from common.errors import ConfigError
+from common.rundir import RunDir, open_checkpoint
 
 EXAMPLES_BACKEND = "pytorch-examples"
 # pytorch/examples' command-line flags and the config keys they set.
@@ -46,8 +46,15 @@ def through_backend(arrays: dict[str, np.ndarray], config: Config, backend: str)
     return trainer.state_dict()
 
 
-def write(out: Path, arrays: dict[str, np.ndarray], config: Config, backend: str, step: int,
-          elapsed: float = 0.0, note: str | None = None) -> Path:
+def write(
+    out: Path,
+    arrays: dict[str, np.ndarray],
+    config: Config,
+    backend: str,
+    step: int,
+    elapsed: float = 0.0,
+    note: str | None = None,
+) -> Path:
     """One canonical file if `out` ends in .safetensors, else a new run directory for
     `backend` (run.json, config.toml, checkpoints/step_NNNNNN.safetensors). Returns the file."""
     metadata = canonical.metadata(config, backend, step, elapsed)
@@ -57,19 +64,14 @@ def write(out: Path, arrays: dict[str, np.ndarray], config: Config, backend: str
     if out.suffix == ".safetensors":
         checkpoint.save(out, arrays, metadata)
         return out
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError("--out", str(out), "a new or empty directory for the run, or a .safetensors file name")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "run.json").write_text(json.dumps({"preset": config.preset, "backend": backend}) + "\n")
-    (out / "config.toml").write_text(config.to_toml())
-    file = checkpoint.path_for(out, step)
-    checkpoint.save(file, arrays, metadata)
-    return file
+    run = RunDir(out)
+    run.create(config, backend, valid="a new or empty directory for the run, or a .safetensors file name")
+    return run.save_checkpoint(step, arrays, metadata)
 
 
 def convert_checkpoint(path: Path, backend: str, out: Path) -> Path:
     """`dcgan convert --checkpoint PATH --backend B --out OUT`; returns the file written."""
-    arrays, metadata, config = checkpoint.open_checkpoint(path)
+    arrays, metadata, config = open_checkpoint(path)
     converted = through_backend(arrays, config, backend)
     step = int(metadata.get("step", 0))
     return write(out, converted, config, backend, step, float(metadata.get("elapsed", 0.0)))
@@ -93,17 +95,28 @@ def read_examples_state(path: Path, flag: str) -> dict[str, np.ndarray]:
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError, TypeError) as err:
         # UnpicklingError for anything that is not plain tensors; the others for corrupt files
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(flag, str(path), "a state_dict of tensors as torch.save(netG.state_dict()) writes it; "
-                          f"torch.load(weights_only=True) refused it ({first[:200]})") from None
+        raise ConfigError(
+            flag,
+            str(path),
+            "a state_dict of tensors as torch.save(netG.state_dict()) writes it; "
+            f"torch.load(weights_only=True) refused it ({first[:200]})",
+        ) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ConfigError(flag, str(path), "a state_dict of tensors as torch.save(netG.state_dict()) writes it "
-                          f"(found {type(state).__name__})")
+        raise ConfigError(
+            flag,
+            str(path),
+            f"a state_dict of tensors as torch.save(netG.state_dict()) writes it (found {type(state).__name__})",
+        )
     arrays = {}
     for key, value in state.items():
         match = _EXAMPLES_KEY.match(key)
         if not match:
-            raise ConfigError(flag, f"{path} key {key!r}", "pytorch/examples DCGAN keys main.<i>.<weight|bias|"
-                              "running_mean|running_var|num_batches_tracked> (optionally prefixed module.)")
+            raise ConfigError(
+                flag,
+                f"{path} key {key!r}",
+                "pytorch/examples DCGAN keys main.<i>.<weight|bias|"
+                "running_mean|running_var|num_batches_tracked> (optionally prefixed module.)",
+            )
         if match.group(2) != "num_batches_tracked":
             arrays[f"main.{match.group(1)}.{match.group(2)}"] = value.detach().cpu().numpy()
     return arrays
@@ -132,8 +145,13 @@ def _guess_flags(role: str, arrays: dict[str, np.ndarray]) -> dict[str, int]:
 
 
 def _hint(role: str, arrays: dict[str, np.ndarray], config: Config) -> str:
-    current = {"nz": config.model.latent_dim, "ngf": config.model.ngf, "ndf": config.model.ndf,
-               "imageSize": config.model.image_size, "channels": config.model.channels}
+    current = {
+        "nz": config.model.latent_dim,
+        "ngf": config.model.ngf,
+        "ndf": config.model.ndf,
+        "imageSize": config.model.image_size,
+        "channels": config.model.channels,
+    }
     wrong = {k: v for k, v in _guess_flags(role, arrays).items() if current[k] != v}
     if not wrong:
         return ""
@@ -148,16 +166,22 @@ def map_examples(role: str, arrays: dict[str, np.ndarray], config: Config, flag:
     targets = canonical.entries(config, role)
     for key, entry in zip(keys, targets):
         if tuple(arrays[key].shape) != entry.shape:
-            raise ConfigError(flag, f"{key} {tuple(arrays[key].shape)}",
-                              f"{entry.key} of shape {entry.shape} for preset {config.preset} with "
-                              f"latent_dim={config.model.latent_dim} ngf={config.model.ngf} ndf={config.model.ndf} "
-                              f"image_size={config.model.image_size}{_hint(role, arrays, config)}")
+            raise ConfigError(
+                flag,
+                f"{key} {tuple(arrays[key].shape)}",
+                f"{entry.key} of shape {entry.shape} for preset {config.preset} with "
+                f"latent_dim={config.model.latent_dim} ngf={config.model.ngf} ndf={config.model.ndf} "
+                f"image_size={config.model.image_size}{_hint(role, arrays, config)}",
+            )
     if len(keys) != len(targets):
         missing = targets[len(keys)].key if len(keys) < len(targets) else None
         extra = keys[len(targets)] if len(keys) > len(targets) else None
         detail = f"it lacks a tensor for {missing}" if missing else f"it has more, from {extra}"
-        raise ConfigError(flag, f"{len(keys)} tensors", f"{len(targets)} tensors for the {role} of preset "
-                          f"{config.preset} ({detail}){_hint(role, arrays, config)}")
+        raise ConfigError(
+            flag,
+            f"{len(keys)} tensors",
+            f"{len(targets)} tensors for the {role} of preset {config.preset} ({detail}){_hint(role, arrays, config)}",
+        )
     return {entry.key: np.asarray(arrays[key], dtype=np.float32) for key, entry in zip(keys, targets)}
 
 
@@ -166,8 +190,12 @@ def from_pytorch_examples(net_g: Path, net_d: Path | None, config: Config, out: 
     Without netD, D is the torch backend's initialisation from config.seed. Returns the
     file and a one-line description."""
     if Path(out).suffix != ".safetensors":
-        raise ConfigError("--out", str(out), "a .safetensors file name (convert that file with --checkpoint FILE "
-                          "--backend B --out DIR to get a run directory)")
+        raise ConfigError(
+            "--out",
+            str(out),
+            "a .safetensors file name (convert that file with --checkpoint FILE "
+            "--backend B --out DIR to get a run directory)",
+        )
     converted = map_examples("generator", read_examples_state(net_g, "--netG"), config, "--netG")
     note = None
     if net_d is not None:

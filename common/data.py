@@ -20,31 +20,21 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from common.config import DataConfig
 from common.errors import ConfigError
+from common.images import FAKE_SIZE, prepare, to_model_range
 
 IDX_DATASETS = {"fashion-mnist": "/usr/share/datasets/fashion-mnist", "mnist": "/usr/share/datasets/mnist"}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-FAKE_SIZE = 2048
 MEMORY_FRACTION = 0.5  # decode into memory while the decoded images take at most this share of RAM
-
-
-def to_model_range(images: np.ndarray) -> np.ndarray:
-    """uint8 [0, 255] -> float32 [-1, 1]."""
-    return images.astype(np.float32) / 127.5 - 1.0
-
-
-def to_uint8(images: np.ndarray) -> np.ndarray:
-    """float [-1, 1] -> uint8 [0, 255], the inverse of `to_model_range` (clipped)."""
-    return np.clip(np.rint((np.asarray(images, dtype=np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
 class ImageDataset:
@@ -105,7 +95,8 @@ def load_dataset(data: DataConfig, seed: int = 0) -> ImageDataset:
     if os.sep in name or path.exists() or name.startswith("."):
         raise ConfigError("data.dataset", name, "an existing folder of images")
     raise ConfigError(
-        "data.dataset", name,
+        "data.dataset",
+        name,
         "one of " + ", ".join([*IDX_DATASETS, "fake"]) + ", tfds:NAME, torchvision:NAME, or a folder of images",
     )
 
@@ -113,35 +104,11 @@ def load_dataset(data: DataConfig, seed: int = 0) -> ImageDataset:
 # --------------------------------------------------------------------------- images
 
 
-def prepare(image: Image.Image, data: DataConfig) -> np.ndarray:
-    """One PIL image -> (C, H, W) uint8: channels converted, centre-cropped, resized.
-
-    As the write-ups' torchvision transforms: CenterCrop(center_crop) when set, then
-    Resize to image_size (shorter side) and CenterCrop(image_size), bilinear with antialias.
-    """
-    image = image.convert("L" if data.channels == 1 else "RGB")
-    if data.center_crop:
-        image = _center_crop(image, data.center_crop)
-    if image.size != (data.image_size, data.image_size):
-        w, h = image.size
-        scale = data.image_size / min(w, h)
-        image = image.resize((max(data.image_size, round(w * scale)), max(data.image_size, round(h * scale))),
-                             Image.Resampling.BILINEAR, reducing_gap=None)
-        image = _center_crop(image, data.image_size)
-    array = np.asarray(image, dtype=np.uint8)
-    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-
-
-def _center_crop(image: Image.Image, size: int) -> Image.Image:
-    w, h = image.size
-    left, top = (w - size) // 2, (h - size) // 2
-    return image.crop((left, top, left + size, top + size))
-
-
 def _prepare_arrays(images: Iterable[np.ndarray], data: DataConfig) -> np.ndarray:
     """HW or HWC uint8 arrays -> (N, C, H, W) at the model's size and channels."""
-    return np.stack([prepare(Image.fromarray(np.squeeze(a) if a.ndim == 3 and a.shape[2] == 1 else a), data)
-                     for a in images])
+    return np.stack(
+        [prepare(Image.fromarray(np.squeeze(a) if a.ndim == 3 and a.shape[2] == 1 else a), data) for a in images]
+    )
 
 
 def _read_images(files: list[Path], data: DataConfig) -> np.ndarray:
@@ -155,7 +122,9 @@ def _read_image(path: Path, data: DataConfig) -> np.ndarray:
         with Image.open(path) as image:
             return prepare(image, data)
     except (UnidentifiedImageError, OSError) as err:
-        raise ConfigError("data.dataset", str(path), f"a readable image file ({err.__class__.__name__}: {err})") from None
+        raise ConfigError(
+            "data.dataset", str(path), f"a readable image file ({err.__class__.__name__}: {err})"
+        ) from None
 
 
 # --------------------------------------------------------------------------- sources
@@ -169,7 +138,7 @@ def read_idx(path: Path) -> np.ndarray:
     zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
     if zero != 0 or dtype != 0x08:
         raise ConfigError("data.data_dir", str(path), "an IDX file of unsigned bytes (MNIST format)")
-    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
@@ -179,7 +148,9 @@ def _load_idx(name: str, data: DataConfig) -> InMemoryDataset:
     path = next((p for p in candidates if p.exists()), None)
     if path is None:
         hint = " (install Debian's dataset-fashion-mnist: `make setup`)" if name == "fashion-mnist" else ""
-        raise ConfigError("data.data_dir", str(folder), f"a folder holding train-images-idx3-ubyte[.gz] for {name}{hint}")
+        raise ConfigError(
+            "data.data_dir", str(folder), f"a folder holding train-images-idx3-ubyte[.gz] for {name}{hint}"
+        )
     images = read_idx(path)  # (N, 28, 28)
     if images.shape[1:] == (data.image_size, data.image_size):  # grey, replicated for RGB models
         return InMemoryDataset(name, np.repeat(images[:, None], data.channels, axis=1))

@@ -13,17 +13,19 @@ from typing import Any
 
 import numpy as np
 
+from common.algorithm import latent
 from common.backends import Backend, to_canonical_shape
 from common.config import Config
 from common.presets import PRESETS
 from common.spec import NetworkSpec, discriminator_spec, generator_spec
 
 
-def example_inputs(spec: NetworkSpec, batch: int = 2, seed: int = 0) -> np.ndarray:
-    """A canonical batch for `spec`: latent vectors N(0, 1), or images in [-1, 1] (NCHW)."""
+def example_inputs(config: Config, spec: NetworkSpec, batch: int = 2, seed: int = 0) -> np.ndarray:
+    """A canonical batch for `spec`: latent vectors from the preset's distribution (G), or
+    images in [-1, 1], NCHW (D)."""
     rng = np.random.default_rng(seed)
     if len(spec.in_shape) == 1:
-        return rng.standard_normal((batch, *spec.in_shape), dtype=np.float32)
+        return latent(config, batch, rng)
     return rng.uniform(-1.0, 1.0, (batch, *spec.in_shape)).astype(np.float32)
 
 
@@ -33,34 +35,36 @@ def describe(config: Config, backend: Backend | None = None) -> dict[str, Any]:
     if backend is None:
         for role, spec in specs.items():
             layers = [
-                {"name": l.name, "kind": l.kind, "output_shape": list(l.out_shape), "params": l.params}
-                for l in spec.layers
+                {"name": layer.name, "kind": layer.kind, "output_shape": list(layer.out_shape), "params": layer.params}
+                for layer in spec.layers
             ]
             description[role] = {"params": spec.params, "layers": layers}
         return description
     networks = dict(zip(specs, backend.build(config)))
     for role, spec in specs.items():
-        description[role] = describe_model(backend, networks[role], spec)
+        description[role] = describe_model(backend, networks[role], spec, config)
     return description
 
 
-def describe_model(backend: Backend, network: Any, spec: NetworkSpec) -> dict[str, Any]:
+def describe_model(backend: Backend, network: Any, spec: NetworkSpec, config: Config) -> dict[str, Any]:
     """Shapes and parameter counts as the built `network` reports them."""
     kinds = {layer.name: layer.kind for layer in spec.layers}
     parameters = backend.parameters(network)
     layers = []
-    for name, module, output in backend.run_layers(network, example_inputs(spec)):
+    for name, module, output in backend.run_layers(network, example_inputs(config, spec)):
         native = tuple(output.shape[1:])
         kind = kinds.get(name, "helper")  # a framework-only layer, e.g. Keras's Permute before Flatten
-        layers.append({
-            "name": name,
-            "kind": kind,
-            "module": module,
-            # A helper's output has no spec layout to translate to: it stays as the framework holds it.
-            "output_shape": list(native if kind == "helper" else to_canonical_shape(native, backend.layout)),
-            "native_shape": list(native),
-            "params": int(sum(p.size for p in parameters.get(name, {}).values())),
-        })
+        layers.append(
+            {
+                "name": name,
+                "kind": kind,
+                "module": module,
+                # A helper's output has no spec layout to translate to: it stays as the framework holds it.
+                "output_shape": list(native if kind == "helper" else to_canonical_shape(native, backend.layout)),
+                "native_shape": list(native),
+                "params": int(sum(p.size for p in parameters.get(name, {}).values())),
+            }
+        )
     return {"params": sum(layer["params"] for layer in layers), "layers": layers}
 
 
@@ -73,7 +77,11 @@ def format_table(description: dict[str, Any]) -> str:
         net = description[role]
         has_module = any("module" in layer for layer in net["layers"])
         lines.append(f"{role} ({description['preset']}, {description['backend']})")
-        header = f"  {'layer':<12} {'kind':<15} " + (f"{'module':<20} " if has_module else "") + f"{'output (CHW)':<18} {'params':>12}"
+        header = (
+            f"  {'layer':<12} {'kind':<15} "
+            + (f"{'module':<20} " if has_module else "")
+            + f"{'output (CHW)':<18} {'params':>12}"
+        )
         lines.append(header)
         for layer in net["layers"]:
             shape = "x".join(map(str, layer["output_shape"])) + (" (as held)" if layer["kind"] == "helper" else "")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
-from common.data import to_uint8
+from common.images import to_uint8
 
 
 def image_grid(images: np.ndarray, nrow: int | None = None, padding: int = 2) -> np.ndarray:
@@ -23,7 +23,7 @@ def image_grid(images: np.ndarray, nrow: int | None = None, padding: int = 2) ->
     grid = np.zeros((rows * (h + padding) + padding, nrow * (w + padding) + padding, 3), np.uint8)
     for i, tile in enumerate(tiles):
         top, left = padding + (i // nrow) * (h + padding), padding + (i % nrow) * (w + padding)
-        grid[top:top + h, left:left + w] = tile.transpose(1, 2, 0)
+        grid[top : top + h, left : left + w] = tile.transpose(1, 2, 0)
     return grid
 
 
@@ -62,7 +62,7 @@ def plot_losses(path: Path, records: Sequence[dict], title: str) -> None:
         if window > 1:  # raw values faint, their moving average on top
             ax.plot(steps, values, color=colour, alpha=0.25, linewidth=0.8)
             smooth = np.convolve(values, np.ones(window) / window, mode="valid")
-            ax.plot(steps[window - 1:], smooth, color=colour, linewidth=1.8, label=f"{label} (mean of {window})")
+            ax.plot(steps[window - 1 :], smooth, color=colour, linewidth=1.8, label=f"{label} (mean of {window})")
         else:
             ax.plot(steps, values, color=colour, linewidth=1.2, label=label)
     ax.set(xlabel="iteration", ylabel="BCE loss", title=title)

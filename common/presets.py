@@ -1,4 +1,4 @@
-"""Named presets, one per DCGAN write-up the suite reproduces (see shared/seeds).
+"""Named presets, one per published DCGAN write-up the suite reproduces.
 
 Each preset says where it comes from and every deliberate difference from its source.
 `make_config(name, overrides)` is the one way a config is made: preset, then overrides,
@@ -8,8 +8,9 @@ then validation.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from common.config import Block, Config, ModelConfig, OptimConfig, apply_overrides, validate
 from common.errors import ConfigError
@@ -35,7 +36,12 @@ def _down(width: int, bn: bool = True, act: str = "leaky_relu", **kw: Any) -> Bl
 
 # Radford et al.'s DCGAN as the PyTorch tutorial and pytorch/examples write it.
 DCGAN64_MODEL = ModelConfig(
-    image_size=64, channels=3, latent_dim=100, latent_dist="normal", ngf=64, ndf=64,
+    image_size=64,
+    channels=3,
+    latent_dim=100,
+    latent_dist="normal",
+    ngf=64,
+    ndf=64,
     generator=(
         _up(8, stride=1, padding=0),  # z as 1x1 -> (ngf*8) x 4 x 4
         _up(4),  # (ngf*4) x 8 x 8
@@ -57,16 +63,19 @@ PRESETS: dict[str, Preset] = {
     for p in (
         Preset(
             "dcgan64",
-            "Radford et al. (2015) as in the PyTorch DCGAN tutorial / pytorch/examples (seeds 002, 004): CelebA 64x64",
+            "Radford et al. (2015) as the PyTorch DCGAN tutorial and pytorch/examples' dcgan write it: CelebA 64x64",
             (
-                "D returns a logit and the loss is BCE on logits; the source's Sigmoid + BCELoss is the same function, computed stably",
-                "default dataset is Fashion-MNIST (offline, replicated to 3 channels) instead of CelebA; give a folder for CelebA",
+                "D returns a logit and the loss is BCE on logits; the source's Sigmoid + BCELoss is the same function, "
+                "computed stably",
+                "default dataset is Fashion-MNIST (offline, replicated to 3 channels) instead of CelebA; "
+                "give a folder for CelebA",
             ),
             Config("dcgan64", DCGAN64_MODEL, OptimConfig(batch_size=128)),
         ),
         Preset(
             "pokemon64",
-            "d2l's DCGAN on Pokemon sprites 64x64 (seed 001): BN on every D block, lr 0.005, batch 256",
+            "Dive into Deep Learning's (d2l.ai) DCGAN on Pokemon sprites 64x64: BN on every D block, lr 0.005, "
+            "batch 256",
             (
                 "BN eps is 0.8 because the source passes 0.8 as BatchNorm2d's second positional argument, which is eps "
                 "(probably meant as a momentum); kept as written so the model matches",
@@ -85,7 +94,7 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "svhn32",
-            "Udacity-style PyTorch DCGAN on SVHN 32x32 (seed 000): linear projection, 3-conv D, z ~ U(-1, 1)",
+            "a Udacity-style PyTorch DCGAN notebook on SVHN 32x32: linear projection, 3-conv D, z ~ U(-1, 1)",
             (
                 "weights start from DCGAN's N(0, 0.02) rule; the notebook keeps PyTorch's default init",
                 "label smoothing is off by default as in the notebook's call; --set optim.real_label=0.9 turns it on",
@@ -95,7 +104,12 @@ PRESETS: dict[str, Preset] = {
             Config(
                 "svhn32",
                 ModelConfig(
-                    image_size=32, channels=3, latent_dim=100, latent_dist="uniform", ngf=32, ndf=32,
+                    image_size=32,
+                    channels=3,
+                    latent_dim=100,
+                    latent_dist="uniform",
+                    ngf=32,
+                    ndf=32,
                     generator=(
                         Block("linear", 4, bias=True),  # z -> (conv_dim*4) x 4 x 4, no BN, no activation
                         _up(2),  # (conv_dim*2) x 8 x 8
@@ -114,7 +128,7 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "mnist28",
-            "Flux (Julia) DCGAN on MNIST 28x28 (seed 003): Dense -> 7x7x256, ConvT 5x5, Dropout in D, latent 300",
+            "the Flux (Julia) model zoo's DCGAN on MNIST 28x28: Dense -> 7x7x256, ConvT 5x5, Dropout in D, latent 300",
             (
                 "Flux reshapes the dense output column-major to 7x7x256 (WHCN); here it is viewed as 256x7x7 (CHW) "
                 "- the same model up to a fixed permutation of the dense layer's outputs",
@@ -125,7 +139,12 @@ PRESETS: dict[str, Preset] = {
             Config(
                 "mnist28",
                 ModelConfig(
-                    image_size=28, channels=1, latent_dim=300, latent_dist="normal", ngf=64, ndf=64,
+                    image_size=28,
+                    channels=1,
+                    latent_dim=300,
+                    latent_dist="normal",
+                    ngf=64,
+                    ndf=64,
                     init="glorot_uniform",
                     generator=(
                         Block("linear", 4, bias=True, batch_norm=True, activation="relu"),  # 300 -> 256 x 7 x 7

@@ -6,20 +6,22 @@ from pathlib import Path
 
 import numpy as np
 
-from common import checkpoint
 from common.algorithm import latent
 from common.backends import BACKENDS, load_backend
 from common.config import Config
 from common.errors import ConfigError
 from common.pictures import save_grid
+from common.rundir import open_checkpoint
 
 DEFAULT_N = 64
 
 
 def load_noise(path: Path, config: Config, n: int | None = None) -> np.ndarray:
     """Latent vectors from a .npy file of shape (n, latent_dim), as float32."""
-    expected = f"a .npy file of shape (n, {config.model.latent_dim}): n latent vectors of latent_dim " \
-               f"{config.model.latent_dim} for preset {config.preset}"
+    expected = (
+        f"a .npy file of shape (n, {config.model.latent_dim}): n latent vectors of latent_dim "
+        f"{config.model.latent_dim} for preset {config.preset}"
+    )
     try:
         z = np.load(str(path), allow_pickle=False)
     except FileNotFoundError:
@@ -35,12 +37,23 @@ def load_noise(path: Path, config: Config, n: int | None = None) -> np.ndarray:
     return z.astype(np.float32)
 
 
-def sample(path: Path, n: int | None, out: Path, seed: int = 0, backend: str | None = None,
-           npz: Path | None = None, noise: Path | None = None) -> np.ndarray:
-    arrays, metadata, config = checkpoint.open_checkpoint(Path(path))
+def sample(
+    path: Path,
+    n: int | None,
+    out: Path,
+    seed: int = 0,
+    backend: str | None = None,
+    npz: Path | None = None,
+    noise: Path | None = None,
+) -> np.ndarray:
+    arrays, metadata, config = open_checkpoint(path)
     # Any backend runs any checkpoint; by default the one that wrote it (torch for converted files).
     backend = backend or (metadata["backend"] if metadata.get("backend") in BACKENDS else "torch")
-    z = load_noise(noise, config, n) if noise is not None else latent(config, n or DEFAULT_N, np.random.default_rng(seed))
+    z = (
+        load_noise(noise, config, n)
+        if noise is not None
+        else latent(config, n or DEFAULT_N, np.random.default_rng(seed))
+    )
     trainer = load_backend(backend).trainer(config)
     trainer.load_state_dict(arrays)
     images = trainer.sample(z)

@@ -165,8 +165,7 @@ class Flatten(Layer):
         return (prod(self.in_shape),)
 
 
-LAYER_KINDS = tuple(cls.kind for cls in (Linear, Conv, ConvTranspose, BatchNorm, Activation, Dropout, Reshape, Flatten))
-WEIGHTED_KINDS = ("linear", "conv", "conv_transpose")
+WEIGHTED_KINDS = tuple(cls.kind for cls in (Linear, Conv, ConvTranspose))  # the kinds a Block's `layer` names
 
 
 @dataclass(frozen=True)
@@ -234,7 +233,9 @@ def discriminator_spec(model: ModelConfig) -> NetworkSpec:
 def _generator_spec(model: ModelConfig) -> NetworkSpec:
     for i, block in enumerate(model.generator[1:], start=1):
         if block.layer != "conv_transpose":
-            raise ConfigError(f"model.generator[{i}].layer", block.layer, "conv_transpose (only the first block may be linear)")
+            raise ConfigError(
+                f"model.generator[{i}].layer", block.layer, "conv_transpose (only the first block may be linear)"
+            )
     target = (model.channels, model.image_size, model.image_size)
     start = _generator_start_size(model)
     layers: list[Layer] = []
@@ -258,7 +259,9 @@ def _generator_spec(model: ModelConfig) -> NetworkSpec:
 def _discriminator_spec(model: ModelConfig) -> NetworkSpec:
     for i, block in enumerate(model.discriminator[:-1]):
         if block.layer != "conv":
-            raise ConfigError(f"model.discriminator[{i}].layer", block.layer, "conv (only the last block may be linear)")
+            raise ConfigError(
+                f"model.discriminator[{i}].layer", block.layer, "conv (only the last block may be linear)"
+            )
     shape: Shape = (model.channels, model.image_size, model.image_size)
     in_shape = shape
     layers: list[Layer] = []
@@ -309,8 +312,10 @@ def _generator_start_size(model: ModelConfig) -> int:
         probe = ConvTranspose("probe", (1, 1, 1), 1, block.kernel, block.stride, block.padding, False)
         previous = probe.in_size(size)
         if not previous:
-            raise _Unreachable(f"no input size gives {size}x{size} through a conv_transpose "
-                               f"{block.kernel}/{block.stride}/{block.padding} of the generator plan")
+            raise _Unreachable(
+                f"no input size gives {size}x{size} through a conv_transpose "
+                f"{block.kernel}/{block.stride}/{block.padding} of the generator plan"
+            )
         size = previous
     return size
 
@@ -321,7 +326,9 @@ def _reachable_or_error(build, model: ModelConfig) -> NetworkSpec:
     except _Unreachable as err:
         sizes = reachable_image_sizes(model)
         listed = ", ".join(map(str, sizes[:12])) + (" ..." if len(sizes) > 12 else "") if sizes else "none"
-        raise ConfigError("model.image_size", model.image_size, f"{err}; image sizes this layer plan reaches: {listed}") from None
+        raise ConfigError(
+            "model.image_size", model.image_size, f"{err}; image sizes this layer plan reaches: {listed}"
+        ) from None
 
 
 def reachable_image_sizes(model: ModelConfig, largest: int = 512) -> list[int]:

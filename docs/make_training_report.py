@@ -15,15 +15,31 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from common.backends import BACKENDS  # noqa: E402
-from common.train import read_metrics  # noqa: E402
+from common.rundir import RunDir  # noqa: E402
 
-RUNS = [("runs/demo", "make demo (dcgan train --backend torch --preset mnist28 --batch-size 64 --steps 1500 --out runs/demo)")] + [
-    (f"runs/mnist28-{b}-1500", f"dcgan train --backend {b} --preset mnist28 --batch-size 64 --steps 1500 --out runs/mnist28-{b}-1500")
-    for b in BACKENDS if b != "torch"
-] + [
-    (f"runs/mnist28-{b}", f"dcgan train --backend {b} --preset mnist28 --batch-size 64 --steps 300 --out runs/mnist28-{b}")
-    for b in BACKENDS
-]
+RUNS = (
+    [
+        (
+            "runs/demo",
+            "make demo (dcgan train --backend torch --preset mnist28 --batch-size 64 --steps 1500 --out runs/demo)",
+        )
+    ]
+    + [
+        (
+            f"runs/mnist28-{b}-1500",
+            f"dcgan train --backend {b} --preset mnist28 --batch-size 64 --steps 1500 --out runs/mnist28-{b}-1500",
+        )
+        for b in BACKENDS
+        if b != "torch"
+    ]
+    + [
+        (
+            f"runs/mnist28-{b}",
+            f"dcgan train --backend {b} --preset mnist28 --batch-size 64 --steps 300 --out runs/mnist28-{b}",
+        )
+        for b in BACKENDS
+    ]
+)
 
 
 def cpu_model() -> str:
@@ -39,7 +55,7 @@ def main() -> None:
     rows, pictures = [], []
     for run, command in RUNS:
         run_dir = ROOT / run
-        records = read_metrics(run_dir)
+        records = RunDir(run_dir).read_metrics()
         if not records or not (run_dir / "loss.png").exists():  # absent, or still running
             continue
         meta = json.loads((run_dir / "run.json").read_text())
@@ -52,7 +68,8 @@ def main() -> None:
         shutil.copy(grid, images / f"{name}.png")
         shutil.copy(run_dir / "loss.png", images / f"{name}-loss.png")
         rows.append(
-            f"| `{meta['backend']}` | {last['step']} | {statistics.median(seconds):.3f} | {batch / records[0]['images_per_s']:.1f} "
+            f"| `{meta['backend']}` | {last['step']} | {statistics.median(seconds):.3f} "
+            f"| {batch / records[0]['images_per_s']:.1f} "
             f"| {last['time'] / 60:.1f} | {last['loss_D']:.2f} / {last['loss_G']:.2f} | `{command}` |"
         )
         pictures.append(f"**{meta['backend']}**, step {last['step']} ({name}):\n\n![{name}](images/{name}.png)\n")
@@ -63,7 +80,8 @@ def main() -> None:
         "Real Fashion-MNIST (Debian's dataset-fashion-mnist), batch 64, seed 0. Made by "
         "`.venv/bin/python docs/make_training_report.py` from the runs the commands below wrote.",
         "",
-        "| backend | iterations | median s / iteration | first iteration, s | training loop, min | last loss_D / loss_G | command |",
+        "| backend | iterations | median s / iteration | first iteration, s | training loop, min "
+        "| last loss_D / loss_G | command |",
         "|---|---|---|---|---|---|---|",
         *rows,
         "",

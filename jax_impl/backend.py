@@ -14,41 +14,44 @@ import numpy as np
 import optax
 from flax import nnx
 
-from common import canonical
-from common.backends import check_options
-from common.config import Config
+from common import backends, canonical
+from common.algorithm import network_seeds
 from common.canonical import nchw_to_nhwc, nhwc_to_nchw
+from common.config import Config
 from jax_impl.layout import CANONICAL_NAMES, from_canonical, native_name, to_canonical
 from jax_impl.models import Discriminator, Generator
 from jax_impl.step import d_loss, g_loss, train_step
 
 # precision -> (the dtype modules compute in, the dtype of their parameters)
-DTYPES = {"float32": (jnp.float32, jnp.float32), "float64": (jnp.float64, jnp.float64),
-          "tf32": (jnp.float32, jnp.float32), "bf16": (jnp.bfloat16, jnp.float32)}
+DTYPES = {
+    "float32": (jnp.float32, jnp.float32),
+    "float64": (jnp.float64, jnp.float64),
+    "tf32": (jnp.float32, jnp.float32),
+    "bf16": (jnp.bfloat16, jnp.float32),
+}
 MOMENTS = {"mu": "exp_avg", "nu": "exp_avg_sq"}  # optax's Adam moments -> canonical names
 
 
 class Backend:
     layout = "NHWC"
 
-    def __init__(self, name: str = "jax", precision: str = "float32"):
+    def __init__(self, name: str = "jax", precision: str = "float32", compile: str | None = None):
         if precision == "float64":
             jax.config.update("jax_enable_x64", True)  # without it JAX silently computes float64 in float32
         jax.config.update("jax_default_matmul_precision", "tensorfloat32" if precision == "tf32" else "highest")
-        self.name, self.precision = name, precision
+        self.name, self.precision, self.compile = name, precision, compile  # the step is always nnx.jit-compiled
         self.dtype, self.param_dtype = DTYPES[precision]
         self.device = "gpu" if jax.default_backend() == "gpu" else "cpu"
 
     def build(self, config: Config) -> tuple[Generator, Discriminator]:
-        # Distinct streams for G and D, both from the run's one seed.
+        g_seed, d_seed = network_seeds(config)
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         return (
-            Generator(config.model, rngs=nnx.Rngs(2 * config.seed), **dtypes),
-            Discriminator(config.model, rngs=nnx.Rngs(2 * config.seed + 1), **dtypes),
+            Generator(config.model, rngs=nnx.Rngs(g_seed), **dtypes),
+            Discriminator(config.model, rngs=nnx.Rngs(d_seed), **dtypes),
         )
 
-    def trainer(self, config: Config, compile: str | None = None) -> Trainer:
-        check_options(self.name, self.precision, self.device, compile)  # the step is always compiled (nnx.jit)
+    def trainer(self, config: Config) -> Trainer:
         return Trainer(config, *self.build(config), dtype=self.param_dtype)
 
     def run_layers(self, network, inputs: np.ndarray, training: bool = True) -> list[tuple[str, str, np.ndarray]]:
@@ -72,7 +75,7 @@ class Backend:
         }
 
 
-class Trainer:
+class Trainer(backends.Trainer):
     """G, D and their Adam optimizers; `train_step` runs jax_impl/step.py."""
 
     def __init__(self, config: Config, generator: Generator, discriminator: Discriminator, dtype=jnp.float32):
@@ -94,11 +97,9 @@ class Trainer:
         return self._array(reals, images=True), self._array(z_d), self._array(z_g)
 
     def step(self, batch: tuple) -> dict[str, jax.Array]:
-        return train_step(self.generator, self.discriminator, self.g_optimizer, self.d_optimizer, *batch,
-                          self.config.optim.real_label)
-
-    def train_step(self, reals: np.ndarray, z_d: np.ndarray, z_g: np.ndarray | None) -> dict[str, jax.Array]:
-        return self.step(self.prepare(reals, z_d, z_g))
+        return train_step(
+            self.generator, self.discriminator, self.g_optimizer, self.d_optimizer, *batch, self.config.optim.real_label
+        )
 
     def synchronize(self, outputs) -> None:
         jax.block_until_ready(outputs)
@@ -120,8 +121,8 @@ class Trainer:
         for role, state in (("discriminator", d_grads), ("generator", g_grads)):
             entries = self._parameter_entries(role)
             for path, value in nnx.to_flat_state(state):
-                module, entry = entries[path]
-                grads[entry.key] = to_canonical(module, entry.name, value[...])
+                entry = entries[path]
+                grads[entry.key] = to_canonical(entry.layer.kind, entry.name, value[...])
         return grads
 
     def apply_gradients(self, grads: dict[str, np.ndarray]) -> None:
@@ -130,21 +131,24 @@ class Trainer:
             entries = self._parameter_entries(role)
             flat = []
             for path, variable in nnx.to_flat_state(nnx.state(network, nnx.Param)):
-                module, entry = entries[path]
-                flat.append((path, variable.replace(from_canonical(module, entry.name, grads[entry.key], variable.dtype))))
+                entry = entries[path]
+                flat.append(
+                    (
+                        path,
+                        variable.replace(from_canonical(entry.layer.kind, entry.name, grads[entry.key], variable[...])),
+                    )
+                )
             optimizer.update(network, nnx.from_flat_state(flat))
 
     def _roles(self):
-        return (("generator", self.generator, self.g_optimizer), ("discriminator", self.discriminator, self.d_optimizer))
+        return (
+            ("generator", self.generator, self.g_optimizer),
+            ("discriminator", self.discriminator, self.d_optimizer),
+        )
 
-    def _parameter_entries(self, role: str) -> dict[tuple[str, str], tuple[nnx.Module, canonical.Entry]]:
-        """Each parameter's NNX path (layer, attribute) -> its module and canonical entry."""
-        network = getattr(self, role)
-        found = {}
-        for entry in canonical.parameters(self.config, role):
-            module = getattr(network, entry.layer.name)
-            found[(entry.layer.name, native_name(module, entry.name))] = (module, entry)
-        return found
+    def _parameter_entries(self, role: str) -> dict[tuple[str, str], canonical.Entry]:
+        """Each parameter's NNX path (layer, attribute) -> its canonical entry."""
+        return {_path(entry): entry for entry in canonical.parameters(self.config, role)}
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """The canonical state (common/canonical.py), plus dropout's RNG keys and counts
@@ -152,13 +156,15 @@ class Trainer:
         arrays = {}
         for role, network, optimizer in self._roles():
             for e in canonical.entries(self.config, role):
-                module = getattr(network, e.layer.name)
-                arrays[e.key] = to_canonical(module, e.name, getattr(module, native_name(module, e.name))[...])
+                arrays[e.key] = to_canonical(e.layer.kind, e.name, _variable(network, e)[...])
             adam = dict(nnx.to_flat_state(nnx.state(optimizer)))
             arrays[canonical.step_key(role)] = np.array(adam[("opt_state", 0, "count")][...], dtype=np.int64)
-            for path, (module, entry) in self._parameter_entries(role).items():
+            for path, entry in self._parameter_entries(role).items():
                 for field, moment in MOMENTS.items():
-                    arrays[canonical.moment_key(role, moment, entry)] = to_canonical(module, entry.name, adam[("opt_state", 0, field, *path)][...])
+                    value = adam[("opt_state", 0, field, *path)][...]
+                    arrays[canonical.moment_key(role, moment, entry)] = to_canonical(
+                        entry.layer.kind, entry.name, value
+                    )
             for path, variable in nnx.to_flat_state(nnx.state(network, nnx.RngState)):
                 value = variable[...]
                 if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
@@ -174,16 +180,16 @@ class Trainer:
             arrays = {**arrays, **canonical.fresh_optimizer(self.config)}
         for role, network, optimizer in self._roles():
             for e in canonical.entries(self.config, role):
-                module = getattr(network, e.layer.name)
-                variable = getattr(module, native_name(module, e.name))
-                variable[...] = from_canonical(module, e.name, arrays[e.key], variable.dtype)
+                variable = _variable(network, e)
+                variable[...] = from_canonical(e.layer.kind, e.name, arrays[e.key], variable[...])
             adam = []
             step = arrays[canonical.step_key(role)]
             entries = self._parameter_entries(role)
             for path, variable in nnx.to_flat_state(nnx.state(optimizer)):
                 if path[:2] == ("opt_state", 0) and path[2] in MOMENTS:
-                    module, entry = entries[path[3:]]
-                    value = from_canonical(module, entry.name, arrays[canonical.moment_key(role, MOMENTS[path[2]], entry)], variable.dtype)
+                    entry = entries[path[3:]]
+                    moment = arrays[canonical.moment_key(role, MOMENTS[path[2]], entry)]
+                    value = from_canonical(entry.layer.kind, entry.name, moment, variable[...])
                 else:  # Adam's count and the optimizer's step: both count updates
                     value = jnp.asarray(step, dtype=variable.dtype)
                 adam.append((path, value))
@@ -199,6 +205,17 @@ class Trainer:
                 restored.append((path, value))
             if restored:
                 nnx.update(network, nnx.from_flat_state(restored))
+
+
+def _path(entry: canonical.Entry) -> tuple[str, str]:
+    """The NNX path (layer, attribute) of a canonical entry in its network: ("convt2", "kernel")."""
+    return entry.layer.name, native_name(entry.layer.kind, entry.name)
+
+
+def _variable(network: nnx.Module, entry: canonical.Entry) -> nnx.Variable:
+    """The Flax variable holding a canonical entry."""
+    layer, attribute = _path(entry)
+    return getattr(getattr(network, layer), attribute)
 
 
 def _rng_key(role: str, path: tuple) -> str:

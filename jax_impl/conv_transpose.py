@@ -3,11 +3,9 @@
 nnx.ConvTranspose calls lax.conv_transpose: an lhs-dilated convolution (s - 1 zeros between
 neighbouring inputs, padding `pad`, then a stride-1 correlation with the kernel). XLA CPU
 runs the kernel gradient JAX's autodiff derives from it, another lhs-dilated convolution,
-very slowly: for dcgan64's generator at batch 64 in float32 it took 0.8-1.0 s for each of
-convt2-convt4, where the form below takes 16-42 ms. It made the JAX train step (dcgan64,
-batch 64, 2 CPU cores) ~3.4 s per iteration, against PyTorch's ~0.5 s; with this, ~0.8 s.
-`conv_transpose` computes lax's own forward pass and defines its VJP with two ordinary
-convolutions instead.
+far more slowly than the ordinary strided convolutions it is equal to (measured per layer
+in docs/benchmarks.md). `conv_transpose` computes lax's own forward pass and defines its VJP
+with two ordinary convolutions instead.
 
 In one spatial dimension, with Wf[t] = W[k - 1 - t] the flipped kernel (W is (k, k, in, out))
 and q = (k - 1 - pad_lo, k - 1 - pad_hi) the padding of the convolution this one transposes
@@ -49,8 +47,9 @@ def _backward(strides, padding, residuals, g):
     q = [(kd - 1 - lo, kd - 1 - hi) for kd, (lo, hi) in zip(k, padding)]
     flipped = kernel[::-1, ::-1]
     dx = lax.conv_general_dilated(g, flipped, strides, q, dimension_numbers=("NHWC", "HWOI", "NHWC"))
-    dflipped = lax.conv_general_dilated(g, x, (1, 1), q, rhs_dilation=strides,
-                                        dimension_numbers=("CHWN", "IHWO", "HWCN"))
+    dflipped = lax.conv_general_dilated(
+        g, x, (1, 1), q, rhs_dilation=strides, dimension_numbers=("CHWN", "IHWO", "HWCN")
+    )
     return dx, dflipped[::-1, ::-1]
 
 

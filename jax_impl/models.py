@@ -79,8 +79,8 @@ class BatchNorm(nnx.BatchNorm):
 
 class ConvTranspose(nnx.ConvTranspose):
     """nnx.ConvTranspose as make_layer builds it (explicit padding, no dilation or mask),
-    computed by jax_impl/conv_transpose.py: the same values, with a gradient XLA CPU runs
-    ~20x faster. Parameters, casts (promote_dtype) and bias are Flax's own."""
+    computed by jax_impl/conv_transpose.py: the same values, with a gradient XLA's CPU backend
+    runs far faster (docs/benchmarks.md). Parameters, casts (promote_dtype) and bias are Flax's own."""
 
     def __call__(self, x: jax.Array) -> jax.Array:
         bias = self.bias[...] if self.use_bias else None
@@ -98,15 +98,17 @@ def _bn_scale_init(std: float):
     return init
 
 
-def make_layer(layer: Layer, init: Init, rngs: nnx.Rngs, dtype: jnp.dtype = jnp.float32,
-               param_dtype: jnp.dtype | None = None) -> nnx.Module:
+def make_layer(
+    layer: Layer, init: Init, rngs: nnx.Rngs, dtype: jnp.dtype = jnp.float32, param_dtype: jnp.dtype | None = None
+) -> nnx.Module:
     """One spec layer -> the Flax NNX module that computes it in `dtype`, with parameters of
     `param_dtype` (default: `dtype`; bfloat16 over float32 is Flax's mixed precision)."""
     kernel_init = nnx.initializers.normal(init.std) if init.scheme == "normal" else nnx.initializers.glorot_uniform()
     dtypes = dict(param_dtype=param_dtype or dtype, dtype=dtype)
     if layer.kind == "linear":
-        return nnx.Linear(layer.in_features, layer.out_features, use_bias=layer.bias, kernel_init=kernel_init,
-                          rngs=rngs, **dtypes)
+        return nnx.Linear(
+            layer.in_features, layer.out_features, use_bias=layer.bias, kernel_init=kernel_init, rngs=rngs, **dtypes
+        )
     if layer.kind in ("conv", "conv_transpose"):
         k, p = layer.kernel, layer.padding
         if layer.kind == "conv":
@@ -116,13 +118,24 @@ def make_layer(layer: Layer, init: Init, rngs: nnx.Rngs, dtype: jnp.dtype = jnp.
             # PyTorch's ConvTranspose2d(padding=p): out = (in - 1)·s - 2p + k.
             module, padding = ConvTranspose, ((k - 1 - p, k - 1 - p), (k - 1 - p, k - 1 - p))
         return module(
-            layer.in_channels, layer.out_channels, (k, k), (layer.stride, layer.stride),
-            padding=padding, use_bias=layer.bias, kernel_init=kernel_init, rngs=rngs, **dtypes,
+            layer.in_channels,
+            layer.out_channels,
+            (k, k),
+            (layer.stride, layer.stride),
+            padding=padding,
+            use_bias=layer.bias,
+            kernel_init=kernel_init,
+            rngs=rngs,
+            **dtypes,
         )
     if layer.kind == "batch_norm":
         return BatchNorm(
-            layer.features, momentum=1.0 - layer.momentum, epsilon=layer.eps,
-            scale_init=_bn_scale_init(init.bn_scale_std), rngs=rngs, **dtypes,
+            layer.features,
+            momentum=1.0 - layer.momentum,
+            epsilon=layer.eps,
+            scale_init=_bn_scale_init(init.bn_scale_std),
+            rngs=rngs,
+            **dtypes,
         )
     if layer.kind == "activation":
         return Activation(layer.fn, layer.negative_slope)
@@ -138,8 +151,9 @@ def make_layer(layer: Layer, init: Init, rngs: nnx.Rngs, dtype: jnp.dtype = jnp.
 class Network(nnx.Module):
     """A spec's layers in order, each an attribute under its spec name."""
 
-    def __init__(self, spec: NetworkSpec, *, rngs: nnx.Rngs, dtype: jnp.dtype = jnp.float32,
-                 param_dtype: jnp.dtype | None = None):
+    def __init__(
+        self, spec: NetworkSpec, *, rngs: nnx.Rngs, dtype: jnp.dtype = jnp.float32, param_dtype: jnp.dtype | None = None
+    ):
         self.layer_names = tuple(layer.name for layer in spec.layers)
         for layer in spec.layers:
             setattr(self, layer.name, make_layer(layer, spec.init, rngs, dtype, param_dtype))
@@ -153,14 +167,26 @@ class Network(nnx.Module):
 class Generator(Network):
     """z: (N, latent_dim) -> images: (N, size, size, channels) in [-1, 1]."""
 
-    def __init__(self, model: ModelConfig, *, rngs: nnx.Rngs, dtype: jnp.dtype = jnp.float32,
-                 param_dtype: jnp.dtype | None = None):
+    def __init__(
+        self,
+        model: ModelConfig,
+        *,
+        rngs: nnx.Rngs,
+        dtype: jnp.dtype = jnp.float32,
+        param_dtype: jnp.dtype | None = None,
+    ):
         super().__init__(generator_spec(model), rngs=rngs, dtype=dtype, param_dtype=param_dtype)
 
 
 class Discriminator(Network):
     """images: (N, size, size, channels) -> logits: (N, 1)."""
 
-    def __init__(self, model: ModelConfig, *, rngs: nnx.Rngs, dtype: jnp.dtype = jnp.float32,
-                 param_dtype: jnp.dtype | None = None):
+    def __init__(
+        self,
+        model: ModelConfig,
+        *,
+        rngs: nnx.Rngs,
+        dtype: jnp.dtype = jnp.float32,
+        param_dtype: jnp.dtype | None = None,
+    ):
         super().__init__(discriminator_spec(model), rngs=rngs, dtype=dtype, param_dtype=param_dtype)

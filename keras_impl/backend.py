@@ -8,40 +8,43 @@ compute), and the framework's own TF32 switch, off unless "tf32" is asked for.
 
 from __future__ import annotations
 
+from functools import partial
+
 import keras
 import numpy as np
 
-from common import canonical
-from common.backends import check_options
+from common import backends, canonical
+from common.algorithm import network_seeds
 from common.canonical import nchw_to_nhwc, nhwc_to_nchw
 from common.config import Config
-from keras_impl.adam import Adam
 from keras_impl.gan import GAN
+from keras_impl.gradients import value_and_grad
 from keras_impl.layout import CANONICAL_NAMES, from_canonical, native_name, to_canonical
 from keras_impl.models import Discriminator, Generator
+from keras_impl.optimizers import Adam
+from keras_impl.step import d_loss, g_loss, values
 
 
 class Backend:
     layout = "NHWC"
 
-    def __init__(self, name: str, precision: str = "float32"):
+    def __init__(self, name: str, precision: str = "float32", compile: str | None = None):
         if name != f"keras-{keras.backend.backend()}":
             raise RuntimeError(f"{name} requested but Keras runs on {keras.backend.backend()}; set KERAS_BACKEND first")
         self.device = _configure_framework(precision)
         keras.config.set_floatx("float64" if precision == "float64" else "float32")
         # Every layer, variable and optimizer built from here on follows these two settings.
         keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bf16" else keras.config.floatx())
-        self.name, self.precision = name, precision
+        self.name, self.precision, self.compile = name, precision, compile
 
     def build(self, config: Config) -> tuple[Generator, Discriminator]:
-        # Distinct streams for G and D, both from the run's one seed.
-        return Generator(config.model, seed=2 * config.seed), Discriminator(config.model, seed=2 * config.seed + 1)
+        g_seed, d_seed = network_seeds(config)
+        return Generator(config.model, seed=g_seed), Discriminator(config.model, seed=d_seed)
 
-    def trainer(self, config: Config, compile: str | None = None) -> Trainer:
-        check_options(self.name, self.precision, self.device, compile)
+    def trainer(self, config: Config) -> Trainer:
         # Keras compiles the step itself: tf.function on TensorFlow (with XLA when "xla" is
         # asked for), jax.jit on JAX; on torch it runs eagerly.
-        jit_compile = {"tensorflow": compile == "xla", "jax": True, "torch": False}[keras.backend.backend()]
+        jit_compile = {"tensorflow": self.compile == "xla", "jax": True, "torch": False}[keras.backend.backend()]
         return Trainer(config, *self.build(config), jit_compile=jit_compile)
 
     def run_layers(self, network, inputs: np.ndarray, training: bool = True) -> list[tuple[str, str, np.ndarray]]:
@@ -59,9 +62,10 @@ class Backend:
         }
 
 
-class Trainer:
+class Trainer(backends.Trainer):
     """G, D and their Adam optimizers in a `GAN` (keras_impl/gan.py), stepped with
-    `train_on_batch`. Arrays cross this edge as NCHW and are NHWC inside."""
+    `train_on_batch`, which runs keras_impl/step.py. Arrays cross this edge as NCHW and are
+    NHWC inside."""
 
     def __init__(self, config: Config, generator: Generator, discriminator: Discriminator, jit_compile: bool = True):
         o = config.optim
@@ -83,9 +87,6 @@ class Trainer:
         # train_on_batch reads the metrics back as Python floats: one host sync per step.
         return self.gan.train_on_batch(batch, return_dict=True)
 
-    def train_step(self, reals: np.ndarray, z_d: np.ndarray, z_g: np.ndarray | None) -> dict[str, float]:
-        return self.step(self.prepare(reals, z_d, z_g))
-
     def synchronize(self, outputs) -> None:
         """Nothing to wait for: train_on_batch has read its metrics back to the host."""
 
@@ -94,26 +95,38 @@ class Trainer:
         return nhwc_to_nchw(keras.ops.convert_to_numpy(images)).astype(np.float32)
 
     def gradients(self, real: np.ndarray, z: np.ndarray) -> dict[str, np.ndarray]:
-        """See common/backends.py: canonical gradients of loss_D (D's) and loss_G (G's)."""
-        d_grads, g_grads = self.gan.gradients(keras.ops.convert_to_tensor(self._array(real)),
-                                              keras.ops.convert_to_tensor(self._array(z)))
+        """See common/backends.py: canonical gradients of loss_D (D's) and loss_G (G's).
+        Nothing is assigned, not even BN statistics: the losses are stateless calls."""
+        real, z = keras.ops.convert_to_tensor(self._array(real)), keras.ops.convert_to_tensor(self._array(z))
+        generator, discriminator, label = self.generator, self.discriminator, self.config.optim.real_label
+        g_values, g_state = values(generator.trainable_variables), values(generator.non_trainable_variables)
+        d_values, d_state = values(discriminator.trainable_variables), values(discriminator.non_trainable_variables)
+        fake, _ = generator.stateless_call(g_values, g_state, z, training=True)
+        _, d_grads = value_and_grad(partial(d_loss, discriminator))(
+            d_values, d_state, real, keras.ops.stop_gradient(fake), label
+        )
+        _, g_grads = value_and_grad(partial(g_loss, generator, discriminator))(g_values, g_state, d_values, d_state, z)
         grads = {}
-        for role, network, role_grads in (("discriminator", self.discriminator, d_grads),
-                                          ("generator", self.generator, g_grads)):
+        for role, network, role_grads in (("discriminator", discriminator, d_grads), ("generator", generator, g_grads)):
             by_variable = {id(v): g for v, g in zip(network.trainable_variables, role_grads)}
             for key, (kind, name, variable) in self._tensors(role).items():
                 if id(variable) in by_variable:
-                    grads[key] = to_canonical(kind, name, keras.ops.convert_to_numpy(by_variable[id(variable)]))
+                    grads[key] = to_canonical(kind, name, by_variable[id(variable)])
         return grads
 
     def apply_gradients(self, grads: dict[str, np.ndarray]) -> None:
         """One Adam update of each network with the given canonical gradients."""
         for role, optimizer in self.optimizers.items():
-            native = {id(variable): from_canonical(kind, name, grads[key]) for key, (kind, name, variable)
-                      in self._tensors(role).items() if variable.trainable}
+            native = {
+                id(variable): from_canonical(kind, name, grads[key], variable)
+                for key, (kind, name, variable) in self._tensors(role).items()
+                if variable.trainable
+            }
             network = getattr(self, role)
-            optimizer.apply([keras.ops.convert_to_tensor(native[id(v)], dtype=v.dtype) for v in network.trainable_variables],
-                            network.trainable_variables)
+            optimizer.apply(
+                [keras.ops.convert_to_tensor(native[id(v)]) for v in network.trainable_variables],
+                network.trainable_variables,
+            )
 
     def _tensors(self, role: str) -> dict[str, tuple[str, str, keras.Variable]]:
         """Canonical key -> (spec layer kind, canonical name, the Keras variable holding it)."""
@@ -140,12 +153,14 @@ class Trainer:
         for role, optimizer in self.optimizers.items():
             tensors = self._tensors(role)
             for key, (kind, name, variable) in tensors.items():
-                arrays[key] = to_canonical(kind, name, keras.ops.convert_to_numpy(variable))
-            arrays[canonical.step_key(role)] = np.array(keras.ops.convert_to_numpy(optimizer.iterations), dtype=np.int64)
+                arrays[key] = to_canonical(kind, name, variable)
+            arrays[canonical.step_key(role)] = np.array(
+                keras.ops.convert_to_numpy(optimizer.iterations), dtype=np.int64
+            )
             for entry in canonical.parameters(self.config, role):
                 kind, name, variable = tensors[entry.key]
                 for moment, value in zip(canonical.MOMENTS, optimizer.moments(variable)):
-                    arrays[canonical.moment_key(role, moment, entry)] = to_canonical(kind, name, keras.ops.convert_to_numpy(value))
+                    arrays[canonical.moment_key(role, moment, entry)] = to_canonical(kind, name, value)
         arrays.update({key: np.array(keras.ops.convert_to_numpy(v)) for key, v in self._rng_variables().items()})
         return arrays
 
@@ -157,12 +172,12 @@ class Trainer:
         for role, optimizer in self.optimizers.items():
             tensors = self._tensors(role)
             for key, (kind, name, variable) in tensors.items():
-                variable.assign(from_canonical(kind, name, arrays[key]).astype(variable.dtype))
+                variable.assign(from_canonical(kind, name, arrays[key], variable))
             optimizer.iterations.assign(int(arrays[canonical.step_key(role)]))
             for entry in canonical.parameters(self.config, role):
                 kind, name, variable = tensors[entry.key]
                 for moment, target in zip(canonical.MOMENTS, optimizer.moments(variable)):
-                    target.assign(from_canonical(kind, name, arrays[canonical.moment_key(role, moment, entry)]).astype(target.dtype))
+                    target.assign(from_canonical(kind, name, arrays[canonical.moment_key(role, moment, entry)], target))
         for key, variable in self._rng_variables().items():
             if key in arrays:
                 variable.assign(arrays[key])

@@ -10,7 +10,8 @@ only the one Keras runs on is installed or importable in a given process.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import keras
 

@@ -14,10 +14,10 @@ import functools
 import numpy as np
 import torch
 
-from common import canonical
-from common.backends import check_options
+from common import backends, canonical
+from common.algorithm import network_seeds
 from common.config import Config
-from pytorch_impl.layout import from_canonical, to_canonical
+from pytorch_impl.layout import from_canonical, native_name, to_canonical
 from pytorch_impl.models import Discriminator, Generator
 from pytorch_impl.step import d_loss, g_loss, train_step
 
@@ -27,8 +27,8 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64, "tf32": torch.floa
 class Backend:
     layout = "NCHW"
 
-    def __init__(self, name: str = "torch", precision: str = "float32"):
-        self.name, self.precision = name, precision
+    def __init__(self, name: str = "torch", precision: str = "float32", compile: str | None = None):
+        self.name, self.precision, self.compile = name, precision, compile
         self.dtype = DTYPES[precision]
         self.device = "gpu" if torch.cuda.is_available() else "cpu"
         self.torch_device = torch.device("cuda" if self.device == "gpu" else "cpu")
@@ -38,13 +38,15 @@ class Backend:
         torch.backends.cudnn.allow_tf32 = tf32
 
     def build(self, config: Config) -> tuple[Generator, Discriminator]:
-        # Distinct streams for G and D, both from the run's one seed.
-        generator = Generator(config.model, seed=2 * config.seed).to(self.dtype)
-        return generator, Discriminator(config.model, seed=2 * config.seed + 1).to(self.dtype)
+        g_seed, d_seed = network_seeds(config)
+        return Generator(config.model, seed=g_seed).to(self.dtype), Discriminator(config.model, seed=d_seed).to(
+            self.dtype
+        )
 
-    def trainer(self, config: Config, compile: str | None = None) -> Trainer:
-        check_options(self.name, self.precision, self.device, compile)
-        return Trainer(config, *self.build(config), device=self.torch_device, precision=self.precision, compile=compile)
+    def trainer(self, config: Config) -> Trainer:
+        return Trainer(
+            config, *self.build(config), device=self.torch_device, precision=self.precision, compile=self.compile
+        )
 
     @torch.no_grad()
     def run_layers(self, network, inputs: np.ndarray, training: bool = True) -> list[tuple[str, str, np.ndarray]]:
@@ -64,17 +66,24 @@ class Backend:
         }
 
 
-class Trainer:
+class Trainer(backends.Trainer):
     """G, D and their Adam optimizers on one device; `train_step` runs pytorch_impl/step.py.
 
     float64 stays contiguous NCHW: PyTorch has no channels-last float64 convolution kernels,
     and its float64 convolution backward refuses a channels-last weight (PyTorch 2.14).
     """
 
-    def __init__(self, config: Config, generator: Generator, discriminator: Discriminator,
-                 device: torch.device = torch.device("cpu"), precision: str = "float32", compile: str | None = None):
+    def __init__(
+        self,
+        config: Config,
+        generator: Generator,
+        discriminator: Discriminator,
+        device: torch.device | None = None,
+        precision: str = "float32",
+        compile: str | None = None,
+    ):
         o = config.optim
-        self.config, self.device = config, device
+        self.config, self.device = config, device or torch.device("cpu")
         self.dtype = next(generator.parameters()).dtype
         self.memory_format = torch.contiguous_format if self.dtype == torch.float64 else torch.channels_last
         self.generator = generator.to(device, memory_format=self.memory_format)
@@ -82,8 +91,11 @@ class Trainer:
         adam = dict(betas=(o.beta1, o.beta2), eps=o.eps)
         self.g_optimizer = torch.optim.Adam(self.generator.parameters(), lr=o.lr_g, **adam)
         self.d_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=o.lr_d, **adam)
-        self.autocast = (functools.partial(torch.autocast, device.type, dtype=torch.bfloat16) if precision == "bf16"
-                         else contextlib.nullcontext)
+        self.autocast = (
+            functools.partial(torch.autocast, device.type, dtype=torch.bfloat16)
+            if precision == "bf16"
+            else contextlib.nullcontext
+        )
         # torch.compile wraps the modules' forward passes (backward follows via AOTAutograd);
         # Adam stays eager.
         self._g = torch.compile(self.generator, mode=compile) if compile else self.generator
@@ -96,18 +108,25 @@ class Trainer:
             return None
         tensor = torch.from_numpy(np.asarray(array)).to(self.device, self.dtype)
         # (k, N, C, H, W) has no channels-last format; each (N, C, H, W) slice of this one is.
-        return tensor.movedim(-3, -1).contiguous().movedim(-1, -3) if tensor.dim() >= 4 and (
-            self.memory_format == torch.channels_last) else tensor
+        return (
+            tensor.movedim(-3, -1).contiguous().movedim(-1, -3)
+            if tensor.dim() >= 4 and (self.memory_format == torch.channels_last)
+            else tensor
+        )
 
     def prepare(self, reals: np.ndarray, z_d: np.ndarray, z_g: np.ndarray | None) -> tuple:
         return self._tensor(reals), self._tensor(z_d), self._tensor(z_g)
 
     def step(self, batch: tuple) -> dict[str, torch.Tensor]:
-        return train_step(self._g, self._d, self.g_optimizer, self.d_optimizer, *batch, self.config.optim.real_label,
-                          autocast=self.autocast)
-
-    def train_step(self, reals: np.ndarray, z_d: np.ndarray, z_g: np.ndarray | None) -> dict[str, torch.Tensor]:
-        return self.step(self.prepare(reals, z_d, z_g))
+        return train_step(
+            self._g,
+            self._d,
+            self.g_optimizer,
+            self.d_optimizer,
+            *batch,
+            self.config.optim.real_label,
+            autocast=self.autocast,
+        )
 
     def synchronize(self, outputs) -> None:
         if self.device.type == "cuda":
@@ -130,36 +149,44 @@ class Trainer:
         loss_D, _, _ = d_loss(self.discriminator, self._tensor(real), fake.detach(), self.config.optim.real_label)
         loss_G, _ = g_loss(self.discriminator, fake)
         grads = {}
-        for role, network, loss in (("discriminator", self.discriminator, loss_D), ("generator", self.generator, loss_G)):
-            names, params = zip(*network.named_parameters())
-            for name, grad in zip(names, torch.autograd.grad(loss, params)):
-                grads[f"{role}.{name}"] = to_canonical(grad)
+        for role, network, loss in (
+            ("discriminator", self.discriminator, loss_D),
+            ("generator", self.generator, loss_G),
+        ):
+            entries = canonical.parameters(self.config, role)
+            params = [network.get_parameter(_attribute(e)) for e in entries]
+            for e, grad in zip(entries, torch.autograd.grad(loss, params)):
+                grads[e.key] = to_canonical(e.layer.kind, e.name, grad)
         return grads
 
     def apply_gradients(self, grads: dict[str, np.ndarray]) -> None:
         """One Adam update of each network with the given canonical gradients."""
         for role, network, optimizer in self._roles():
-            for name, p in network.named_parameters():
-                p.grad = from_canonical(grads[f"{role}.{name}"], p)
+            for e in canonical.parameters(self.config, role):
+                p = network.get_parameter(_attribute(e))
+                p.grad = from_canonical(e.layer.kind, e.name, grads[e.key], p)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
     def _roles(self):
-        return (("generator", self.generator, self.g_optimizer), ("discriminator", self.discriminator, self.d_optimizer))
+        return (
+            ("generator", self.generator, self.g_optimizer),
+            ("discriminator", self.discriminator, self.d_optimizer),
+        )
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """The canonical state (common/canonical.py), plus torch's global RNG state (dropout)."""
         arrays = {}
         for role, network, optimizer in self._roles():
             tensors = network.state_dict()
-            arrays.update({e.key: to_canonical(tensors[f"{e.layer.name}.{e.name}"]) for e in canonical.entries(self.config, role)})
-            params = dict(network.named_parameters())
+            for e in canonical.entries(self.config, role):
+                arrays[e.key] = to_canonical(e.layer.kind, e.name, tensors[_attribute(e)])
             step = 0
             for e in canonical.parameters(self.config, role):
-                state = optimizer.state.get(params[f"{e.layer.name}.{e.name}"], {})
+                state = optimizer.state.get(network.get_parameter(_attribute(e)), {})
                 step = int(state["step"]) if state else 0
                 for moment in canonical.MOMENTS:
-                    value = to_canonical(state[moment]) if state else np.zeros_like(arrays[e.key])
+                    value = to_canonical(e.layer.kind, e.name, state[moment]) if state else np.zeros_like(arrays[e.key])
                     arrays[canonical.moment_key(role, moment, e)] = value
             arrays[canonical.step_key(role)] = np.array(step, dtype=np.int64)
         arrays["rng.torch"] = torch.get_rng_state().numpy()
@@ -172,16 +199,26 @@ class Trainer:
         for role, network, optimizer in self._roles():
             tensors = network.state_dict()
             for e in canonical.entries(self.config, role):
-                target = tensors[f"{e.layer.name}.{e.name}"]
-                target.copy_(from_canonical(arrays[e.key], target))
+                target = tensors[_attribute(e)]
+                target.copy_(from_canonical(e.layer.kind, e.name, arrays[e.key], target))
             optimizer.state.clear()
             if canonical.has_optimizer(arrays) and int(arrays[canonical.step_key(role)]) > 0:
-                params = dict(network.named_parameters())
                 step = torch.tensor(float(arrays[canonical.step_key(role)]))
                 for e in canonical.parameters(self.config, role):
-                    p = params[f"{e.layer.name}.{e.name}"]
-                    optimizer.state[p] = {"step": step.clone(), **{
-                        moment: from_canonical(arrays[canonical.moment_key(role, moment, e)], p)
-                        for moment in canonical.MOMENTS}}
+                    p = network.get_parameter(_attribute(e))
+                    optimizer.state[p] = {
+                        "step": step.clone(),
+                        **{
+                            moment: from_canonical(
+                                e.layer.kind, e.name, arrays[canonical.moment_key(role, moment, e)], p
+                            )
+                            for moment in canonical.MOMENTS
+                        },
+                    }
         if "rng.torch" in arrays:
             torch.set_rng_state(torch.from_numpy(arrays["rng.torch"].copy()))
+
+
+def _attribute(entry: canonical.Entry) -> str:
+    """The state_dict key of a canonical entry in its network: `convt2.weight`."""
+    return f"{entry.layer.name}.{native_name(entry.layer.kind, entry.name)}"

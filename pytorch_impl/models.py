@@ -21,7 +21,9 @@ def make_layer(layer: Layer) -> nn.Module:
     if layer.kind == "linear":
         return nn.Linear(layer.in_features, layer.out_features, bias=layer.bias)
     if layer.kind == "conv":
-        return nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel, layer.stride, layer.padding, bias=layer.bias)
+        return nn.Conv2d(
+            layer.in_channels, layer.out_channels, layer.kernel, layer.stride, layer.padding, bias=layer.bias
+        )
     if layer.kind == "conv_transpose":
         return nn.ConvTranspose2d(
             layer.in_channels, layer.out_channels, layer.kernel, layer.stride, layer.padding, bias=layer.bias
@@ -30,7 +32,11 @@ def make_layer(layer: Layer) -> nn.Module:
         norm = nn.BatchNorm2d if len(layer.in_shape) == 3 else nn.BatchNorm1d
         return norm(layer.features, eps=layer.eps, momentum=layer.momentum)
     if layer.kind == "activation":
-        return {"relu": nn.ReLU, "tanh": nn.Tanh}[layer.fn]() if layer.fn != "leaky_relu" else nn.LeakyReLU(layer.negative_slope)
+        return (
+            {"relu": nn.ReLU, "tanh": nn.Tanh}[layer.fn]()
+            if layer.fn != "leaky_relu"
+            else nn.LeakyReLU(layer.negative_slope)
+        )
     if layer.kind == "dropout":
         return nn.Dropout(layer.rate)
     if layer.kind == "reshape":

@@ -10,7 +10,8 @@ so the losses are, and backward runs outside it, as PyTorch's AMP recipe has it.
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, ContextManager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +48,7 @@ def train_step(
     z_d: torch.Tensor,  # (k, N, latent)
     z_g: torch.Tensor | None,  # (N, latent), or None to reuse the last D step's fakes
     real_label: float,
-    autocast: Callable[[], ContextManager] = contextlib.nullcontext,
+    autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
 ) -> dict[str, torch.Tensor]:
     k = reals.shape[0]
     for j in range(k):
@@ -67,5 +68,10 @@ def train_step(
     g_optimizer.zero_grad(set_to_none=True)
     loss_G.backward()
     g_optimizer.step()
-    return {"loss_D": loss_D.detach(), "loss_G": loss_G.detach(), "D_x": D_x.detach(),
-            "D_G_z1": D_G_z1.detach(), "D_G_z2": D_G_z2.detach()}
+    return {
+        "loss_D": loss_D.detach(),
+        "loss_G": loss_G.detach(),
+        "D_x": D_x.detach(),
+        "D_G_z1": D_G_z1.detach(),
+        "D_G_z2": D_G_z2.detach(),
+    }

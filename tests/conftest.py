@@ -14,11 +14,13 @@ import shutil
 import tempfile
 
 _JAX_CACHE = tempfile.mkdtemp(prefix="dcgan-tests-jax-cache-")
-os.environ.update({
-    "JAX_COMPILATION_CACHE_DIR": _JAX_CACHE,
-    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
-})
+os.environ.update(
+    {
+        "JAX_COMPILATION_CACHE_DIR": _JAX_CACHE,
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
+    }
+)
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -44,10 +44,15 @@ def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
 
 def test_the_console_script_runs_without_any_framework():
     result = subprocess.run(
-        [sys.executable, "-c", "import sys; from common.cli import main; main(['describe']);"
-         "bad = [m for m in ('torch', 'jax', 'flax', 'tensorflow', 'keras') if m in sys.modules];"
-         "assert not bad, bad"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from common.cli import main; main(['describe']);"
+            "bad = [m for m in ('torch', 'jax', 'flax', 'tensorflow', 'keras') if m in sys.modules];"
+            "assert not bad, bad",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr
     assert "discriminator (dcgan64, spec)" in result.stdout

@@ -21,12 +21,22 @@ def test_every_preset_validates_and_documents_its_source():
 
 def test_preset_hyper_parameters_follow_their_sources():
     pokemon, svhn, mnist = make_config("pokemon64"), make_config("svhn32"), make_config("mnist28")
-    assert (pokemon.model.bn_eps, pokemon.optim.lr_g, pokemon.optim.lr_d, pokemon.optim.batch_size) == (0.8, 0.005, 0.005, 256)
+    assert (pokemon.model.bn_eps, pokemon.optim.lr_g, pokemon.optim.lr_d, pokemon.optim.batch_size) == (
+        0.8,
+        0.005,
+        0.005,
+        256,
+    )
     assert (svhn.model.latent_dist, svhn.model.latent_dim, svhn.model.ngf) == ("uniform", 100, 32)
     assert (mnist.model.latent_dim, mnist.model.channels, mnist.model.image_size) == (300, 1, 28)
     assert [b.dropout for b in mnist.model.discriminator] == [0.25, 0.25, 0.0]
     dcgan = make_config("dcgan64")
-    assert (dcgan.optim.beta1, dcgan.optim.beta2, dcgan.model.init_std, dcgan.model.leaky_slope) == (0.5, 0.999, 0.02, 0.2)
+    assert (dcgan.optim.beta1, dcgan.optim.beta2, dcgan.model.init_std, dcgan.model.leaky_slope) == (
+        0.5,
+        0.999,
+        0.02,
+        0.2,
+    )
 
 
 def test_set_overrides_change_the_model():
@@ -39,7 +49,11 @@ def test_set_overrides_change_the_model():
 
 def test_set_values_are_parsed_as_toml_and_fall_back_to_strings():
     assert parse_set(["a.b=3", "a.c=0.5", "a.d=true", "a.e=hello", "a.f=[1, 2]"]) == {
-        "a.b": 3, "a.c": 0.5, "a.d": True, "a.e": "hello", "a.f": [1, 2]
+        "a.b": 3,
+        "a.c": 0.5,
+        "a.d": True,
+        "a.e": "hello",
+        "a.f": [1, 2],
     }
 
 
@@ -100,10 +114,15 @@ def test_bad_values_raise_one_error_naming_key_and_value(overrides, key, value):
 
 def test_bad_plan_blocks_are_named_by_position():
     with pytest.raises(ConfigError, match=r"model.generator\[1\].activation='swish'"):
-        make_config("dcgan64", {"model.generator": [
-            {"layer": "conv_transpose", "width": 8, "stride": 1, "padding": 0},
-            {"layer": "conv_transpose", "width": 0, "activation": "swish"},
-        ]})
+        make_config(
+            "dcgan64",
+            {
+                "model.generator": [
+                    {"layer": "conv_transpose", "width": 8, "stride": 1, "padding": 0},
+                    {"layer": "conv_transpose", "width": 0, "activation": "swish"},
+                ]
+            },
+        )
     with pytest.raises(ConfigError, match=r"model.discriminator\[0\].kernal"):
         make_config("dcgan64", {"model.discriminator": [{"layer": "conv", "width": 0, "kernal": 3}]})
     with pytest.raises(ConfigError, match=r"model.generator\[0\].width=8: 0 on the last block"):

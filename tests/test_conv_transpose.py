@@ -67,8 +67,9 @@ def _values_and_gradients(f, *args) -> list[jax.Array]:
 def _compare(pairs: dict, inputs: dict, tolerance: float) -> None:
     """Runs both functions of each pair on its inputs in one compiled program (compiling
     dominates this file's time) and holds their values and gradients to `tolerance`."""
-    results = jax.jit(lambda inputs: {name: [_values_and_gradients(f, *inputs[name]) for f in pair]
-                                      for name, pair in pairs.items()})(inputs)
+    results = jax.jit(
+        lambda inputs: {name: [_values_and_gradients(f, *inputs[name]) for f in pair] for name, pair in pairs.items()}
+    )(inputs)
     for name, (ours, reference) in results.items():
         assert len(ours) == len(reference)
         for a, b in zip(ours, reference):
@@ -87,9 +88,12 @@ def _inputs(case, dtype, seed=0):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_custom_vjp_matches_lax(dtype):
     """conv_transpose's output, input gradient and kernel gradient are lax.conv_transpose's."""
+
     def pair(strides, padding):
-        return (lambda x, w: conv_transpose(x, w, strides, padding),
-                lambda x, w: jax.lax.conv_transpose(x, w, strides, padding))
+        return (
+            lambda x, w: conv_transpose(x, w, strides, padding),
+            lambda x, w: jax.lax.conv_transpose(x, w, strides, padding),
+        )
 
     with jax.enable_x64(dtype == "float64"):
         pairs = {name: pair((case[3],) * 2, case[4]) for name, case in CASES.items()}
@@ -100,9 +104,18 @@ def _flax_pair(case, dtype, param_dtype):
     """This project's ConvTranspose (with a bias), and the function Flax's own __call__
     computes with its state; each as f(state, x)."""
     cin, cout, k, s, padding, _, _ = case
-    module = models.ConvTranspose(cin, cout, (k, k), (s, s), padding=padding, use_bias=True,
-                                  bias_init=nnx.initializers.normal(1.0), dtype=dtype, param_dtype=param_dtype,
-                                  rngs=nnx.Rngs(0))
+    module = models.ConvTranspose(
+        cin,
+        cout,
+        (k, k),
+        (s, s),
+        padding=padding,
+        use_bias=True,
+        bias_init=nnx.initializers.normal(1.0),
+        dtype=dtype,
+        param_dtype=param_dtype,
+        rngs=nnx.Rngs(0),
+    )
     graphdef, state = nnx.split(module)
 
     def run(call):
@@ -111,7 +124,9 @@ def _flax_pair(case, dtype, param_dtype):
     return state, (run(models.ConvTranspose.__call__), run(nnx.ConvTranspose.__call__))
 
 
-@pytest.mark.parametrize("dtype, param_dtype", [("float64", "float64"), ("float32", "float32"), ("bfloat16", "float32")])
+@pytest.mark.parametrize(
+    "dtype, param_dtype", [("float64", "float64"), ("float32", "float32"), ("bfloat16", "float32")]
+)
 def test_flax_layer_matches_nnx_conv_transpose(dtype, param_dtype):
     """Outputs and gradients (bias, kernel, input) as Flax's own layer gives them, also under
     mixed precision (bfloat16 compute, float32 parameters)."""
@@ -133,9 +148,16 @@ def test_make_layer_keeps_flax_parameters():
     module = models.make_layer(layer, spec.init, nnx.Rngs(3))
     assert type(module) is models.ConvTranspose
     k, p = layer.kernel, layer.padding
-    plain = nnx.ConvTranspose(layer.in_channels, layer.out_channels, (k, k), (layer.stride,) * 2,
-                              padding=((k - 1 - p,) * 2,) * 2, use_bias=layer.bias,
-                              kernel_init=nnx.initializers.glorot_uniform(), rngs=nnx.Rngs(3))
+    plain = nnx.ConvTranspose(
+        layer.in_channels,
+        layer.out_channels,
+        (k, k),
+        (layer.stride,) * 2,
+        padding=((k - 1 - p,) * 2,) * 2,
+        use_bias=layer.bias,
+        kernel_init=nnx.initializers.glorot_uniform(),
+        rngs=nnx.Rngs(3),
+    )
     ours, theirs = nnx.state(module, nnx.Param), nnx.state(plain, nnx.Param)
     assert jax.tree.structure(ours) == jax.tree.structure(theirs)
     for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
@@ -190,8 +212,9 @@ def test_keras_layer_matches_keras_conv2d_transpose_on_jax():
     """Outputs and gradients (kernel, bias, input) as Keras's own Conv2DTranspose gives them on
     JAX, in float64, float32 and mixed_bfloat16 (a process of its own: Keras fixes its backend)."""
     env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
-    run = subprocess.run([sys.executable, "-c", KERAS_SCRIPT, json.dumps(KERAS_CASES)], cwd=ROOT, env=env,
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-c", KERAS_SCRIPT, json.dumps(KERAS_CASES)], cwd=ROOT, env=env, capture_output=True, text=True
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     errors = json.loads(run.stdout.strip().splitlines()[-1])
     assert len(errors) == 3 * len(KERAS_CASES)

@@ -26,6 +26,7 @@ import pytest
 from common import canonical, checkpoint
 from common.backends import BACKENDS
 from common.cli import main
+from common.rundir import RunDir
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -41,11 +42,20 @@ class ExamplesG(nn.Module):
     def __init__(self, nz=NZ, ngf=NGF, nc=NC):
         super().__init__()
         self.main = nn.Sequential(
-            nn.ConvTranspose2d(nz, ngf * 8, 4, 1, 0, bias=False), nn.BatchNorm2d(ngf * 8), nn.ReLU(True),
-            nn.ConvTranspose2d(ngf * 8, ngf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 4), nn.ReLU(True),
-            nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 2), nn.ReLU(True),
-            nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf), nn.ReLU(True),
-            nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False), nn.Tanh(),
+            nn.ConvTranspose2d(nz, ngf * 8, 4, 1, 0, bias=False),
+            nn.BatchNorm2d(ngf * 8),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 8, ngf * 4, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(ngf * 4),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(ngf * 2),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(ngf),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False),
+            nn.Tanh(),
         )
 
     def forward(self, x):
@@ -58,11 +68,19 @@ class ExamplesD(nn.Module):
     def __init__(self, ndf=NDF, nc=NC):
         super().__init__()
         self.main = nn.Sequential(
-            nn.Conv2d(nc, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 2), nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 4), nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(ndf * 4, ndf * 8, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 8), nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False), nn.Sigmoid(),
+            nn.Conv2d(nc, ndf, 4, 2, 1, bias=False),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(ndf * 2),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(ndf * 4),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 4, ndf * 8, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(ndf * 8),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False),
+            nn.Sigmoid(),
         )
 
     def forward(self, x):
@@ -97,8 +115,25 @@ def examples(tmp_path_factory) -> dict:
     z = np.random.default_rng(0).standard_normal((N, NZ)).astype(np.float32)
     np.save(root / "z.npy", z)
     model = root / "m.safetensors"
-    assert main(["convert", "--from-pytorch-examples", "--netG", str(root / "netG.pth"), "--netD",
-                 str(root / "netD.pth"), "--ngf", str(NGF), "--ndf", str(NDF), "--out", str(model)]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                "--from-pytorch-examples",
+                "--netG",
+                str(root / "netG.pth"),
+                "--netD",
+                str(root / "netD.pth"),
+                "--ngf",
+                str(NGF),
+                "--ndf",
+                str(NDF),
+                "--out",
+                str(model),
+            ]
+        )
+        == 0
+    )
     return {"root": root, "netG": net_g, "netD": net_d, "z": z, "model": model}
 
 
@@ -106,9 +141,27 @@ def examples(tmp_path_factory) -> dict:
 def source_run(tmp_path_factory) -> dict:
     """A 2-step torch run (mnist28: dropout, so every framework has RNG state to carry)."""
     run = tmp_path_factory.mktemp("source") / "run"
-    assert main(["train", "--backend", "torch", "--preset", "mnist28", "--dataset", "fake", "--no-progress",
-                 "--steps", "2", "--out", str(run), *SMALL]) == 0
-    file = checkpoint.path_for(run, 2)
+    assert (
+        main(
+            [
+                "train",
+                "--backend",
+                "torch",
+                "--preset",
+                "mnist28",
+                "--dataset",
+                "fake",
+                "--no-progress",
+                "--steps",
+                "2",
+                "--out",
+                str(run),
+                *SMALL,
+            ]
+        )
+        == 0
+    )
+    file = RunDir(run).checkpoint_path(2)
     arrays, _ = checkpoint.load(file)
     return {"run": run, "file": file, "arrays": arrays}
 
@@ -137,7 +190,8 @@ for a in backends:
         rc[f"convert-{a}"] = main(["convert", "--checkpoint", str(work / f"f-{a}.safetensors"), "--backend", backend,
                                    "--out", str(work / f"f-{a}-{backend}.safetensors")])
 if backend == "jax":
-    rc["convert-run"] = main(["convert", "--checkpoint", source_run, "--backend", "jax", "--out", str(work / "jax-run")])
+    rc["convert-run"] = main(["convert", "--checkpoint", source_run, "--backend", "jax",
+                              "--out", str(work / "jax-run")])
     rc["resume"] = main(["train", "--resume", "--out", str(work / "jax-run"), "--steps", "3", "--no-progress"])
 print(json.dumps(rc))
 """
@@ -146,8 +200,15 @@ print(json.dumps(rc))
 def _helper(backend: str, work: Path, model: Path, source: dict) -> subprocess.CompletedProcess:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
     args = [backend, str(work), str(model), str(source["file"]), str(source["run"]), *BACKENDS]
-    return subprocess.run([sys.executable, "-c", HELPER, *args], check=False, cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-c", HELPER, *args],
+        check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +255,7 @@ def test_converted_generator_matches_examples_on_every_backend(helpers, examples
 
 def test_converted_discriminator_matches_examples(examples):
     from common.backends import load_backend
-    from common.checkpoint import open_checkpoint
+    from common.rundir import open_checkpoint
 
     arrays, _, config = open_checkpoint(examples["model"])
     trainer = load_backend("torch").trainer(config)
@@ -209,8 +270,23 @@ def test_converted_discriminator_matches_examples(examples):
 
 def test_without_netd_the_discriminator_is_torch_initialised(examples, tmp_path, capsys):
     out = tmp_path / "g-only.safetensors"
-    assert main(["convert", "--from-pytorch-examples", "--netG", str(examples["root"] / "netG.pth"),
-                 "--set", f"model.ngf={NGF}", "--ndf", "4", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                "--from-pytorch-examples",
+                "--netG",
+                str(examples["root"] / "netG.pth"),
+                "--set",
+                f"model.ngf={NGF}",
+                "--ndf",
+                "4",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "no --netD" in capsys.readouterr().out
     arrays, metadata = checkpoint.load(out)
     assert "no --netD" in metadata["note"]
@@ -221,16 +297,44 @@ def test_without_netd_the_discriminator_is_torch_initialised(examples, tmp_path,
 def test_a_pickled_module_is_refused(examples, tmp_path, capsys):
     path = tmp_path / "module.pth"
     torch.save(examples["netG"], path)  # the whole module: unpickling it would run arbitrary code
-    assert main(["convert", "--from-pytorch-examples", "--netG", str(path), "--ngf", str(NGF),
-                 "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert (
+        main(
+            [
+                "convert",
+                "--from-pytorch-examples",
+                "--netG",
+                str(path),
+                "--ngf",
+                str(NGF),
+                "--out",
+                str(tmp_path / "x.safetensors"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--netG" in err and "state_dict" in err
     assert not (tmp_path / "x.safetensors").exists()
 
 
 def test_a_shape_mismatch_names_the_key_and_the_flag(examples, tmp_path, capsys):
-    assert main(["convert", "--from-pytorch-examples", "--netG", str(examples["root"] / "netG.pth"), "--ngf", "16",
-                 "--ndf", str(NDF), "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert (
+        main(
+            [
+                "convert",
+                "--from-pytorch-examples",
+                "--netG",
+                str(examples["root"] / "netG.pth"),
+                "--ngf",
+                "16",
+                "--ndf",
+                str(NDF),
+                "--out",
+                str(tmp_path / "x.safetensors"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "main.0.weight (100, 64, 4, 4)" in err and "generator.convt1.weight" in err and "(100, 128, 4, 4)" in err
@@ -240,8 +344,22 @@ def test_a_shape_mismatch_names_the_key_and_the_flag(examples, tmp_path, capsys)
 def test_noise_of_the_wrong_shape_is_refused(examples, tmp_path, capsys):
     bad = tmp_path / "z.npy"
     np.save(bad, np.zeros((3, 7), np.float32))
-    assert main(["sample", "--checkpoint", str(examples["model"]), "--backend", "torch", "--noise", str(bad),
-                 "--out", str(tmp_path / "s.png")]) == 2
+    assert (
+        main(
+            [
+                "sample",
+                "--checkpoint",
+                str(examples["model"]),
+                "--backend",
+                "torch",
+                "--noise",
+                str(bad),
+                "--out",
+                str(tmp_path / "s.png"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(bad) in err and "(3, 7)" in err and "(n, 100)" in err
 
@@ -253,8 +371,13 @@ def _network_and_optimizer(arrays: dict) -> dict:
     return {k: v for k, v in arrays.items() if not k.startswith("rng.")}
 
 
-RNG_PREFIX = {"torch": "rng.torch", "jax": "rng.jax.", "keras-tensorflow": "rng.keras.",
-              "keras-jax": "rng.keras.", "keras-torch": "rng.keras."}
+RNG_PREFIX = {
+    "torch": "rng.torch",
+    "jax": "rng.jax.",
+    "keras-tensorflow": "rng.keras.",
+    "keras-jax": "rng.keras.",
+    "keras-torch": "rng.keras.",
+}
 
 
 @pytest.mark.parametrize("backend", list(BACKENDS))
@@ -288,8 +411,8 @@ def test_a_converted_run_continues_on_jax(helpers):
     _ok(helpers, "jax", "resume")
     run = helpers["work"] / "jax-run"
     assert json.loads((run / "run.json").read_text()) == {"preset": "mnist28", "backend": "jax"}
-    assert checkpoint.saved_steps(run) == [3]
-    _, metadata = checkpoint.load(checkpoint.path_for(run, 3))
+    assert RunDir(run).saved_steps() == [3]
+    _, metadata = checkpoint.load(RunDir(run).checkpoint_path(3))
     assert metadata["backend"] == "jax" and metadata["step"] == "3"
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [3]
@@ -298,6 +421,10 @@ def test_a_converted_run_continues_on_jax(helpers):
 def test_convert_refuses_a_non_empty_run_directory(source_run, tmp_path, capsys):
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "file").write_text("x")
-    assert main(["convert", "--checkpoint", str(source_run["run"]), "--backend", "torch",
-                 "--out", str(tmp_path / "other")]) == 2
+    assert (
+        main(
+            ["convert", "--checkpoint", str(source_run["run"]), "--backend", "torch", "--out", str(tmp_path / "other")]
+        )
+        == 2
+    )
     assert "--out" in capsys.readouterr().err

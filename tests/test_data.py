@@ -14,8 +14,9 @@ from PIL import Image
 
 from common import data as data_module
 from common.config import DataConfig
-from common.data import InMemoryDataset, StreamingFolder, load_dataset, read_idx, to_model_range, to_uint8
+from common.data import InMemoryDataset, StreamingFolder, load_dataset, read_idx
 from common.errors import ConfigError
+from common.images import FAKE_SIZE, to_model_range, to_uint8
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,7 +117,7 @@ def test_unknown_dataset_lists_the_sources():
 
 def test_fake_images_follow_the_seed():
     a, b, c = (load_dataset(spec("fake", 32, 3), seed=s) for s in (0, 0, 1))
-    assert a.images.shape == (data_module.FAKE_SIZE, 3, 32, 32)
+    assert a.images.shape == (FAKE_SIZE, 3, 32, 32)
     assert np.array_equal(a.images, b.images) and not np.array_equal(a.images, c.images)
 
 
@@ -140,6 +141,6 @@ def test_torchvision_datasets_offline_with_fake_data():
     """Through the child process, as training loads a catalogue."""
     pytest.importorskip("torchvision")
     dataset = load_dataset(spec("torchvision:FakeData", 28, 1))
-    assert dataset.images.shape == (data_module.FAKE_SIZE, 1, 28, 28)
+    assert dataset.images.shape == (FAKE_SIZE, 1, 28, 28)
     with pytest.raises(ConfigError, match="torchvision:NoSuchSet.*a class of torchvision.datasets"):
         load_dataset(spec("torchvision:NoSuchSet"))

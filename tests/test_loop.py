@@ -15,7 +15,8 @@ from common.cli import main
 from common.errors import ConfigError
 from common.pictures import image_grid, plot_losses, save_gif, save_grid
 from common.presets import make_config
-from common.train import Schedule, open_run
+from common.rundir import RunDir, find_checkpoint
+from common.train import Schedule
 
 
 def test_schedule_covers_each_epoch_once_in_a_seeded_order():
@@ -24,7 +25,9 @@ def test_schedule_covers_each_epoch_once_in_a_seeded_order():
     assert schedule.iterations_per_epoch == 2
     epoch0 = np.concatenate([b for step in (0, 1) for b in schedule.batch_indices(config, step)])
     assert len(set(epoch0)) == 16 and epoch0.max() < 18
-    assert [b.tolist() for b in schedule.batch_indices(config, 2)] == [b.tolist() for b in schedule.batch_indices(config, 2)]
+    assert [b.tolist() for b in schedule.batch_indices(config, 2)] == [
+        b.tolist() for b in schedule.batch_indices(config, 2)
+    ]
     other = make_config("mnist28", {"optim.batch_size": 4, "optim.d_steps": 2, "seed": 1})
     assert not np.array_equal(schedule.batch_indices(config, 0)[0], schedule.batch_indices(other, 0)[0])
 
@@ -54,18 +57,24 @@ def test_a_run_directory_is_never_taken_over(tmp_path):
     run.mkdir()
     (run / "run.json").write_text(json.dumps({"preset": "svhn32", "backend": "jax"}))
     with pytest.raises(ConfigError, match="holds a svhn32 run on jax"):
-        open_run(run, config, "torch", resume=True)
+        RunDir(run).check(config, "torch", resume=True)
     (run / "run.json").write_text(json.dumps({"preset": "mnist28", "backend": "torch"}))
     with pytest.raises(ConfigError, match="--resume to continue"):
-        open_run(run, config, "torch", resume=False)
-    assert open_run(run, config, "torch", resume=True) == config
+        RunDir(run).check(config, "torch", resume=False)
+    with pytest.raises(ConfigError, match="a checkpoint to continue from"):
+        RunDir(run).check(config, "torch", resume=True)
+    saved = RunDir(run).save_checkpoint(7, {"w": np.zeros(2, np.float32)}, {"step": "7"})
+    assert RunDir(run).check(config, "torch", resume=True) == saved
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match="holds other files"):
-        open_run(other, config, "torch", resume=False)
+        RunDir(other).check(config, "torch", resume=False)
+    with pytest.raises(ConfigError, match="a new or empty directory"):
+        RunDir(other).create(config, "torch")
+    assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
     with pytest.raises(ConfigError, match="no run.json"):
-        open_run(tmp_path / "new", config, "torch", resume=True)
+        RunDir(tmp_path / "new").check(config, "torch", resume=True)
 
 
 def test_train_refuses_another_runs_directory_from_the_cli(tmp_path, capsys):
@@ -80,12 +89,12 @@ def test_train_refuses_another_runs_directory_from_the_cli(tmp_path, capsys):
 
 def test_checkpoints_are_written_atomically_and_pruned(tmp_path):
     arrays = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "step": np.array(3, np.int64)}
+    run = RunDir(tmp_path)
     for step in (100, 200, 300, 400):
-        checkpoint.save(checkpoint.path_for(tmp_path, step), arrays, {"step": str(step)})
-        checkpoint.prune(tmp_path, keep_every=200)
-    assert checkpoint.saved_steps(tmp_path) == [200, 400]
+        run.save_checkpoint(step, arrays, {"step": str(step)}, keep_every=200)
+    assert run.saved_steps() == [200, 400]
     assert not list((tmp_path / "checkpoints").glob("*.tmp"))
-    loaded, metadata = checkpoint.load(checkpoint.resolve(tmp_path))
+    loaded, metadata = checkpoint.load(find_checkpoint(tmp_path))
     assert metadata["step"] == "400" and np.array_equal(loaded["w"], arrays["w"])
     assert loaded["step"].shape == ()  # scalars (optimizer step counts, RNG counters) stay scalars
 
@@ -96,7 +105,7 @@ def test_bad_checkpoints_are_refused_by_name(tmp_path):
     with pytest.raises(ConfigError, match="bad.safetensors"):
         checkpoint.load(bad)
     with pytest.raises(ConfigError, match="a run directory with a checkpoint"):
-        checkpoint.resolve(tmp_path)
+        find_checkpoint(tmp_path)
 
 
 def test_grids_pictures_and_animation(tmp_path):
@@ -152,12 +161,28 @@ def test_a_diverged_run_stops_cleanly_and_keeps_its_last_checkpoint(tmp_path, mo
 
     from common import train as train_module
 
-    backend = SimpleNamespace(trainer=lambda config, compile=None: _NumpyTrainer(diverge_at=5))
-    monkeypatch.setattr(train_module, "load_backend", lambda name, precision: backend)
-    args = ["train", "--preset", "mnist28", "--dataset", "fake", "--batch-size", "8", "--steps", "8",
-            "--checkpoint-every", "2", "--keep-every", "2", "--no-progress", "--out", str(tmp_path / "run")]
+    backend = SimpleNamespace(trainer=lambda config: _NumpyTrainer(diverge_at=5))
+    monkeypatch.setattr(train_module, "load_backend", lambda name, precision, compile: backend)
+    args = [
+        "train",
+        "--preset",
+        "mnist28",
+        "--dataset",
+        "fake",
+        "--batch-size",
+        "8",
+        "--steps",
+        "8",
+        "--checkpoint-every",
+        "2",
+        "--keep-every",
+        "2",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     assert main(args) == 1
     assert "loss_D not finite at step 5" in capsys.readouterr().err
-    assert checkpoint.saved_steps(tmp_path / "run") == [2, 4]  # nothing saved from the diverged state
-    arrays, _ = checkpoint.load(checkpoint.path_for(tmp_path / "run", 4))
+    assert RunDir(tmp_path / "run").saved_steps() == [2, 4]  # nothing saved from the diverged state
+    arrays, _ = checkpoint.load(RunDir(tmp_path / "run").checkpoint_path(4))
     assert int(arrays["steps"]) == 4

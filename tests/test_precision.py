@@ -39,8 +39,9 @@ print(json.dumps({"metrics": {k: float(v) for k, v in metrics.items()},
 
 def _run(backend: str, precision: str) -> dict:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", SCRIPT, backend, precision], cwd=ROOT, env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, backend, precision], cwd=ROOT, env=env, capture_output=True, text=True
+    )
     assert done.returncode == 0, f"{backend} {precision}:\n{done.stderr[-3000:]}"
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -66,18 +67,46 @@ def test_bf16_computes_in_bfloat16_and_keeps_float32_state(runs, backend):
 
 def _dcgan(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "common.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "common.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True
+    )
 
 
 def test_tf32_on_a_cpu_is_refused_by_name(tmp_path):
-    run = _dcgan("train", "--backend", "torch", "--preset", "mnist28", "--dataset", "fake", "--steps", "1",
-                 "--precision", "tf32", "--out", str(tmp_path / "run"))
+    run = _dcgan(
+        "train",
+        "--backend",
+        "torch",
+        "--preset",
+        "mnist28",
+        "--dataset",
+        "fake",
+        "--steps",
+        "1",
+        "--precision",
+        "tf32",
+        "--out",
+        str(tmp_path / "run"),
+    )
     assert run.returncode == 2 and "tf32" in run.stderr and "NVIDIA" in run.stderr, run.stderr[-2000:]
     assert "Traceback" not in run.stderr
 
 
 def test_a_compiler_the_backend_lacks_is_refused_with_those_it_offers(tmp_path):
-    run = _dcgan("train", "--backend", "jax", "--preset", "mnist28", "--dataset", "fake", "--steps", "1",
-                 "--compile", "xla", "--out", str(tmp_path / "run"))
+    run = _dcgan(
+        "train",
+        "--backend",
+        "jax",
+        "--preset",
+        "mnist28",
+        "--dataset",
+        "fake",
+        "--steps",
+        "1",
+        "--compile",
+        "xla",
+        "--out",
+        str(tmp_path / "run"),
+    )
     assert run.returncode == 2 and "xla" in run.stderr and "jax" in run.stderr, run.stderr[-2000:]
     assert "Traceback" not in run.stderr

@@ -9,23 +9,29 @@ from common.spec import Conv, ConvTranspose, Init, Linear, discriminator_spec, g
 def test_dcgan64_shapes_are_the_tutorials():
     model = make_config("dcgan64").model
     g = generator_spec(model)
-    assert [(l.name, l.out_shape) for l in g.layers if l.kind == "conv_transpose"] == [
-        ("convt1", (512, 4, 4)), ("convt2", (256, 8, 8)), ("convt3", (128, 16, 16)),
-        ("convt4", (64, 32, 32)), ("convt5", (3, 64, 64)),
+    assert [(layer.name, layer.out_shape) for layer in g.layers if layer.kind == "conv_transpose"] == [
+        ("convt1", (512, 4, 4)),
+        ("convt2", (256, 8, 8)),
+        ("convt3", (128, 16, 16)),
+        ("convt4", (64, 32, 32)),
+        ("convt5", (3, 64, 64)),
     ]
     d = discriminator_spec(model)
-    assert [(l.name, l.out_shape) for l in d.layers if l.kind == "conv"] == [
-        ("conv1", (64, 32, 32)), ("conv2", (128, 16, 16)), ("conv3", (256, 8, 8)),
-        ("conv4", (512, 4, 4)), ("conv5", (1, 1, 1)),
+    assert [(layer.name, layer.out_shape) for layer in d.layers if layer.kind == "conv"] == [
+        ("conv1", (64, 32, 32)),
+        ("conv2", (128, 16, 16)),
+        ("conv3", (256, 8, 8)),
+        ("conv4", (512, 4, 4)),
+        ("conv5", (1, 1, 1)),
     ]
-    assert d.out_shape == (1,) and "bn1" not in [l.name for l in d.layers]  # no BN on D's first layer
+    assert d.out_shape == (1,) and "bn1" not in [layer.name for layer in d.layers]  # no BN on D's first layer
 
 
 def test_layer_names_follow_their_blocks():
     g = generator_spec(make_config("mnist28").model)
-    assert [l.name for l in g.layers][:5] == ["fc1", "bn1", "act1", "reshape1", "convt2"]
+    assert [layer.name for layer in g.layers][:5] == ["fc1", "bn1", "act1", "reshape1", "convt2"]
     d = discriminator_spec(make_config("mnist28").model)
-    assert [l.name for l in d.layers] == ["conv1", "act1", "drop1", "conv2", "act2", "drop2", "flatten3", "fc3"]
+    assert [layer.name for layer in d.layers] == ["conv1", "act1", "drop1", "conv2", "act2", "drop2", "flatten3", "fc3"]
 
 
 def test_mnist28_batch_norm_after_the_projection_is_over_features():

@@ -22,6 +22,7 @@ from PIL import Image
 from common import checkpoint
 from common.algorithm import METRICS
 from common.backends import BACKENDS
+from common.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = {
@@ -32,19 +33,44 @@ CASES = {
 
 def _dcgan(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "common.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "common.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True
+    )
 
 
 def _chain(backend: str, preset: str, root: Path) -> dict:
-    common = ["--backend", backend, "--preset", preset, "--dataset", "fake", "--no-progress",
-              "--checkpoint-every", "2", "--sample-every", "2", *CASES[preset]]
+    common = [
+        "--backend",
+        backend,
+        "--preset",
+        preset,
+        "--dataset",
+        "fake",
+        "--no-progress",
+        "--checkpoint-every",
+        "2",
+        "--sample-every",
+        "2",
+        *CASES[preset],
+    ]
     straight, resumed = root / f"{backend}-{preset}-straight", root / f"{backend}-{preset}-resumed"
     runs = [
         _dcgan("train", *common, "--steps", "4", "--out", str(straight)),
         _dcgan("train", *common, "--steps", "2", "--out", str(resumed), "--keep-every", "2"),
         _dcgan("train", *common, "--steps", "4", "--out", str(resumed), "--keep-every", "2", "--resume"),
-        _dcgan("sample", "--checkpoint", str(straight), "--n", "6", "--seed", "3",
-               "--out", str(straight / "grid.png"), "--npz", str(straight / "grid.npz")),
+        _dcgan(
+            "sample",
+            "--checkpoint",
+            str(straight),
+            "--n",
+            "6",
+            "--seed",
+            "3",
+            "--out",
+            str(straight / "grid.png"),
+            "--npz",
+            str(straight / "grid.npz"),
+        ),
     ]
     return {"straight": straight, "resumed": resumed, "runs": runs}
 
@@ -69,7 +95,7 @@ def _metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_a_run_writes_what_the_issue_lists(result):
+def test_a_run_writes_every_file_of_its_directory(result):
     run = result["straight"]
     records = _metrics(run)
     assert [r["step"] for r in records] == [1, 2, 3, 4]
@@ -77,14 +103,14 @@ def test_a_run_writes_what_the_issue_lists(result):
         assert all(np.isfinite(r[k]) for k in (*METRICS, "images_per_s", "time"))
         assert all(0 <= r[k] <= 1 for k in ("D_x", "D_G_z1", "D_G_z2"))
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["step_000002.png", "step_000004.png"]
-    assert checkpoint.saved_steps(run) == [4]  # step 2 pruned: only the latest is kept below keep_every
+    assert RunDir(run).saved_steps() == [4]  # step 2 pruned: only the latest is kept below keep_every
     assert (run / "loss.png").exists() and Image.open(run / "progress.gif").n_frames == 2
     assert "[model]" in (run / "config.toml").read_text()
 
 
 def test_training_changes_every_network(result):
-    before, _ = checkpoint.load(checkpoint.path_for(result["resumed"], 2))
-    after, metadata = checkpoint.load(checkpoint.path_for(result["resumed"], 4))
+    before, _ = checkpoint.load(RunDir(result["resumed"]).checkpoint_path(2))
+    after, metadata = checkpoint.load(RunDir(result["resumed"]).checkpoint_path(4))
     assert metadata["step"] == "4"
     changed = {k for k in before if before[k].shape == after[k].shape and not np.array_equal(before[k], after[k])}
     for network in ("generator", "discriminator"):

@@ -1,6 +1,7 @@
-"""The design card's boundaries: `common` imports no deep-learning framework, and each
-`*_impl` imports only its own framework (read from the source, not from sys.modules, which
-would also count what the frameworks import themselves)."""
+"""The project's boundaries and names: `common` imports no deep-learning framework and
+nothing above it (`benchmarks`), each `*_impl` imports only its own framework (read from the
+source, not from sys.modules, which would also count what the frameworks import themselves),
+and every `*_impl` has the same modules, classes and functions under the same names."""
 
 from __future__ import annotations
 
@@ -28,9 +29,9 @@ LAZY_EXCEPTIONS = {
     # Keras has no switch for x64 (JAX), TF32 (all three) or device discovery: the backend sets
     # them on the framework Keras runs on, which is already imported by then
     "keras_impl/backend.py": {"jax", "tensorflow", "torch"},
-    # on Keras-JAX, Conv2DTranspose uses jax_impl's transposed convolution, whose gradient XLA CPU
-    # computes ~20x faster than that of Keras's own lax.conv_transpose
-    "keras_impl/models.py": {"jax_impl"},
+    # on Keras-JAX, Conv2DTranspose uses jax_impl's transposed convolution, whose gradient XLA's CPU
+    # backend computes far faster than that of Keras's own lax.conv_transpose (docs/benchmarks.md)
+    "keras_impl/layers.py": {"jax_impl"},
 }
 
 
@@ -58,17 +59,45 @@ def test_packages_import_only_their_own_framework(package):
     for path in files:
         relative = path.relative_to(ROOT).as_posix()
         module_level, lazy = _imports(path)
-        foreign = ((module_level | lazy) & FRAMEWORKS) - ALLOWED[package] - (lazy & LAZY_EXCEPTIONS.get(relative, set()))
+        foreign = (
+            ((module_level | lazy) & FRAMEWORKS) - ALLOWED[package] - (lazy & LAZY_EXCEPTIONS.get(relative, set()))
+        )
         assert not foreign, f"{relative} imports {sorted(foreign)}"
         other_impls = ((module_level | lazy) & (set(ALLOWED) - {"common", package})) - (
-            lazy & LAZY_EXCEPTIONS.get(relative, set()))
+            lazy & LAZY_EXCEPTIONS.get(relative, set())
+        )
         assert not other_impls, f"{relative} imports {sorted(other_impls)}"
+        above = (module_level | lazy) & {"benchmarks", "tests", "docs"}
+        assert not above, f"{relative} imports {sorted(above)}, which sit above it"
 
 
-def test_each_impl_has_the_same_module_and_class_names():
-    for package in ("pytorch_impl", "jax_impl", "keras_impl"):
-        for module, names in {"models": {"Generator", "Discriminator", "Network"},
-                              "backend": {"Backend", "Trainer"}}.items():
-            tree = ast.parse((ROOT / package / f"{module}.py").read_text())
-            defined = {n.name for n in tree.body if isinstance(n, (ast.ClassDef, ast.FunctionDef))}
-            assert names <= defined, f"{package}/{module}.py lacks {sorted(names - defined)}"
+# module -> the classes and functions every *_impl defines in it, each with the same arguments
+SAME_NAMES = {
+    "models": {"Generator", "Discriminator", "Network"},
+    "backend": {"Backend", "Trainer"},
+    "step": {"train_step", "d_loss", "g_loss"},
+    "layout": {"native_name", "to_canonical", "from_canonical"},
+}
+SAME_SIGNATURES = {"layout": {"native_name", "to_canonical", "from_canonical"}}
+IMPLS = ("pytorch_impl", "jax_impl", "keras_impl")
+
+
+def _definitions(package: str, module: str) -> dict[str, ast.AST]:
+    tree = ast.parse((ROOT / package / f"{module}.py").read_text())
+    return {n.name: n for n in tree.body if isinstance(n, (ast.ClassDef, ast.FunctionDef))}
+
+
+@pytest.mark.parametrize("module", list(SAME_NAMES))
+def test_each_impl_has_the_same_modules_and_names(module):
+    for package in IMPLS:
+        defined = _definitions(package, module)
+        assert SAME_NAMES[module] <= set(defined), (
+            f"{package}/{module}.py lacks {sorted(SAME_NAMES[module] - set(defined))}"
+        )
+
+
+@pytest.mark.parametrize("module", list(SAME_SIGNATURES))
+def test_each_impl_gives_the_same_functions_the_same_arguments(module):
+    for name in SAME_SIGNATURES[module]:
+        arguments = {package: [a.arg for a in _definitions(package, module)[name].args.args] for package in IMPLS}
+        assert len({tuple(a) for a in arguments.values()}) == 1, f"{module}.{name} differs: {arguments}"

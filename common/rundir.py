@@ -1,0 +1,169 @@
+"""The run directory: the one module that knows where a run keeps each of its files.
+
+    run.json                             preset and backend (a run is continued only by the same ones)
+    config.toml                          the full resolved config
+    metrics.jsonl                        one line per iteration: step, losses, D(x), D(G(z)), images/s, time
+    samples/step_XXXXXX.png              fixed-noise grids, G in eval mode
+    checkpoints/step_XXXXXX.safetensors  canonical checkpoints (common/checkpoint.py's file format)
+    loss.png, progress.gif               written when a training session ends
+
+`dcgan train` creates, checks and resumes runs through `RunDir`; `dcgan convert` writes one;
+`dcgan sample`, `convert` and `parity` open a run's latest checkpoint with `open_checkpoint`.
+A directory holding another run, or anything else, is never written into.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from common import checkpoint
+from common.config import Config, load_toml
+from common.errors import ConfigError
+from common.pictures import plot_losses, save_gif, save_grid
+from common.presets import make_config
+
+_CHECKPOINT_NAME = re.compile(r"step_(\d{6,})\.safetensors$")
+
+
+class RunDir:
+    """One run's directory, whether it exists yet or not."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.run_file = self.path / "run.json"
+        self.config_file = self.path / "config.toml"
+        self.metrics_file = self.path / "metrics.jsonl"
+        self.samples_dir = self.path / "samples"
+        self.checkpoints_dir = self.path / "checkpoints"
+
+    # ------------------------------------------------------------------ identity and config
+
+    def identity(self) -> tuple[str, str] | None:
+        """(preset, backend) of the run this directory holds, or None where it holds none."""
+        if not self.run_file.exists():
+            return None
+        saved = json.loads(self.run_file.read_text())
+        return saved["preset"], saved["backend"]
+
+    def saved_config(self, overrides: dict) -> Config:
+        """The run's saved config with only the overrides given now on top (validated)."""
+        preset, _ = self.identity()
+        return make_config(preset, {**load_toml(self.config_file), **overrides})
+
+    def check(self, config: Config, backend: str, resume: bool) -> Path | None:
+        """Refuses what would overwrite another run or resume nothing; returns the checkpoint
+        to resume from (None for a new run). Writes nothing."""
+        identity = self.identity()
+        if identity is None:
+            if resume:
+                raise ConfigError("--out", str(self.path), "a run directory to resume (it has no run.json)")
+            if self.path.exists() and any(self.path.iterdir()):
+                raise ConfigError("--out", str(self.path), "a new or empty directory (this one holds other files)")
+            return None
+        if identity != (config.preset, backend):
+            raise ConfigError(
+                "--out",
+                str(self.path),
+                f"a directory for a {config.preset} run on {backend}; it holds a {identity[0]} run on {identity[1]}",
+            )
+        if not resume:
+            raise ConfigError("--out", str(self.path), "a new directory, or --resume to continue the run it holds")
+        latest = self.latest_checkpoint()
+        if latest is None:
+            raise ConfigError("--resume", str(self.path), "a run directory with a checkpoint to continue from")
+        return latest
+
+    def create(self, config: Config, backend: str, valid: str = "a new or empty directory for the run") -> None:
+        """Makes the directory of a new run (it must be new or empty: else `valid` says what
+        would be) with run.json and config.toml."""
+        if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+            raise ConfigError("--out", str(self.path), valid)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.run_file.write_text(json.dumps({"preset": config.preset, "backend": backend}) + "\n")
+        self.config_file.write_text(config.to_toml())
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def checkpoint_path(self, step: int) -> Path:
+        return self.checkpoints_dir / f"step_{step:06d}.safetensors"
+
+    def saved_steps(self) -> list[int]:
+        if not self.checkpoints_dir.is_dir():
+            return []
+        return sorted(int(m.group(1)) for p in self.checkpoints_dir.iterdir() if (m := _CHECKPOINT_NAME.match(p.name)))
+
+    def latest_checkpoint(self) -> Path | None:
+        steps = self.saved_steps()
+        return self.checkpoint_path(steps[-1]) if steps else None
+
+    def save_checkpoint(
+        self, step: int, arrays: dict[str, np.ndarray], metadata: dict[str, str], keep_every: int = 0
+    ) -> Path:
+        """Writes step's checkpoint (atomically), then prunes the older ones (see `prune`)."""
+        path = self.checkpoint_path(step)
+        checkpoint.save(path, arrays, metadata)
+        self.prune(keep_every)
+        return path
+
+    def prune(self, keep_every: int) -> None:
+        """Deletes all but the latest checkpoint and those at multiples of `keep_every` steps."""
+        steps = self.saved_steps()
+        for step in steps[:-1]:
+            if keep_every <= 0 or step % keep_every:
+                self.checkpoint_path(step).unlink()
+
+    # ------------------------------------------------------------------ metrics, samples, summaries
+
+    @contextmanager
+    def metrics_log(self) -> Iterator[Callable[[dict], None]]:
+        """A function that appends one record to metrics.jsonl, line-buffered so `tail -f` works."""
+        with open(self.metrics_file, "a", buffering=1) as log:
+            yield lambda record: log.write(json.dumps(record) + "\n")
+
+    def read_metrics(self) -> list[dict]:
+        if not self.metrics_file.exists():
+            return []
+        return [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line]
+
+    def truncate_metrics(self, step: int) -> None:
+        """Drops lines after the checkpoint being resumed, so metrics.jsonl has each step once."""
+        kept = [record for record in self.read_metrics() if record["step"] <= step]
+        tmp = self.metrics_file.with_name(self.metrics_file.name + ".tmp")
+        tmp.write_text("".join(json.dumps(record) + "\n" for record in kept))
+        os.replace(tmp, self.metrics_file)
+
+    def save_sample(self, step: int, images: np.ndarray) -> None:
+        save_grid(self.samples_dir / f"step_{step:06d}.png", images)
+
+    def write_summaries(self, title: str) -> None:
+        """loss.png from the metrics and progress.gif from the sample grids."""
+        records = self.read_metrics()
+        if records:
+            plot_losses(self.path / "loss.png", records, title)
+        save_gif(self.path / "progress.gif", sorted(self.samples_dir.glob("step_*.png")))
+
+
+def find_checkpoint(path: Path | str, source: str = "--checkpoint") -> Path:
+    """A checkpoint file, or a run directory's latest checkpoint."""
+    path = Path(path)
+    if path.is_dir():
+        found = RunDir(path).latest_checkpoint()
+        if found is None:
+            raise ConfigError(source, str(path), "a run directory with a checkpoint under checkpoints/")
+        return found
+    return path
+
+
+def open_checkpoint(
+    path: Path | str, source: str = "--checkpoint"
+) -> tuple[dict[str, np.ndarray], dict[str, str], Config]:
+    """A checkpoint file (or a run directory's latest): its arrays, metadata and config, the
+    arrays validated against the config."""
+    return checkpoint.read(find_checkpoint(path, source), source)

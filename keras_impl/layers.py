@@ -1,0 +1,133 @@
+"""Keras layers that the models need and Keras 3.15.1 does not provide as such.
+
+The parity suite holds every build to PyTorch's numbers, in float64 within 1e-9, and three
+kinds of difference in Keras's own layers stand in the way; each class below removes one:
+
+* conventions: Keras's BatchNormalization keeps the biased batch variance as its moving
+  variance, PyTorch the unbiased one (`BatchNormalization`);
+* float64: on some backends Keras 3.15 computes float64 in float32 inside an op
+  (`ops.mean`, `ops.matmul`, `ops.tanh` through its result_type rules on JAX and torch,
+  TensorFlow's leaky_relu with a float32 slope), an error of 1e-7 or more where float64
+  promises 1e-16 (`mean`, `Dense`, `Tanh`, `LeakyReLU`); below float64 each takes Keras's
+  own path, so float32 and bfloat16 run Keras's kernels unchanged;
+* speed: on JAX, Keras's Conv2DTranspose gradient is lax's, which XLA's CPU backend runs
+  slowly (`Conv2DTranspose` uses jax_impl/conv_transpose.py's custom gradient; figures in
+  docs/benchmarks.md).
+
+Each is a subclass of the Keras layer it replaces, with the same weights and arguments, so a
+model saved with them holds Keras's own variables. Revisit them with each Keras release.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+
+def mean(x, axis=None):
+    """The mean as sum / count. Keras 3.15's ops.mean on JAX averages float64 in float32
+    (its result_type("float64", "float32") is float32), an error of 1e-7 where float64
+    promises 1e-16; ops.sum keeps the input's dtype on every backend."""
+    total = ops.sum(x, axis=axis)
+    return total / _count(x, total)
+
+
+def _count(x, reduced):
+    """How many elements of x were reduced into each of `reduced` (dynamic shapes allowed)."""
+    return ops.cast(ops.size(x) // ops.size(reduced), x.dtype)
+
+
+class BatchNormalization(layers.BatchNormalization):
+    """Keras's BatchNormalization with PyTorch's statistics, in the input's own dtype.
+
+    In training mode the batch variance is the two-pass mean((x - mean)^2), the same on
+    every Keras backend, and the moving variance is updated with the UNBIASED batch
+    variance, n / (n - 1) times it, as PyTorch's running_var is (Keras keeps the biased
+    one); normalisation uses the biased variance in both. It computes in the dtype of its
+    variables: float32 under mixed_bfloat16, whose bfloat16 statistics would lose too much
+    (as Keras's own layer does), and float64 in float64, where Keras's own
+    result_type(dtype, "float32") is float32 on JAX and torch (Keras 3.15).
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        inputs = ops.cast(inputs, self.moving_mean.dtype)
+        if training and self.trainable:
+            axes = self._reduction_axes
+            batch_mean = mean(inputs, axis=axes)
+            variance = mean(ops.square(inputs - batch_mean), axis=axes)
+            n = _count(inputs, batch_mean)
+            self.moving_mean.assign(self.moving_mean * self.momentum + batch_mean * (1.0 - self.momentum))
+            self.moving_variance.assign(
+                self.moving_variance * self.momentum + variance * (n / (n - 1.0)) * (1.0 - self.momentum)
+            )
+        else:
+            batch_mean, variance = self.moving_mean, self.moving_variance
+        outputs = ops.batch_normalization(
+            inputs, batch_mean, variance, axis=-1, offset=self.beta, scale=self.gamma, epsilon=self.epsilon
+        )
+        return ops.cast(outputs, self.compute_dtype)
+
+
+class LeakyReLU(layers.LeakyReLU):
+    """keras.layers.LeakyReLU, with float64 kept exact. Keras's own calls tf.nn.leaky_relu on
+    TensorFlow, whose slope is a float32 attribute: in float64 it multiplies by 0.2000000030,
+    not 0.2; there this computes where(x > 0, x, slope·x) from ops instead. Below float64 Keras's own
+    is exact and is one fused kernel (torch's and TensorFlow's leaky_relu) where the ops are
+    three, and three more in the backward pass (docs/benchmarks.md)."""
+
+    def call(self, inputs):
+        if keras.backend.standardize_dtype(inputs.dtype) != "float64":
+            return super().call(inputs)
+        return ops.where(inputs > 0, inputs, inputs * ops.convert_to_tensor(self.negative_slope, inputs.dtype))
+
+
+class Dense(layers.Dense):
+    """keras.layers.Dense, with float64 kept in float64: Keras 3.15's ops.matmul on torch
+    (and its other binary ops that promote through result_type) computes float64 in float32
+    on the JAX and torch backends; ops.einsum keeps the dtype. float32 takes Keras's own path."""
+
+    def call(self, inputs, training=None):
+        if keras.backend.standardize_dtype(inputs.dtype) != "float64":
+            return super().call(inputs, training=training)
+        outputs = ops.einsum("...i,io->...o", inputs, self.kernel)
+        return self.activation(outputs + self.bias if self.use_bias else outputs)
+
+
+class Tanh(layers.Layer):
+    """tanh in the input's dtype. Keras 3.15's ops.tanh on JAX computes float64 in float32
+    (result_type(float64, float) is float32 there); in float64 this uses the exact identity
+    tanh(x) = 2·sigmoid(2x) - 1, whose sigmoid keeps the dtype."""
+
+    def call(self, inputs):
+        if keras.backend.standardize_dtype(inputs.dtype) == "float64":
+            return 2.0 * ops.sigmoid(2.0 * inputs) - 1.0
+        return ops.tanh(inputs)
+
+
+class Conv2DTranspose(layers.Conv2DTranspose):
+    """keras.layers.Conv2DTranspose; on the JAX backend computed by jax_impl/conv_transpose.py,
+    the same values as Keras's own lax.conv_transpose with a gradient that XLA's CPU backend runs
+    far faster (docs/benchmarks.md).
+    Covers what make_layers builds: channels_last, padding "same"/"valid", no dilation or
+    output_padding."""
+
+    def call(self, inputs):
+        if keras.backend.backend() != "jax":
+            return super().call(inputs)
+        from jax_impl.conv_transpose import conv_transpose  # keras_impl imports jax only on JAX
+
+        # Keras's kernel is (kh, kw, out, in) and its lax call flips and swaps it (transpose_kernel=True).
+        kernel = ops.swapaxes(ops.flip(ops.convert_to_tensor(self.kernel), (0, 1)), 2, 3)
+        padding = tuple(map(self._lax_padding, self.kernel_size, self.strides))
+        outputs = conv_transpose(inputs, kernel, self.strides, padding)
+        if self.use_bias:
+            outputs = ops.add(outputs, ops.reshape(self.bias, (1, 1, 1, self.filters)))
+        return self.activation(outputs)
+
+    def _lax_padding(self, k: int, s: int) -> tuple[int, int]:
+        """Keras's padding of the stride-dilated input (keras/src/backend/common/backend_utils.py)."""
+        if self.padding == "valid":
+            return k - 1, max(k, s) - 1
+        total = k + s - 2  # "same": out = in·s
+        low = min((total + 1) // 2, k - 1)
+        return low, total - low

@@ -1,0 +1,104 @@
+"""One training iteration in Keras 3: common/algorithm.py's algorithm, function for function
+as pytorch_impl/step.py and jax_impl/step.py write it, on Keras's three backends.
+
+Written as Keras's own train steps are: forward passes with `stateless_call`, so that a loss
+is a function of the values it is differentiated by; gradients from keras_impl/gradients.py;
+updates with `optimizer.apply` and `Variable.assign`. It does not use
+`optimizer.stateless_apply`, because the TensorFlow backend's optimizer refuses it (it needs
+live tf.Variables, for tf.distribute). On JAX, `GAN.train_step` (keras_impl/gan.py) runs this
+inside a `keras.StatelessScope`, which makes it a pure function of the training state, as
+jit needs.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import keras
+from keras import ops
+
+from keras_impl.gradients import value_and_grad
+from keras_impl.layers import mean
+
+
+def bce(logits, target: float):
+    """Mean binary cross-entropy on logits against one target for the whole batch."""
+    return mean(ops.binary_crossentropy(ops.full_like(logits, target), logits, from_logits=True))
+
+
+def at_least_float32(logits):
+    """bfloat16 logits (under mixed_bfloat16) as float32, so the losses are float32, as
+    Keras's mixed-precision guide asks of a model's outputs; float32 and float64 stay."""
+    return ops.cast(logits, "float32") if keras.backend.standardize_dtype(logits.dtype) == "bfloat16" else logits
+
+
+def d_loss(discriminator: keras.Model, d_trainable, d_state, real, fake, real_label: float):
+    """BCE of D on a real batch (target real_label) plus on a fake batch (target 0), as two
+    passes, so that BN normalises each batch on its own; also D's new state, D(x) and D(G(z))."""
+    real_logits, d_state = discriminator.stateless_call(d_trainable, d_state, real, training=True)
+    fake_logits, d_state = discriminator.stateless_call(d_trainable, d_state, fake, training=True)
+    real_logits, fake_logits = at_least_float32(real_logits), at_least_float32(fake_logits)
+    loss = bce(real_logits, real_label) + bce(fake_logits, 0.0)
+    return loss, (d_state, mean(ops.sigmoid(real_logits)), mean(ops.sigmoid(fake_logits)))
+
+
+def g_loss(generator: keras.Model, discriminator: keras.Model, g_trainable, g_state, d_trainable, d_state, z):
+    """The non-saturating generator loss BCE(D(G(z)), 1), through D in train mode; also both
+    networks' new states and D(G(z))."""
+    fake, g_state = generator.stateless_call(g_trainable, g_state, z, training=True)
+    logits, d_state = discriminator.stateless_call(d_trainable, d_state, fake, training=True)
+    logits = at_least_float32(logits)
+    return bce(logits, 1.0), (g_state, d_state, mean(ops.sigmoid(logits)))
+
+
+def values(variables) -> list:
+    """The variables' current values as tensors (under a StatelessScope: the scope's values)."""
+    return [ops.convert_to_tensor(v) for v in variables]
+
+
+def _assign(variables, new_values) -> None:
+    for variable, value in zip(variables, new_values):
+        variable.assign(value)
+
+
+def train_step(
+    generator: keras.Model,
+    discriminator: keras.Model,
+    g_optimizer: keras.optimizers.Optimizer,
+    d_optimizer: keras.optimizers.Optimizer,
+    reals,  # (k, N, H, W, C)
+    z_d,  # (k, N, latent)
+    z_g,  # (N, latent), or None to reuse the last D step's fakes
+    real_label: float,
+) -> dict:
+    k = reals.shape[0]
+    for j in range(k):
+        fake, g_state = generator.stateless_call(
+            values(generator.trainable_variables), values(generator.non_trainable_variables), z_d[j], training=True
+        )
+        if z_g is not None or j < k - 1:  # with "reuse", the G step's forward pass makes this update
+            _assign(generator.non_trainable_variables, g_state)
+        (loss_D, (d_state, D_x, D_G_z1)), grads = value_and_grad(partial(d_loss, discriminator))(
+            values(discriminator.trainable_variables),
+            values(discriminator.non_trainable_variables),
+            reals[j],
+            ops.stop_gradient(fake),
+            real_label,
+        )
+        d_optimizer.apply(grads, discriminator.trainable_variables)
+        _assign(discriminator.non_trainable_variables, d_state)
+
+    # G's forward pass again, from the state before fake_{k-1} was made when reusing it:
+    # train-mode BN normalises with batch statistics, so the images are the same, and G's BN
+    # statistics are updated once for them. Through the updated D, in train mode.
+    (loss_G, (g_state, d_state, D_G_z2)), grads = value_and_grad(partial(g_loss, generator, discriminator))(
+        values(generator.trainable_variables),
+        values(generator.non_trainable_variables),
+        values(discriminator.trainable_variables),
+        values(discriminator.non_trainable_variables),
+        z_d[k - 1] if z_g is None else z_g,
+    )
+    g_optimizer.apply(grads, generator.trainable_variables)
+    _assign(generator.non_trainable_variables, g_state)
+    _assign(discriminator.non_trainable_variables, d_state)
+    return {"loss_D": loss_D, "loss_G": loss_G, "D_x": D_x, "D_G_z1": D_G_z1, "D_G_z2": D_G_z2}
