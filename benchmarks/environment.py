@@ -12,8 +12,16 @@ from pathlib import Path
 
 PACKAGES = ("numpy", "torch", "jax", "jaxlib", "flax", "optax", "keras", "tensorflow-cpu", "tensorflow")
 # Settings that change how fast the frameworks run, recorded when set.
-FLAG_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS", "TF_NUM_INTRAOP_THREADS",
-                  "TF_NUM_INTEROP_THREADS", "TF_ENABLE_ONEDNN_OPTS", "TORCHINDUCTOR_FREEZING", "CUDA_VISIBLE_DEVICES")
+FLAG_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "XLA_FLAGS",
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS",
+    "TF_ENABLE_ONEDNN_OPTS",
+    "TORCHINDUCTOR_FREEZING",
+    "CUDA_VISIBLE_DEVICES",
+)
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
 
@@ -27,8 +35,12 @@ def cpu_info() -> dict:
                 model = value.strip()
             elif key.strip() == "flags":
                 flags = set(value.split())
-    return {"model": model, "logical_cpus": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)),
-            "flags": sorted(flags & set(CPU_FLAGS))}
+    return {
+        "model": model,
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)),
+        "flags": sorted(flags & set(CPU_FLAGS)),
+    }
 
 
 def gpus() -> list[str]:
@@ -36,8 +48,9 @@ def gpus() -> list[str]:
     if not shutil.which("nvidia-smi"):
         return []
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=30)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=30
+        )
     except (OSError, subprocess.TimeoutExpired):
         return []
     return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
@@ -66,8 +79,9 @@ def git_commit() -> str:
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
     except OSError:
         return "unknown"
     return (commit or "unknown") + ("-dirty" if dirty else "")

@@ -5,10 +5,10 @@
 A training iteration is mostly its convolutions' three passes: the forward, the gradient
 with respect to the input (what backpropagation passes on) and the one with respect to the
 weights. When one backend's step is slower than another's, timing each of those alone, in
-the layouts and calls the builds use (PyTorch channels-last through
-`aten.convolution_backward`; JAX NHWC through jax.vjp under jit, for a transposed
-convolution both lax's own and jax_impl/conv_transpose.py's), shows which pass of which
-layer is responsible. Each framework runs in its own process, float32, best of `--repeats`.
+the layouts and calls the builds use (benchmarks/convolutions.py; PyTorch's passes through
+`aten.convolution_backward`, JAX's through jax.vjp under jit, for a transposed convolution
+both lax's own and jax_impl/conv_transpose.py's), shows which pass of which layer is
+responsible. Each framework runs in its own process, float32, best of `--repeats`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import json
 import subprocess
 import sys
 
+from benchmarks.convolutions import jax_convolution, torch_convolution
 from benchmarks.peak import best_seconds
 from common.presets import PRESETS, make_config
 from common.spec import discriminator_spec, generator_spec
@@ -36,57 +37,38 @@ def conv_layers(preset: str, batch_size: int):
 def _torch(layer, batch: int, repeats: int) -> dict[str, float]:
     import torch
 
-    conv_backward = torch.ops.aten.convolution_backward
-    cl = torch.channels_last
-    k, s, p = layer.kernel, (layer.stride,) * 2, (layer.padding,) * 2
+    conv, x, w = torch_convolution(layer, batch, torch.float32)
+    s, p = (layer.stride,) * 2, (layer.padding,) * 2
     transposed = layer.kind == "conv_transpose"
-    x = torch.randn(batch, *layer.in_shape).contiguous(memory_format=cl)
-    shape = (layer.in_channels, layer.out_channels) if transposed else (layer.out_channels, layer.in_channels)
-    w = torch.randn(*shape, k, k).contiguous(memory_format=cl)
-    f = torch.nn.functional.conv_transpose2d if transposed else torch.nn.functional.conv2d
     with torch.no_grad():
-        y = f(x, w, stride=s, padding=p)
-        g = torch.randn_like(y).contiguous(memory_format=cl)
+        g = torch.randn_like(conv(x, w)).contiguous(memory_format=torch.channels_last)
 
         def backward(mask):
-            return lambda: conv_backward(g, x, w, None, s, p, (1, 1), transposed, (0, 0), 1, mask)
+            return lambda: torch.ops.aten.convolution_backward(g, x, w, None, s, p, (1, 1), transposed, (0, 0), 1, mask)
 
-        return {"forward": best_seconds(lambda: f(x, w, stride=s, padding=p), repeats),
-                "input grad": best_seconds(backward([True, False, False]), repeats),
-                "weight grad": best_seconds(backward([False, True, False]), repeats)}
+        return {
+            "forward": best_seconds(lambda: conv(x, w), repeats),
+            "input grad": best_seconds(backward([True, False, False]), repeats),
+            "weight grad": best_seconds(backward([False, True, False]), repeats),
+        }
 
 
 def _jax(layer, batch: int, repeats: int, custom: bool) -> dict[str, float]:
     import jax
-    from jax import lax
-
-    from jax_impl.conv_transpose import conv_transpose
+    import jax.numpy as jnp
 
     jax.config.update("jax_default_matmul_precision", "highest")
-    k, s, p = layer.kernel, (layer.stride,) * 2, layer.padding
-    c, h, w_ = layer.in_shape
-    keys = jax.random.split(jax.random.key(0), 3)
-    x = jax.random.normal(keys[0], (batch, h, w_, c))
-    w = jax.random.normal(keys[1], (k, k, layer.in_channels, layer.out_channels))
-    dims = ("NHWC", "HWIO", "NHWC")
-    if layer.kind == "conv_transpose":
-        pad = ((k - 1 - p,) * 2,) * 2
-        if custom:
-            def f(x, w):
-                return conv_transpose(x, w, s, pad)
-        else:
-            def f(x, w):
-                return lax.conv_transpose(x, w, s, pad, dimension_numbers=dims)
-    else:
-        def f(x, w):
-            return lax.conv_general_dilated(x, w, s, ((p, p), (p, p)), dimension_numbers=dims)
-    g = jax.random.normal(keys[2], jax.eval_shape(f, x, w).shape)
+    keys = jax.random.split(jax.random.key(0), 2)
+    f, x, w = jax_convolution(layer, batch, jnp.float32, keys[0], custom_vjp=custom)
+    g = jax.random.normal(keys[1], jax.eval_shape(f, x, w).shape)
     forward = jax.jit(f)
     input_grad = jax.jit(lambda x, w, g: jax.vjp(lambda x: f(x, w), x)[1](g)[0])
     weight_grad = jax.jit(lambda x, w, g: jax.vjp(lambda w: f(x, w), w)[1](g)[0])
-    return {"forward": best_seconds(lambda: forward(x, w).block_until_ready(), repeats),
-            "input grad": best_seconds(lambda: input_grad(x, w, g).block_until_ready(), repeats),
-            "weight grad": best_seconds(lambda: weight_grad(x, w, g).block_until_ready(), repeats)}
+    return {
+        "forward": best_seconds(lambda: forward(x, w).block_until_ready(), repeats),
+        "input grad": best_seconds(lambda: input_grad(x, w, g).block_until_ready(), repeats),
+        "weight grad": best_seconds(lambda: weight_grad(x, w, g).block_until_ready(), repeats),
+    }
 
 
 def worker(framework: str, preset: str, batch: int, repeats: int) -> list[dict]:
@@ -102,8 +84,11 @@ def worker(framework: str, preset: str, batch: int, repeats: int) -> list[dict]:
     return rows
 
 
-FRAMEWORKS = {"torch": "PyTorch (channels-last)", "jax": "JAX (as jax_impl builds it)",
-              "jax-lax": "JAX, lax.conv_transpose's own gradient"}
+FRAMEWORKS = {
+    "torch": "PyTorch (channels-last)",
+    "jax": "JAX (as jax_impl builds it)",
+    "jax-lax": "JAX, lax.conv_transpose's own gradient",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,9 +104,24 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     results = {}
     for framework in args.frameworks:
-        out = subprocess.run([sys.executable, "-m", "benchmarks.layers", "--worker", framework, "--preset", args.preset,
-                              "--batch-size", str(args.batch_size), "--repeats", str(args.repeats)],
-                             check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.layers",
+                "--worker",
+                framework,
+                "--preset",
+                args.preset,
+                "--batch-size",
+                str(args.batch_size),
+                "--repeats",
+                str(args.repeats),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         results[framework] = {(r["layer"], p): r[p] for r in json.loads(out.splitlines()[-1]) for p in PASSES}
     print(f"{args.preset}, batch {args.batch_size}, float32: ms per pass, best of {args.repeats}")
     print("| layer | pass | " + " | ".join(FRAMEWORKS[f] for f in args.frameworks) + " |")

@@ -22,20 +22,32 @@ class Mode:
     gpu_only: str = ""  # why the mode only means something on a GPU ("" when it runs anywhere)
 
 
-MODES: dict[str, Mode] = {m.name: m for m in (
-    Mode("reference-loop", "torch", None, "the PyTorch tutorial's loop: eager, NCHW, .item() calls each step"),
-    Mode("torch-eager", "torch", None, "pytorch_impl, eager, channels-last"),
-    Mode("torch-compile", "torch", "default", "pytorch_impl under torch.compile (Inductor, default mode)"),
-    Mode("torch-compile-max-autotune", "torch", "max-autotune-no-cudagraphs",
-         "torch.compile mode max-autotune-no-cudagraphs (Inductor tries kernel templates)"),
-    Mode("torch-compile-reduce-overhead", "torch", "reduce-overhead", "torch.compile mode reduce-overhead",
-         gpu_only="reduce-overhead is CUDA graphs, which only exist on NVIDIA GPUs"),
-    Mode("jax-jit", "jax", None, "jax_impl: the whole iteration as one nnx.jit program"),
-    Mode("keras-tensorflow", "keras-tensorflow", None, "keras_impl on TensorFlow, tf.function, jit_compile off"),
-    Mode("keras-tensorflow-xla", "keras-tensorflow", "xla", "keras_impl on TensorFlow, jit_compile on (XLA)"),
-    Mode("keras-jax", "keras-jax", None, "keras_impl on JAX (jax.jit)"),
-    Mode("keras-torch", "keras-torch", None, "keras_impl on torch (eager)"),
-)}
+MODES: dict[str, Mode] = {
+    m.name: m
+    for m in (
+        Mode("reference-loop", "torch", None, "the PyTorch tutorial's loop: eager, NCHW, .item() calls each step"),
+        Mode("torch-eager", "torch", None, "pytorch_impl, eager, channels-last"),
+        Mode("torch-compile", "torch", "default", "pytorch_impl under torch.compile (Inductor, default mode)"),
+        Mode(
+            "torch-compile-max-autotune",
+            "torch",
+            "max-autotune-no-cudagraphs",
+            "torch.compile mode max-autotune-no-cudagraphs (Inductor tries kernel templates)",
+        ),
+        Mode(
+            "torch-compile-reduce-overhead",
+            "torch",
+            "reduce-overhead",
+            "torch.compile mode reduce-overhead",
+            gpu_only="reduce-overhead is CUDA graphs, which only exist on NVIDIA GPUs",
+        ),
+        Mode("jax-jit", "jax", None, "jax_impl: the whole iteration as one nnx.jit program"),
+        Mode("keras-tensorflow", "keras-tensorflow", None, "keras_impl on TensorFlow, tf.function, jit_compile off"),
+        Mode("keras-tensorflow-xla", "keras-tensorflow", "xla", "keras_impl on TensorFlow, jit_compile on (XLA)"),
+        Mode("keras-jax", "keras-jax", None, "keras_impl on JAX (jax.jit)"),
+        Mode("keras-torch", "keras-torch", None, "keras_impl on torch (eager)"),
+    )
+}
 
 # Benchmark precision -> the trainer's (common.backends.TRAINING_PRECISIONS).
 PRECISIONS = {"fp32": "float32", "tf32": "tf32", "bf16": "bf16"}
@@ -50,9 +62,9 @@ def skip_reason(mode: Mode, precision: str, device: str, cpu_flags: set[str] | f
     if precision == "tf32" and device != "gpu":
         return "TF32 is a tensor-core format of NVIDIA GPUs (Ampere or newer)"
     if mode.name == "reference-loop" and precision != "fp32":
-        return "the tutorials' loop is float32; it is the fp32 baseline of every speed-up"
+        return "the tutorials' loop is float32, the fp32 baseline of every speed-up"
     if precision == "bf16" and device == "cpu" and not {"avx512_bf16", "amx_bf16"} & set(cpu_flags):
-        return "this CPU has no bfloat16 instructions (avx512_bf16 or amx_bf16): bf16 would be emulated"
+        return "this CPU has no bfloat16 instructions (avx512_bf16 or amx_bf16), so bf16 would be emulated"
     return ""
 
 

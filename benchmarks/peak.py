@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 
+from benchmarks.convolutions import jax_convolution, tensorflow_convolution, torch_convolution
 from benchmarks.flops import largest_layer, layer_flops
 from common.presets import make_config
 
@@ -55,17 +56,9 @@ def _torch(layer, batch: int, n: int, precision: str, device: str):
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
     sync = torch.cuda.synchronize if device == "gpu" else (lambda: None)
     a, b = torch.randn(n, n, device=dev, dtype=dtype), torch.randn(n, n, device=dev, dtype=dtype)
-    x = torch.randn(batch, *layer.in_shape, device=dev, dtype=dtype).contiguous(memory_format=torch.channels_last)
-    k = layer.kernel
-    if layer.kind == "conv_transpose":
-        w = torch.randn(layer.in_channels, layer.out_channels, k, k, device=dev, dtype=dtype)
-        conv = lambda: torch.nn.functional.conv_transpose2d(x, w, stride=layer.stride, padding=layer.padding)  # noqa: E731
-    else:
-        w = torch.randn(layer.out_channels, layer.in_channels, k, k, device=dev, dtype=dtype)
-        conv = lambda: torch.nn.functional.conv2d(x, w, stride=layer.stride, padding=layer.padding)  # noqa: E731
-    w = w.contiguous(memory_format=torch.channels_last)
+    conv, x, w = torch_convolution(layer, batch, dtype, dev)
     with torch.no_grad():
-        return best_seconds(lambda: (a @ b, sync())), best_seconds(lambda: (conv(), sync()))
+        return best_seconds(lambda: (a @ b, sync())), best_seconds(lambda: (conv(x, w), sync()))
 
 
 def _jax(layer, batch: int, n: int, precision: str, device: str):
@@ -74,21 +67,14 @@ def _jax(layer, batch: int, n: int, precision: str, device: str):
 
     jax.config.update("jax_default_matmul_precision", "tensorfloat32" if precision == "tf32" else "highest")
     dtype = jnp.bfloat16 if precision == "bf16" else jnp.float32
-    keys = jax.random.split(jax.random.key(0), 4)
+    keys = jax.random.split(jax.random.key(0), 3)
     a, b = jax.random.normal(keys[0], (n, n), dtype), jax.random.normal(keys[1], (n, n), dtype)
-    c, h, w_ = layer.in_shape
-    x = jax.random.normal(keys[2], (batch, h, w_, c), dtype)
-    k, s, p = layer.kernel, layer.stride, layer.padding
-    dims = ("NHWC", "HWIO", "NHWC")
-    w = jax.random.normal(keys[3], (k, k, layer.in_channels, layer.out_channels), dtype)
-    if layer.kind == "conv_transpose":
-        conv = jax.jit(lambda x, w: jax.lax.conv_transpose(x, w, (s, s), [(k - 1 - p, k - 1 - p)] * 2,
-                                                           dimension_numbers=dims))
-    else:
-        conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(x, w, (s, s), [(p, p)] * 2, dimension_numbers=dims))
-    matmul = jax.jit(jnp.matmul)
-    return (best_seconds(lambda: matmul(a, b).block_until_ready()),
-            best_seconds(lambda: conv(x, w).block_until_ready()))
+    f, x, w = jax_convolution(layer, batch, dtype, keys[2])
+    conv, matmul = jax.jit(f), jax.jit(jnp.matmul)
+    return (
+        best_seconds(lambda: matmul(a, b).block_until_ready()),
+        best_seconds(lambda: conv(x, w).block_until_ready()),
+    )
 
 
 def _tensorflow(layer, batch: int, n: int, precision: str, device: str):
@@ -97,17 +83,8 @@ def _tensorflow(layer, batch: int, n: int, precision: str, device: str):
     tf.config.experimental.enable_tensor_float_32_execution(precision == "tf32")
     dtype = tf.bfloat16 if precision == "bf16" else tf.float32
     a, b = tf.cast(tf.random.normal((n, n)), dtype), tf.cast(tf.random.normal((n, n)), dtype)
-    c, h, w_ = layer.in_shape
-    x = tf.cast(tf.random.normal((batch, h, w_, c)), dtype)
-    k, s, p = layer.kernel, layer.stride, layer.padding
-    if layer.kind == "conv_transpose":
-        # tf's conv2d_transpose kernel is (k, k, out, in); explicit padding crops p per side.
-        w = tf.cast(tf.random.normal((k, k, layer.out_channels, layer.in_channels)), dtype)
-        out_shape = (batch, (h - 1) * s + k - 2 * p, (w_ - 1) * s + k - 2 * p, layer.out_channels)
-        conv = tf.function(lambda: tf.nn.conv2d_transpose(x, w, out_shape, s, padding=[[0, 0], [p, p], [p, p], [0, 0]]))
-    else:
-        w = tf.cast(tf.random.normal((k, k, layer.in_channels, layer.out_channels)), dtype)
-        conv = tf.function(lambda: tf.nn.conv2d(x, w, s, padding=[[0, 0], [p, p], [p, p], [0, 0]]))
+    f, x, w = tensorflow_convolution(layer, batch, dtype)
+    conv = tf.function(lambda: f(x, w))
     matmul = tf.function(lambda: tf.matmul(a, b))
     return best_seconds(lambda: matmul().numpy()), best_seconds(lambda: conv().numpy())
 
@@ -121,6 +98,12 @@ def measure(job: dict) -> dict:
     layer = largest_layer(config)
     n = job.get("gemm_size", 4096)
     gemm_s, conv_s = FRAMEWORKS[job["framework"]](layer, job["batch_size"], n, job["precision"], job["device"])
-    return {"status": "done", "framework": job["framework"], "precision": job["precision"], "layer": layer.name,
-            "gemm_size": n, "gemm_flops_per_s": 2 * n**3 / gemm_s,
-            "conv_flops_per_s": layer_flops(layer) * job["batch_size"] / conv_s}
+    return {
+        "status": "done",
+        "framework": job["framework"],
+        "precision": job["precision"],
+        "layer": layer.name,
+        "gemm_size": n,
+        "gemm_flops_per_s": 2 * n**3 / gemm_s,
+        "conv_flops_per_s": layer_flops(layer) * job["batch_size"] / conv_s,
+    }

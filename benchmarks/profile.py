@@ -32,10 +32,18 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    job = {"mode": args.mode, "preset": args.preset, "batch_size": args.batch_size, "precision": "fp32",
-           "device": "gpu" if torch.cuda.is_available() else "cpu"}
-    trainer, _ = build(job)
-    batch = trainer.prepare(*make_batch(make_config(args.preset, {"optim.batch_size": args.batch_size}), args.batch_size))
+    job = {
+        "mode": args.mode,
+        "preset": args.preset,
+        "batch_size": args.batch_size,
+        "precision": "fp32",
+        "device": "gpu" if torch.cuda.is_available() else "cpu",
+    }
+    trainer, reason = build(job)
+    if trainer is None:
+        parser.error(f"{args.mode}: {reason}")
+    config = make_config(args.preset, {"optim.batch_size": args.batch_size})
+    batch = trainer.prepare(*make_batch(config, args.batch_size))
     for _ in range(3):
         trainer.synchronize(trainer.step(batch))
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])

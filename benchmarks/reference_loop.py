@@ -1,5 +1,6 @@
-"""The baseline: a training iteration as the PyTorch DCGAN tutorial (and pytorch/examples)
-writes it, on the same networks and batch as every other mode.
+"""The baseline: a training iteration as the PyTorch DCGAN tutorial
+(https://pytorch.org/tutorials/beginner/dcgan_faces_tutorial.html) and pytorch/examples'
+dcgan/main.py write it, on the same networks and batch as every other mode.
 
 What makes it the tutorials' loop: eager PyTorch in the default NCHW memory format, float32,
 real and fake losses backpropagated one after the other, and `.item()` on D(x), D(G(z)) and
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.algorithm import network_seeds
 from common.config import Config
 from pytorch_impl.models import Discriminator, Generator
 
@@ -27,8 +29,9 @@ class ReferenceLoop:
         o = config.optim
         self.config = config
         self.device = torch.device("cuda" if device == "gpu" else "cpu")
-        self.netG = Generator(config.model, seed=2 * config.seed).to(self.device)
-        self.netD = Discriminator(config.model, seed=2 * config.seed + 1).to(self.device)
+        g_seed, d_seed = network_seeds(config)
+        self.netG = Generator(config.model, seed=g_seed).to(self.device)
+        self.netD = Discriminator(config.model, seed=d_seed).to(self.device)
         self.optimizerD = torch.optim.Adam(self.netD.parameters(), lr=o.lr_d, betas=(o.beta1, o.beta2), eps=o.eps)
         self.optimizerG = torch.optim.Adam(self.netG.parameters(), lr=o.lr_g, betas=(o.beta1, o.beta2), eps=o.eps)
         self.criterion = nn.BCEWithLogitsLoss()

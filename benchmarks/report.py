@@ -1,16 +1,22 @@
-"""The benchmark's result as JSON, a Markdown table and a bar chart, and its targets checked."""
+"""The benchmark's result as JSON, a Markdown report and a bar chart, with ratios that mean the
+same on any machine: how close the fastest mode comes to the machine's limit, how far each
+backend's best mode is from the fastest, and what bf16 gains over fp32 where it runs.
+
+    python -m benchmarks.report RESULTS_JSON [--markdown PATH] [--plot PATH]
+
+writes the report of a recorded run (`dcgan bench --json`) again, without timing anything.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.modes import MODES
-
-# The issue's targets for dcgan64 at batch 64 on a CPU, against reference-loop (fp32).
-TARGETS = {"fastest_fp32": 1.4, "backend_spread": 1.5, "bf16": 2.2}
 
 
 def write_json(results: dict, path: Path) -> None:
@@ -26,6 +32,13 @@ def _num(value: float | None, fmt: str) -> str:
     return format(value, fmt) if value is not None else "–"
 
 
+def _groups(records: list[dict]) -> dict[tuple[str, int], list[dict]]:
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["preset"], r["batch_size"]), []).append(r)
+    return groups
+
+
 def markdown(results: dict) -> str:
     env, settings = results["environment"], results["settings"]
     gpu = ", ".join(env["gpus"]) or "none"
@@ -33,104 +46,179 @@ def markdown(results: dict) -> str:
         f"Device: **{settings['device']}**. CPU: {env['cpu']['model']} ({env['cpu']['usable_cpus']} usable of "
         f"{env['cpu']['logical_cpus']} logical CPUs; flags {', '.join(env['cpu']['flags'])}). GPU: {gpu}.",
         f"Date {env['date']}, commit `{env['commit']}`, Python {env['python']}; "
-        + ", ".join(f"{k} {v}" for k, v in env["versions"].items()) + ".",
+        + ", ".join(f"{k} {v}" for k, v in env["versions"].items())
+        + ".",
         f"Median of {settings['repeats']} timed blocks per mode after {settings['warmup']} warm-up iterations, "
         f"modes {'interleaved' if settings['interleave'] else 'one after another'}; each mode in a fresh process.",
         "",
     ]
-    groups: dict[tuple, list[dict]] = {}
-    for r in results["records"]:
-        groups.setdefault((r["preset"], r["batch_size"]), []).append(r)
-    for (preset, batch), records in groups.items():
-        ok = [r for r in records if r["status"] == "ok"]
-        flops = ok[0]["flops_per_iter"] if ok else None
-        lines += [f"### {preset}, batch {batch}" + (f" ({flops / 1e9:.1f} GFLOP per iteration)" if flops else ""), "",
-                  "| mode | precision | images/s | median s/it (IQR) | first call s | peak mem MiB | GFLOP/s | "
-                  "% of peak | × reference |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-        for r in sorted(ok, key=lambda r: (r["precision"], -r["images_per_s"])):
-            fraction = f"{100 * r['peak_fraction']:.0f}%" if r.get("peak_fraction") is not None else "–"
-            lines.append(
-                f"| {r['mode']} | {r['precision']} | {r['images_per_s']:.1f} | {r['median_s']:.3f} ({r['iqr_s']:.3f}) | "
-                f"{r['compile_s']:.1f} | {_mib(r.get('peak_mem_bytes'))} | {r['gflops_per_s']:.0f} | {fraction} | "
-                f"{_num(r.get('speedup_vs_reference'), '.2f')} |")
-        for r in records:
-            if r["status"] != "ok":
-                lines.append(f"| {r['mode']} | {r['precision']} | {r['status']}: {r['reason']} ||||||||")
-        lines.append("")
-    for p in results["peaks"]:
-        lines.append(
-            f"Machine peak, {p['precision']} ({p['preset']}, batch {p['batch_size']}): largest convolution "
-            f"`{p['conv_layer']}` {p['conv_flops_per_s'] / 1e9:.0f} GFLOP/s ({p['conv_framework']}), "
-            f"GEMM {p['gemm_size']}² {p['gemm_flops_per_s'] / 1e9:.0f} GFLOP/s ({p['gemm_framework']}).")
-        lines += ["", limit_line(results, p)]
-    lines += ["", *target_lines(results)]
+    for (preset, batch), records in _groups(results["records"]).items():
+        lines += group_lines(results, preset, batch, records)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def group_lines(results: dict, preset: str, batch: int, records: list[dict]) -> list[str]:
+    """One (preset, batch): the modes that ran or failed, one sentence for those skipped, the
+    machine's peak and limit, and the ratios of `summary`."""
+    ok = [r for r in records if r["status"] == "ok"]
+    flops = ok[0]["flops_per_iter"] if ok else None
+    lines = [
+        f"### {preset}, batch {batch}" + (f" ({flops / 1e9:.1f} GFLOP per iteration)" if flops else ""),
+        "",
+        "| mode | precision | images/s | median s/it (IQR) | first call s | peak mem MiB | GFLOP/s | "
+        "% of peak | × reference |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in sorted(ok, key=lambda r: (r["precision"], -r["images_per_s"])):
+        fraction = f"{100 * r['peak_fraction']:.0f}%" if r.get("peak_fraction") is not None else "–"
+        lines.append(
+            f"| {r['mode']} | {r['precision']} | {r['images_per_s']:.1f} | {r['median_s']:.3f} ({r['iqr_s']:.3f}) | "
+            f"{r['compile_s']:.1f} | {_mib(r.get('peak_mem_bytes'))} | {r['gflops_per_s']:.0f} | {fraction} | "
+            f"{_num(r.get('speedup_vs_reference'), '.2f')} |"
+        )
+    for r in records:
+        if r["status"] not in ("ok", "skipped"):
+            lines.append(f"| {r['mode']} | {r['precision']} | {r['status']}: {r['reason']} ||||||||")
+    lines.append("")
+    if skipped := skipped_line(records):
+        lines += [skipped, ""]
+    for p in results["peaks"]:
+        if (p["preset"], p["batch_size"]) == (preset, batch):
+            lines += [
+                f"Machine peak, {p['precision']}: largest convolution `{p['conv_layer']}` "
+                f"{p['conv_flops_per_s'] / 1e9:.0f} GFLOP/s ({p['conv_framework']}), GEMM {p['gemm_size']}² "
+                f"{p['gemm_flops_per_s'] / 1e9:.0f} GFLOP/s ({p['gemm_framework']}).",
+                "",
+            ]
+            if limit := limit_line(results, p):
+                lines += [limit, ""]
+    found = summary(preset, batch, records)
+    return lines + (summary_lines(found) + [""] if found else [])
+
+
+def skipped_line(records: list[dict]) -> str:
+    """The modes of one (preset, batch) that were not run, in one sentence: grouped by reason,
+    the reason shared by the most first ("" when every mode ran)."""
+    by_reason: dict[str, list[dict]] = {}
+    for r in records:
+        if r["status"] == "skipped":
+            by_reason.setdefault(r["reason"], []).append(r)
+    if not by_reason:
+        return ""
+    parts = [
+        f"{_which(skipped, records)}: {reason}"
+        for reason, skipped in sorted(by_reason.items(), key=lambda item: -len(item[1]))
+    ]
+    return "Skipped: " + "; ".join(parts) + "."
+
+
+def _which(skipped: list[dict], records: list[dict]) -> str:
+    """The (mode, precision) pairs of `skipped`, shortly: "tf32 (all modes)" for a precision in
+    which no mode ran, a mode's name alone when it ran in no precision, else modes and precisions."""
+    precisions = list(dict.fromkeys(r["precision"] for r in records))
+    by_mode: dict[str, list[str]] = {}
+    for r in skipped:
+        by_mode.setdefault(r["mode"], []).append(r["precision"])
+    shared = {tuple(p) for p in by_mode.values()}
+    if len(shared) > 1:
+        return ", ".join(f"{mode} in {'/'.join(p)}" for mode, p in by_mode.items())
+    (only,) = shared
+    nothing_ran = all(r["status"] == "skipped" for r in records if r["precision"] == only[0])
+    if len(by_mode) > 1 and len(only) == 1 and nothing_ran:
+        return f"{only[0]} (all modes)"
+    modes = ", ".join(by_mode)
+    return modes if list(only) == precisions else f"{modes} in {'/'.join(only)}"
 
 
 def limit_line(results: dict, peak: dict) -> str:
     """The limit beside the peak: the iteration's FLOPs at the best convolution's FLOP/s, as
     s/it, images/s and the most any mode could reach over reference-loop there."""
-    same = [r for r in results["records"] if r["status"] == "ok" and r["preset"] == peak["preset"]
-            and r["batch_size"] == peak["batch_size"]]
+    same = [
+        r
+        for r in results["records"]
+        if r["status"] == "ok" and r["preset"] == peak["preset"] and r["batch_size"] == peak["batch_size"]
+    ]
     limited = [r for r in same if r["precision"] == peak["precision"] and r.get("limit_s")]
     if not limited:
         return ""
     limit_s, flops = limited[0]["limit_s"], limited[0]["flops_per_iter"]
-    line = (f"Limit, {peak['precision']}: {flops / 1e9:.1f} GFLOP at {flops / limit_s / 1e9:.0f} GFLOP/s = "
-            f"{limit_s:.3f} s/it ({peak['batch_size'] / limit_s:.1f} images/s)")
+    line = (
+        f"Limit, {peak['precision']}: {flops / 1e9:.1f} GFLOP at {flops / limit_s / 1e9:.0f} GFLOP/s = "
+        f"{limit_s:.3f} s/it ({peak['batch_size'] / limit_s:.1f} images/s)"
+    )
     reference = next((r for r in same if r["mode"] == "reference-loop"), None)
     if reference:
-        line += (f": {reference['median_s'] / limit_s:.2f}× reference-loop, the most any mode reaches unless "
-                 "its convolutions run faster than the machine's best one")
+        line += (
+            f": {reference['median_s'] / limit_s:.2f}× reference-loop, the most any mode reaches unless "
+            "its convolutions run faster than the machine's best one"
+        )
     return line + "."
 
 
-def targets(results: dict, preset: str = "dcgan64", batch_size: int = 64) -> list[dict]:
-    """The targets at (preset, batch): each with the figure reached and whether it is met."""
-    ok = [r for r in results["records"] if r["status"] == "ok" and r["preset"] == preset and r["batch_size"] == batch_size]
-    reference = next((r for r in ok if r["mode"] == "reference-loop"), None)
-    fp32 = [r for r in ok if r["precision"] == "fp32" and r["mode"] != "reference-loop"]
-    if reference is None or not fp32:
-        return []
-    found = []
-    fastest = max(fp32, key=lambda r: r["images_per_s"])
-    found.append({"target": f"fastest fp32 mode ≥ {TARGETS['fastest_fp32']}× reference-loop", "mode": fastest["mode"],
-                  "value": fastest["speedup_vs_reference"], "met": fastest["speedup_vs_reference"] >= TARGETS["fastest_fp32"]})
-    best_by_backend: dict[str, dict] = {}
-    for r in fp32:
+def _best_by_backend(records: list[dict]) -> dict[str, dict]:
+    best: dict[str, dict] = {}
+    for r in records:
         backend = MODES[r["mode"]].backend
-        if backend not in best_by_backend or r["images_per_s"] > best_by_backend[backend]["images_per_s"]:
-            best_by_backend[backend] = r
-    for backend, r in best_by_backend.items():
-        ratio = fastest["images_per_s"] / r["images_per_s"]
-        found.append({"target": f"{backend}'s best fp32 within {TARGETS['backend_spread']}× of the fastest",
-                      "mode": r["mode"], "value": ratio, "met": ratio <= TARGETS["backend_spread"]})
-    bf16 = [r for r in ok if r["precision"] == "bf16"]
-    target = f"best bf16 ≥ {TARGETS['bf16']}× reference-loop"
-    if bf16:
-        best = max(bf16, key=lambda r: r["images_per_s"])
-        found.append({"target": target, "mode": best["mode"],
-                      "value": best["speedup_vs_reference"], "met": best["speedup_vs_reference"] >= TARGETS["bf16"]})
-    else:  # the target holds only where the CPU has bf16 instructions: say why it was not timed
-        skipped = [r for r in results["records"] if r["precision"] == "bf16" and r["status"] == "skipped"
-                   and r["preset"] == preset and r["batch_size"] == batch_size and r["mode"] != "reference-loop"]
-        if skipped:
-            found.append({"target": target, "mode": None, "value": None, "met": None,
-                          "reason": skipped[0]["reason"]})
-    return found
+        if backend not in best or r["median_s"] < best[backend]["median_s"]:
+            best[backend] = r
+    return best
 
 
-def target_lines(results: dict) -> list[str]:
-    found = targets(results)
-    if not found:
-        return []
-    lines = ["Targets (dcgan64, batch 64):", "", "| target | mode | reached | met |", "|---|---|---:|---|"]
-    for t in found:
-        if t["met"] is None:
-            lines.append(f"| {t['target']} | – | not timed | n/a: {t['reason']} |")
-        else:
-            lines.append(f"| {t['target']} | {t['mode']} | {t['value']:.2f}× | {'yes' if t['met'] else 'no'} |")
+def summary(preset: str, batch: int, records: list[dict]) -> dict | None:
+    """Ratios within one (preset, batch) of a run, which a run on any machine can be read by.
+    Of the project's own modes (reference-loop has its column in the table): the fastest fp32
+    mode and the share of the fp32 limit's speed it reaches (`limit_fraction`, None without a
+    measured peak); each backend's best fp32 mode and its time as a multiple of the fastest's
+    (`vs_fastest`); and where that backend ran bf16, its best bf16 mode's speed-up over it
+    (`bf16_speedup`, else None). Backends are listed fastest first; None where no fp32 mode of
+    the project's ran. Computed from the records when the report is written, so a recorded run's
+    JSON gets it too."""
+    ok = [r for r in records if r["status"] == "ok" and r["mode"] != "reference-loop"]
+    fp32 = _best_by_backend([r for r in ok if r["precision"] == "fp32"])
+    if not fp32:
+        return None
+    bf16 = _best_by_backend([r for r in ok if r["precision"] == "bf16"])
+    fastest = min(fp32.values(), key=lambda r: r["median_s"])
+    backends = [
+        {
+            "backend": backend,
+            "fp32_mode": r["mode"],
+            "fp32_median_s": r["median_s"],
+            "vs_fastest": r["median_s"] / fastest["median_s"],
+            "bf16_mode": bf16[backend]["mode"] if backend in bf16 else None,
+            "bf16_speedup": r["median_s"] / bf16[backend]["median_s"] if backend in bf16 else None,
+        }
+        for backend, r in sorted(fp32.items(), key=lambda item: item[1]["median_s"])
+    ]
+    return {
+        "preset": preset,
+        "batch_size": batch,
+        "fastest_mode": fastest["mode"],
+        "fastest_median_s": fastest["median_s"],
+        "limit_fraction": fastest["limit_s"] / fastest["median_s"] if fastest.get("limit_s") else None,
+        "backends": backends,
+    }
+
+
+def summary_lines(found: dict) -> list[str]:
+    """`summary`'s figures: a sentence and a table by backend (with bf16 columns where bf16 ran)."""
+    bf16 = any(b["bf16_speedup"] for b in found["backends"])
+    line = f"The fastest fp32 mode, {found['fastest_mode']} ({found['fastest_median_s']:.3f} s/it)"
+    if found["limit_fraction"] is not None:
+        line += f", runs at {100 * found['limit_fraction']:.0f}% of the fp32 limit's speed"
+    line += ". Each backend's best fp32 mode, its time as a multiple of the fastest's"
+    lines = [
+        line + (", and bf16's speed-up over it:" if bf16 else ":"),
+        "",
+        "| backend | best fp32 mode | s/it | × the fastest's time |"
+        + (" best bf16 mode | bf16 speed-up |" if bf16 else ""),
+        "|---|---|---:|---:|" + ("---|---:|" if bf16 else ""),
+    ]
+    for b in found["backends"]:
+        row = f"| {b['backend']} | {b['fp32_mode']} | {b['fp32_median_s']:.3f} | {b['vs_fastest']:.2f} |"
+        if bf16:
+            row += f" {b['bf16_mode'] or '–'} | {_num(b['bf16_speedup'], '.2f')} |"
+        lines.append(row)
     return lines
 
 
@@ -158,14 +246,25 @@ def plot(results: dict, path: Path) -> None:
                     continue
                 y = j + (i - (len(precisions) - 1) / 2) * height
                 low, high = batch / r["q75_s"], batch / r["q25_s"]
-                ax.barh(y, r["images_per_s"], height, color=colours[precision],
-                        xerr=[[r["images_per_s"] - low], [high - r["images_per_s"]]], capsize=2,
-                        label=precision if j == 0 or not ax.get_legend_handles_labels()[1].count(precision) else None)
+                ax.barh(
+                    y,
+                    r["images_per_s"],
+                    height,
+                    color=colours[precision],
+                    xerr=[[r["images_per_s"] - low], [high - r["images_per_s"]]],
+                    capsize=2,
+                    label=precision if j == 0 or not ax.get_legend_handles_labels()[1].count(precision) else None,
+                )
                 ax.text(high, y, f"  {r['images_per_s']:.1f}", va="center", fontsize=7)  # past the whisker
             limits = [batch / r["limit_s"] for r in records if r["precision"] == precision and r.get("limit_s")]
             if limits:
-                ax.axvline(limits[0], color=colours[precision], linestyle="--", linewidth=1,
-                           label=f"{precision} limit (best conv FLOP/s)")
+                ax.axvline(
+                    limits[0],
+                    color=colours[precision],
+                    linestyle="--",
+                    linewidth=1,
+                    label=f"{precision} limit (best conv FLOP/s)",
+                )
         ax.set_yticks(np.arange(len(modes)), modes, fontsize=8)
         ax.invert_yaxis()
         ax.set_xlabel("images / s (higher is better; whiskers: inter-quartile range)")
@@ -174,9 +273,33 @@ def plot(results: dict, path: Path) -> None:
         unique = dict(zip(labels, handles))
         ax.legend(unique.values(), unique.keys(), fontsize=7, loc="lower right")
     env = results["environment"]
-    fig.suptitle(f"DCGAN training iteration: {env['cpu']['model']}" + (f", {env['gpus'][0]}" if env["gpus"] else ""),
-                 fontsize=10)
+    fig.suptitle(
+        f"DCGAN training iteration: {env['cpu']['model']}" + (f", {env['gpus'][0]}" if env["gpus"] else ""), fontsize=10
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.report",
+        description="Write the report of a recorded run again, without timing anything.",
+    )
+    parser.add_argument("results", type=Path, help="a JSON written by `dcgan bench --json`")
+    parser.add_argument("--markdown", type=Path, help="write the report here (default: print it)")
+    parser.add_argument("--plot", type=Path, help="write the bar chart (PNG) here")
+    args = parser.parse_args(argv)
+    results = json.loads(args.results.read_text())
+    if args.markdown:
+        args.markdown.write_text(markdown(results))
+    else:
+        print(markdown(results), end="")
+    if args.plot:
+        plot(results, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

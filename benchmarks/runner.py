@@ -64,8 +64,11 @@ class Worker:
         self.stderr_path = log_dir / f"{job.get('mode', job.get('framework'))}-{job['precision']}.log"
         with open(self.stderr_path, "w") as stderr:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.worker", json.dumps(job)], stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=stderr, text=True,
+                [sys.executable, "-m", "benchmarks.worker", json.dumps(job)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
                 env=worker_env(job["device"], Path(tempfile.mkdtemp(prefix="compile-cache-", dir=log_dir))),
                 cwd=Path(__file__).resolve().parent.parent,
             )
@@ -93,8 +96,15 @@ def measure_peaks(settings: Settings, preset: str, batch_size: int, precision: s
     """The machine's best GEMM and convolution FLOP/s at `precision`, over the frameworks."""
     found = []
     for framework in FRAMEWORKS:
-        job = {"kind": "peak", "framework": framework, "preset": preset, "batch_size": batch_size,
-               "precision": precision, "device": settings.device, "gemm_size": settings.gemm_size}
+        job = {
+            "kind": "peak",
+            "framework": framework,
+            "preset": preset,
+            "batch_size": batch_size,
+            "precision": precision,
+            "device": settings.device,
+            "gemm_size": settings.gemm_size,
+        }
         worker = Worker(job, log_dir)
         result = worker.receive()
         worker.close()
@@ -106,15 +116,21 @@ def measure_peaks(settings: Settings, preset: str, batch_size: int, precision: s
         return {}
     best_conv = max(found, key=lambda r: r["conv_flops_per_s"])
     best_gemm = max(found, key=lambda r: r["gemm_flops_per_s"])
-    return {"conv_flops_per_s": best_conv["conv_flops_per_s"], "conv_framework": best_conv["framework"],
-            "conv_layer": best_conv["layer"], "gemm_flops_per_s": best_gemm["gemm_flops_per_s"],
-            "gemm_framework": best_gemm["framework"], "gemm_size": best_gemm["gemm_size"],
-            "machine_flops_per_s": max(best_conv["conv_flops_per_s"], best_gemm["gemm_flops_per_s"]),
-            "by_framework": found}
+    return {
+        "conv_flops_per_s": best_conv["conv_flops_per_s"],
+        "conv_framework": best_conv["framework"],
+        "conv_layer": best_conv["layer"],
+        "gemm_flops_per_s": best_gemm["gemm_flops_per_s"],
+        "gemm_framework": best_gemm["framework"],
+        "gemm_size": best_gemm["gemm_size"],
+        "machine_flops_per_s": max(best_conv["conv_flops_per_s"], best_gemm["gemm_flops_per_s"]),
+        "by_framework": found,
+    }
 
 
-def time_group(settings: Settings, preset: str, batch_size: int, precision: str, cpu_flags: set[str],
-               log_dir: Path) -> list[dict]:
+def time_group(
+    settings: Settings, preset: str, batch_size: int, precision: str, cpu_flags: set[str], log_dir: Path
+) -> list[dict]:
     """Records of every mode at one (preset, batch size, precision)."""
     base = {"preset": preset, "batch_size": batch_size, "precision": precision, "device": settings.device}
     records, workers = [], {}
@@ -124,8 +140,12 @@ def time_group(settings: Settings, preset: str, batch_size: int, precision: str,
         done = worker.send({"do": "finish"})
         worker.close()
         record = records_by_mode[mode.name]
-        record.update(peak_mem_bytes=done.get("peak_mem_bytes"), peak_mem_kind=done.get("peak_mem_kind"),
-                      final_metrics=done.get("metrics"), finite=done.get("finite"))
+        record.update(
+            peak_mem_bytes=done.get("peak_mem_bytes"),
+            peak_mem_kind=done.get("peak_mem_kind"),
+            final_metrics=done.get("metrics"),
+            finite=done.get("finite"),
+        )
 
     records_by_mode: dict[str, dict] = {}
     for mode in settings.modes:
@@ -143,8 +163,13 @@ def time_group(settings: Settings, preset: str, batch_size: int, precision: str,
             settings.log(f"  {mode.name} {precision}: {record['status']}: {record['reason']}")
             continue
         warm = float(np.median(ready["warmup_s"])) if ready["warmup_s"] else ready["compile_s"]
-        record.update(status="ok", compile_s=ready["compile_s"], device_name=ready["device_name"], times=[],
-                      inner=max(1, math.ceil(MIN_BLOCK_S / max(warm, 1e-9))))
+        record.update(
+            status="ok",
+            compile_s=ready["compile_s"],
+            device_name=ready["device_name"],
+            times=[],
+            inner=max(1, math.ceil(MIN_BLOCK_S / max(warm, 1e-9))),
+        )
         records_by_mode[mode.name] = record
         workers[mode.name] = worker
         settings.log(f"  {mode.name} {precision}: first call {ready['compile_s']:.2f} s, warm {warm:.3f} s/it")
@@ -183,8 +208,14 @@ def summarize(record: dict, flops: int, peaks: dict, device_peak: float | None) 
     times = np.asarray(record.pop("times"))
     q25, median, q75 = np.percentile(times, [25, 50, 75])
     record.update(
-        repeats=len(times), median_s=float(median), iqr_s=float(q75 - q25), q25_s=float(q25), q75_s=float(q75),
-        images_per_s=record["batch_size"] / median, flops_per_iter=flops, gflops_per_s=flops / median / 1e9,
+        repeats=len(times),
+        median_s=float(median),
+        iqr_s=float(q75 - q25),
+        q25_s=float(q25),
+        q75_s=float(q75),
+        images_per_s=record["batch_size"] / median,
+        flops_per_iter=flops,
+        gflops_per_s=flops / median / 1e9,
     )
     peak = device_peak if device_peak else peaks.get("machine_flops_per_s")
     record["peak_flops_per_s"] = peak
@@ -195,10 +226,21 @@ def summarize(record: dict, flops: int, peaks: dict, device_peak: float | None) 
 def run(settings: Settings) -> dict:
     """Every (preset, batch size, precision, mode): the full result, environment included."""
     env = environment_cache()
-    results = {"environment": env, "settings": {
-        "presets": settings.presets, "modes": [m.name for m in settings.modes], "precisions": settings.precisions,
-        "batch_sizes": settings.batch_sizes, "device": settings.device, "repeats": settings.repeats,
-        "warmup": settings.warmup, "interleave": settings.interleave}, "peaks": [], "records": []}
+    results = {
+        "environment": env,
+        "settings": {
+            "presets": settings.presets,
+            "modes": [m.name for m in settings.modes],
+            "precisions": settings.precisions,
+            "batch_sizes": settings.batch_sizes,
+            "device": settings.device,
+            "repeats": settings.repeats,
+            "warmup": settings.warmup,
+            "interleave": settings.interleave,
+        },
+        "peaks": [],
+        "records": [],
+    }
     with tempfile.TemporaryDirectory(prefix="dcgan-bench-") as tmp:
         log_dir = Path(tmp)
         cpu_flags = set(env["cpu"]["flags"])
@@ -214,11 +256,19 @@ def run(settings: Settings) -> dict:
                     if settings.peak and runnable:
                         peaks = measure_peaks(settings, preset, batch_size, precision, log_dir)
                         if peaks:
-                            results["peaks"].append({"preset": preset, "batch_size": batch_size,
-                                                     "precision": precision, "layer": limit_layer, **peaks})
+                            results["peaks"].append(
+                                {
+                                    "preset": preset,
+                                    "batch_size": batch_size,
+                                    "precision": precision,
+                                    "layer": limit_layer,
+                                    **peaks,
+                                }
+                            )
                     for record in time_group(settings, preset, batch_size, precision, cpu_flags, log_dir):
                         if record["status"] == "ok":
-                            device_peak = vendor_peak(record["device_name"], precision) if settings.device == "gpu" else None
+                            on_gpu = settings.device == "gpu"
+                            device_peak = vendor_peak(record["device_name"], precision) if on_gpu else None
                             summarize(record, flops, peaks, device_peak)
                             if peaks:
                                 record["limit_s"] = flops / peaks["conv_flops_per_s"]
@@ -229,8 +279,11 @@ def run(settings: Settings) -> dict:
 
 def add_speedups(records: list[dict]) -> None:
     """speedup_vs_reference: reference-loop's fp32 median over the mode's, same preset and batch."""
-    reference = {(r["preset"], r["batch_size"]): r["median_s"] for r in records
-                 if r["mode"] == "reference-loop" and r["status"] == "ok"}
+    reference = {
+        (r["preset"], r["batch_size"]): r["median_s"]
+        for r in records
+        if r["mode"] == "reference-loop" and r["status"] == "ok"
+    }
     for r in records:
         if r["status"] == "ok":
             ref = reference.get((r["preset"], r["batch_size"]))

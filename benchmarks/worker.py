@@ -22,21 +22,26 @@ import traceback
 import numpy as np
 
 from benchmarks.modes import MODES, PRECISIONS
+from common.algorithm import iteration_noise
+from common.errors import ConfigError
 from common.presets import make_config
 
 
-def make_batch(config, batch_size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Canonical (reals, z_d, z_g) of the preset's shapes: images uniform in [-1, 1], noise N(0, 1)."""
+def make_batch(config, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Canonical (reals, z_d, z_g) of the preset's shapes: images uniform in [-1, 1] from the
+    preset's seed, and the noise of the run's first iteration as common.algorithm draws it,
+    from the preset's latent distribution (N(0, 1) or U(-1, 1))."""
     m, o = config.model, config.optim
-    rng = np.random.default_rng(seed)
-    reals = rng.uniform(-1.0, 1.0, (o.d_steps, batch_size, m.channels, m.image_size, m.image_size)).astype(np.float32)
-    z_d = rng.standard_normal((o.d_steps, batch_size, m.latent_dim), dtype=np.float32)
-    z_g = rng.standard_normal((batch_size, m.latent_dim), dtype=np.float32) if o.g_fake_batch == "fresh" else None
-    return reals, z_d, z_g
+    shape = (o.d_steps, batch_size, m.channels, m.image_size, m.image_size)
+    reals = np.random.default_rng(config.seed).uniform(-1.0, 1.0, shape).astype(np.float32)
+    noise = iteration_noise(config, 0, batch_size)
+    return reals, noise.z_d, noise.z_g
 
 
 def build(job: dict):
-    """(trainer, why it cannot run on the job's device or ""). Frameworks are imported here."""
+    """(trainer, "") or (None, why the mode cannot run on the job's device here): the framework
+    runs on another device, or load_backend refuses the mode's precision or compiler there
+    (TF32 in a framework that sees no GPU). Frameworks are imported here."""
     mode = MODES[job["mode"]]
     config = make_config(job["preset"], {"optim.batch_size": job["batch_size"]})
     if mode.name == "reference-loop":
@@ -45,13 +50,18 @@ def build(job: dict):
         from benchmarks.reference_loop import ReferenceLoop
 
         found = "gpu" if torch.cuda.is_available() else "cpu"
-        return ReferenceLoop(config, job["device"]) if found == job["device"] else None, found
+        if found != job["device"]:
+            return None, f"torch runs on the {found} here, not the {job['device']}"
+        return ReferenceLoop(config, job["device"]), ""
     from common.backends import load_backend
 
-    backend = load_backend(mode.backend, PRECISIONS[job["precision"]])
+    try:
+        backend = load_backend(mode.backend, PRECISIONS[job["precision"]], mode.compile)
+    except ConfigError as err:
+        return None, str(err)
     if backend.device != job["device"]:
-        return None, backend.device
-    return backend.trainer(config, compile=mode.compile), backend.device
+        return None, f"{mode.backend} runs on the {backend.device} here, not the {job['device']}"
+    return backend.trainer(config), ""
 
 
 def device_name(job: dict) -> str:
@@ -69,7 +79,8 @@ def device_name(job: dict) -> str:
         return jax.devices()[0].device_kind
     import tensorflow as tf
 
-    return tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0]).get("device_name", "gpu")
+    details = tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0])
+    return details.get("device_name", "gpu")
 
 
 def peak_memory(job: dict) -> tuple[int, str]:
@@ -100,9 +111,9 @@ def run_block(trainer, batch, iterations: int):
 
 
 def serve(job: dict, send, receive) -> None:
-    trainer, found = build(job)
+    trainer, reason = build(job)
     if trainer is None:
-        send({"status": "skipped", "reason": f"{MODES[job['mode']].backend} runs on the {found} here, not the {job['device']}"})
+        send({"status": "skipped", "reason": reason})
         return
     config = make_config(job["preset"], {"optim.batch_size": job["batch_size"]})
     batch = trainer.prepare(*make_batch(config, job["batch_size"]))
@@ -117,8 +128,14 @@ def serve(job: dict, send, receive) -> None:
         send({"times": times})
     metrics = {name: float(value) for name, value in outputs.items()}
     memory, memory_kind = peak_memory(job)
-    send({"peak_mem_bytes": memory, "peak_mem_kind": memory_kind, "metrics": metrics,
-          "finite": bool(np.all(np.isfinite(list(metrics.values()))))})
+    send(
+        {
+            "peak_mem_bytes": memory,
+            "peak_mem_kind": memory_kind,
+            "metrics": metrics,
+            "finite": bool(np.all(np.isfinite(list(metrics.values())))),
+        }
+    )
 
 
 def main() -> None:
