@@ -30,7 +30,8 @@ demo: setup
 		--out $(DEMO_OUT) $$([ -f $(DEMO_OUT)/run.json ] && echo --resume)
 	@echo "latest grid: $$(ls $(DEMO_OUT)/samples/*.png | tail -n 1)"
 
-test: $(VENV)/.installed
+# The tests read the real Fashion-MNIST too, so the dataset is installed as for the demo.
+test: $(VENV)/.installed $(FASHION_MNIST)
 	$(BIN)/python -m pytest
 
 # ruff's linter and formatter (config in pyproject.toml); CI runs this before the tests.

@@ -12,6 +12,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from provenance import made_by  # noqa: E402
+
 from common.backends import BACKENDS  # noqa: E402
 from common.presets import PRESETS  # noqa: E402
 
@@ -30,7 +32,7 @@ def main() -> None:
         "# Parameter counts, generator / discriminator",
         "",
         "Read off the model each backend builds (`dcgan describe --preset P --backend B --json`);",
-        "`spec` is the framework-free count. Made by `.venv/bin/python docs/make_counts.py`.",
+        "`spec` is the framework-free count. " + made_by(".venv/bin/python docs/make_counts.py"),
         "",
         "| preset | " + " | ".join(SOURCES) + " |",
         "|---|" + "---|" * len(SOURCES),

@@ -5,9 +5,10 @@ Usage: .venv/bin/python docs/make_parity_report.py   (all presets, all backends,
 
 from __future__ import annotations
 
-import platform
 import time
 from pathlib import Path
+
+from provenance import made_by
 
 from common import parity
 from common.presets import PRESETS, make_config
@@ -39,9 +40,9 @@ def main() -> None:
         )
     OUT.write_text(
         "# Numeric parity, measured\n\n"
-        f"Made by `.venv/bin/python docs/make_parity_report.py` ({platform.processor() or platform.machine()}, "
-        f"{__import__('os').cpu_count()} cores, CPU; {seconds:.0f} s for all presets, 5 backends, 2 precisions, "
-        "one worker process per backend and precision, two at a time). Every preset starts from "
+        + made_by(".venv/bin/python docs/make_parity_report.py")
+        + f" {seconds:.0f} s for all presets, 5 backends, 2 precisions, "
+        "one worker process per backend and precision, two at a time. Every preset starts from "
         "`common.parity.random_state` (non-zero biases, BN statistics away from 0/1, Adam three steps in) with "
         "batch 4; `dcgan parity` makes the same table for one preset or checkpoint. What each check measures and "
         "why the tolerances are what they are: `common/parity/`; the conventions that make them hold: "

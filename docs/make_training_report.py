@@ -5,7 +5,6 @@ this report and its pictures are). Run with: .venv/bin/python docs/make_training
 """
 
 import json
-import platform
 import shutil
 import statistics
 import sys
@@ -13,6 +12,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from provenance import made_by  # noqa: E402
 
 from common.backends import BACKENDS  # noqa: E402
 from common.rundir import RunDir  # noqa: E402
@@ -42,13 +43,6 @@ RUNS = (
 )
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
-
-
 def main() -> None:
     images = ROOT / "docs" / "images"
     images.mkdir(parents=True, exist_ok=True)
@@ -76,9 +70,9 @@ def main() -> None:
     text = [
         "# Training mnist28 on Fashion-MNIST, CPU",
         "",
-        f"Device: {cpu_model()}, {len(__import__('os').sched_getaffinity(0))} cores, no GPU. "
-        "Real Fashion-MNIST (Debian's dataset-fashion-mnist), batch 64, seed 0. Made by "
-        "`.venv/bin/python docs/make_training_report.py` from the runs the commands below wrote.",
+        made_by(".venv/bin/python docs/make_training_report.py")
+        + " Real Fashion-MNIST (Debian's dataset-fashion-mnist), batch 64, seed 0, from the runs the commands "
+        "below wrote (the runs' own commits and machines are those of the sessions that ran them).",
         "",
         "| backend | iterations | median s / iteration | first iteration, s | training loop, min "
         "| last loss_D / loss_G | command |",

@@ -22,14 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch  # every extra is installed for the tests: a broken torch fails them, it does not skip them
+from torch import nn
 
 from common import canonical, checkpoint
 from common.backends import BACKENDS
 from common.cli import main
 from common.rundir import RunDir
-
-torch = pytest.importorskip("torch")
-nn = torch.nn
 
 ROOT = Path(__file__).resolve().parents[1]
 NZ, NGF, NDF, NC, N = 100, 8, 8, 3, 5

@@ -45,8 +45,9 @@ def test_idx_files_are_read_and_resized(tmp_path):
     assert batch.shape == (2, 3, 64, 64) and batch.dtype == np.float32 and -1 <= batch.min() and batch.max() <= 1
 
 
-@pytest.mark.skipif(not FASHION.exists(), reason="Debian's dataset-fashion-mnist is not installed (make setup)")
 def test_real_fashion_mnist_from_the_debian_package():
+    # `make test` installs the package (as `make demo` does), so its absence is a failure here.
+    assert FASHION.exists(), f"{FASHION} is missing: Debian's dataset-fashion-mnist is not installed (make setup)"
     dataset = load_dataset(spec("fashion-mnist"))
     assert dataset.images.shape == (60_000, 1, 28, 28)
     assert dataset.images.mean() > 50  # garments on black: not an empty or garbled read
@@ -77,6 +78,28 @@ def test_image_folder_is_cropped_and_resized(tmp_path):
     assert dataset.images.shape == (3, 3, 32, 32)
     grey = load_dataset(spec(str(tmp_path / "faces"), 16, 1, center_crop=30))
     assert grey.images.shape == (3, 1, 16, 16)
+
+
+def test_a_wide_image_keeps_its_middle_and_a_crop_its_centre(tmp_path):
+    """Which pixels land where: a 96x32 image of three 32x32 squares (red, green, blue) resized
+    to 32 keeps the green middle whole (shorter side to 32, then the centre 32x32); a 64x64
+    image with a 16x16 white centre, cropped to the centre 32x32 and resized to 16, has that
+    square in its middle 8x8 and black at its border."""
+    wide = np.zeros((32, 96, 3), np.uint8)
+    wide[:, :32, 0] = wide[:, 32:64, 1] = wide[:, 64:, 2] = 255
+    (tmp_path / "wide").mkdir()
+    Image.fromarray(wide).save(tmp_path / "wide" / "rgb.png")
+    (image,) = load_dataset(spec(str(tmp_path / "wide"), 32, 3)).images
+    assert (image[1] == 255).all() and (image[0] == 0).all() and (image[2] == 0).all()
+
+    centred = np.zeros((64, 64, 3), np.uint8)
+    centred[24:40, 24:40] = 255
+    (tmp_path / "centred").mkdir()
+    Image.fromarray(centred).save(tmp_path / "centred" / "c.png")
+    (grey,) = load_dataset(spec(str(tmp_path / "centred"), 16, 1, center_crop=32)).images
+    assert grey.shape == (1, 16, 16)
+    assert (grey[0, 5:11, 5:11] == 255).all()  # the square (8x8 after halving), bar its blended edge
+    assert (grey[0, [0, -1], :] == 0).all() and (grey[0, :, [0, -1]] == 0).all()
 
 
 def test_center_crop_takes_the_middle(tmp_path):
@@ -123,7 +146,6 @@ def test_fake_images_follow_the_seed():
 
 def test_tensorflow_datasets_offline_with_mock_data(tmp_path):
     """The child process's decoding, under tfds's offline mock (which works in-process only)."""
-    pytest.importorskip("tensorflow_datasets")
     code = (
         "import numpy as np, tensorflow_datasets as tfds\n"
         "from common.catalogue import decode\n"
@@ -139,7 +161,6 @@ def test_tensorflow_datasets_offline_with_mock_data(tmp_path):
 
 def test_torchvision_datasets_offline_with_fake_data():
     """Through the child process, as training loads a catalogue."""
-    pytest.importorskip("torchvision")
     dataset = load_dataset(spec("torchvision:FakeData", 28, 1))
     assert dataset.images.shape == (FAKE_SIZE, 1, 28, 28)
     with pytest.raises(ConfigError, match="torchvision:NoSuchSet.*a class of torchvision.datasets"):

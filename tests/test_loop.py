@@ -21,13 +21,19 @@ from common.train import Schedule
 
 def test_schedule_covers_each_epoch_once_in_a_seeded_order():
     config = make_config("mnist28", {"optim.batch_size": 4, "optim.d_steps": 2})
-    schedule = Schedule(batch_size=4, d_steps=2, dataset_size=18)  # 4 whole batches an epoch, 2 images dropped
+    schedule = Schedule(batch_size=4, d_steps=2, dataset_size=16)  # 4 whole batches an epoch
     assert schedule.iterations_per_epoch == 2
-    epoch0 = np.concatenate([b for step in (0, 1) for b in schedule.batch_indices(config, step)])
-    assert len(set(epoch0)) == 16 and epoch0.max() < 18
-    assert [b.tolist() for b in schedule.batch_indices(config, 2)] == [
-        b.tolist() for b in schedule.batch_indices(config, 2)
+    epochs = [
+        np.concatenate([b for step in steps for b in schedule.batch_indices(config, step)])
+        for steps in ((0, 1), (2, 3), (4, 5))
     ]
+    for epoch in epochs:  # every image exactly once per epoch
+        assert sorted(epoch.tolist()) == list(range(16))
+    assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[1], epochs[2])  # reshuffled
+    assert not np.array_equal(epochs[0], np.arange(16))  # shuffled at all
+    # Partial last batches are dropped: 18 images make 4 whole batches of distinct images.
+    ragged = np.concatenate([b for step in (0, 1) for b in Schedule(4, 2, 18).batch_indices(config, step)])
+    assert len(set(ragged.tolist())) == 16 and ragged.max() < 18
     other = make_config("mnist28", {"optim.batch_size": 4, "optim.d_steps": 2, "seed": 1})
     assert not np.array_equal(schedule.batch_indices(config, 0)[0], schedule.batch_indices(other, 0)[0])
 
@@ -82,9 +88,30 @@ def test_train_refuses_another_runs_directory_from_the_cli(tmp_path, capsys):
     run.mkdir()
     (run / "run.json").write_text(json.dumps({"preset": "dcgan64", "backend": "jax"}))
     (run / "keep.txt").write_text("x")
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
     assert main(["train", "--preset", "mnist28", "--out", str(run), "--dataset", "fake", "--steps", "1"]) == 2
     assert "holds a dcgan64 run on jax" in capsys.readouterr().err
-    assert sorted(p.name for p in run.iterdir()) == ["keep.txt", "run.json"]
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # not a byte changed
+
+
+def test_an_interrupted_save_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
+    """A save that dies half-way (here: the writer raises after writing part of the file)
+    must leave the checkpoint already at that path, and the run's latest, as they were."""
+    run = RunDir(tmp_path)
+    old = {"w": np.arange(6, dtype=np.float32)}
+    path = run.save_checkpoint(100, old, {"step": "100"})
+    before = path.read_bytes()
+
+    def dies_half_way(arrays, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"\x00" * 100)
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save_file", dies_half_way)
+    with pytest.raises(OSError, match="No space left"):
+        checkpoint.save(path, {"w": np.zeros(6, np.float32)}, {"step": "100"})
+    assert path.read_bytes() == before
+    assert run.latest_checkpoint() == path and np.array_equal(checkpoint.load(path)[0]["w"], old["w"])
 
 
 def test_checkpoints_are_written_atomically_and_pruned(tmp_path):
