@@ -4,35 +4,96 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 
 from benchmarks import report
 from benchmarks.environment import gpus
-from benchmarks.modes import DEVICES, MODES, PRECISIONS, parse_modes
+from benchmarks.modes import DEVICES, MODES, OLD_PRECISIONS, PRECISIONS, parse_modes
 from benchmarks.runner import Settings, run
 from common.cli import positive_int
 from common.errors import ConfigError
 from common.presets import PRESETS
 
+# What a bare run times, meant to take a few minutes on a 2-core CPU: one preset, one batch
+# size, float32, and every mode but torch-compile-max-autotune, whose cold compile would be a
+# second minute of compiling (65.5 s beside torch-compile's 71.7 s in the committed dcgan64 run,
+# benchmarks/results/cpu-dcgan64-b64.md); and what `--full` times, the whole grid. A flag given
+# explicitly overrides either.
+SHORT = {
+    "preset": ["mnist28"],
+    "batch_size": [64],
+    "precision": ["float32"],
+    "modes": [name for name in MODES if name != "torch-compile-max-autotune"],
+    "repeats": 10,
+}
+FULL = {
+    "preset": ["dcgan64", "mnist28"],
+    "batch_size": [64, 128],
+    "precision": list(PRECISIONS),
+    "modes": list(MODES),
+    "repeats": 20,
+}
+
+
+def _words(values) -> str:
+    return " ".join(map(str, values))
+
+
+DESCRIPTION = "\n\n".join(
+    textwrap.fill(paragraph, 79)
+    for paragraph in (
+        "Time one training iteration in every mode, with FLOPs, efficiency and a report.",
+        f"A bare run is the short one, meant to take a few minutes on a 2-core CPU: preset "
+        f"{_words(SHORT['preset'])}, batch {_words(SHORT['batch_size'])}, {_words(SHORT['precision'])}, every "
+        f"mode but torch-compile-max-autotune (a second cold torch.compile), {SHORT['repeats']} timed blocks "
+        "per mode.",
+        f"--full times the grid: presets {_words(FULL['preset'])}, batch sizes {_words(FULL['batch_size'])}, "
+        f"precisions {_words(FULL['precision'])} (each where the device runs it), every mode, "
+        f"{FULL['repeats']} timed blocks per mode.",
+        "--preset, --batch-size, --precision, --modes and --repeats override either.",
+    )
+)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="time the whole grid described above instead of the short run",
+    )
     parser.add_argument(
         "--preset",
         nargs="+",
         choices=list(PRESETS),
-        default=["dcgan64", "mnist28"],
-        help="presets to time (default dcgan64 mnist28)",
+        help=f"presets to time (default {_words(SHORT['preset'])}; --full: {_words(FULL['preset'])})",
     )
-    parser.add_argument("--modes", nargs="+", metavar="MODE", help="default: all of " + ", ".join(MODES))
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        metavar="MODE",
+        help="modes to time, of " + ", ".join(MODES) + " (default: all but torch-compile-max-autotune; --full: all)",
+    )
     parser.add_argument(
         "--precision",
         nargs="+",
-        choices=list(PRECISIONS),
-        default=list(PRECISIONS),
-        help="default fp32 tf32 bf16 (each only where the device runs it; the rest are listed as skipped)",
+        choices=[*PRECISIONS, *OLD_PRECISIONS],
+        metavar="PRECISION",
+        help=f"{', '.join(PRECISIONS)}: the names `dcgan train --precision` takes (default "
+        f"{_words(SHORT['precision'])}; --full: {_words(FULL['precision'])}; each only where the device runs it, "
+        "the rest are listed as skipped)",
     )
-    parser.add_argument("--batch-size", nargs="+", type=positive_int, default=[64, 128], help="default 64 128")
-    parser.add_argument("--repeats", type=positive_int, default=20, help="timed blocks per mode (20)")
+    parser.add_argument(
+        "--batch-size",
+        nargs="+",
+        type=positive_int,
+        help=f"default {_words(SHORT['batch_size'])}; --full: {_words(FULL['batch_size'])}",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=positive_int,
+        help=f"timed blocks per mode (default {SHORT['repeats']}; --full: {FULL['repeats']})",
+    )
     parser.add_argument("--warmup", type=int, default=3, help="untimed iterations after the first call (3)")
     parser.add_argument(
         "--device",
@@ -50,7 +111,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def resolve(args: argparse.Namespace) -> argparse.Namespace:
+    """The run the arguments ask for: the short run's values (`--full`: the grid's) where a flag
+    was not given, and old precision names in today's, with a note on stderr for each."""
+    run = FULL if args.full else SHORT
+    for key, value in run.items():
+        if getattr(args, key) is None:
+            setattr(args, key, list(value) if isinstance(value, list) else value)
+    precisions = []
+    for name in args.precision:
+        if name in OLD_PRECISIONS:
+            print(f"dcgan bench: --precision {name} is now spelled {OLD_PRECISIONS[name]}", file=sys.stderr)
+            name = OLD_PRECISIONS[name]
+        if name not in precisions:
+            precisions.append(name)
+    args.precision = precisions
+    return args
+
+
 def bench(args: argparse.Namespace) -> int:
+    args = resolve(args)
     device = args.device if args.device != "auto" else ("gpu" if gpus() else "cpu")
     if device == "gpu" and not gpus():
         raise ConfigError("--device", "gpu", "cpu on this machine: nvidia-smi sees no NVIDIA GPU")
@@ -91,13 +171,17 @@ def add_command(commands) -> None:
     parser = commands.add_parser(
         "bench",
         help="time a training iteration in every backend and mode, with FLOPs, efficiency and a report (benchmarks/)",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(parser)
     parser.set_defaults(run=bench)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_arguments(parser)
     try:
         return bench(parser.parse_args(argv))

@@ -19,13 +19,13 @@ from common.presets import make_config
 
 # Dense (no sparsity) peak TFLOP/s from NVIDIA's data sheets, by a name `device_name` contains.
 VENDOR_PEAKS = {
-    "H200": {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4},
-    "H100 SXM": {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4},
-    "H100 PCIe": {"fp32": 51.2, "tf32": 378.0, "bf16": 756.0},
-    "H100 NVL": {"fp32": 60.0, "tf32": 417.5, "bf16": 835.0},
-    "H100 80GB HBM3": {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4},  # the SXM part's CUDA name
-    "A100": {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0},
-    "L4": {"fp32": 30.3, "tf32": 60.0, "bf16": 121.0},
+    "H200": {"float32": 67.0, "tf32": 494.7, "bf16": 989.4},
+    "H100 SXM": {"float32": 67.0, "tf32": 494.7, "bf16": 989.4},
+    "H100 PCIe": {"float32": 51.2, "tf32": 378.0, "bf16": 756.0},
+    "H100 NVL": {"float32": 60.0, "tf32": 417.5, "bf16": 835.0},
+    "H100 80GB HBM3": {"float32": 67.0, "tf32": 494.7, "bf16": 989.4},  # the SXM part's CUDA name
+    "A100": {"float32": 19.5, "tf32": 156.0, "bf16": 312.0},
+    "L4": {"float32": 30.3, "tf32": 60.0, "bf16": 121.0},
 }
 
 

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         "mode": args.mode,
         "preset": args.preset,
         "batch_size": args.batch_size,
-        "precision": "fp32",
+        "precision": "float32",
         "device": "gpu" if torch.cuda.is_available() else "cpu",
     }
     trainer, reason = build(job)
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.steps):
             trainer.synchronize(trainer.step(batch))
     sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
-    print(f"{args.mode}, {args.preset}, batch {args.batch_size}, fp32: {args.steps} iterations")
+    print(f"{args.mode}, {args.preset}, batch {args.batch_size}, float32: {args.steps} iterations")
     print(prof.key_averages().table(sort_by=sort, row_limit=args.rows))
     return 0
 

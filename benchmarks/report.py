@@ -1,27 +1,47 @@
 """The benchmark's result as JSON, a Markdown report and a bar chart, with ratios that mean the
 same on any machine: how close the fastest mode comes to the machine's limit, how far each
-backend's best mode is from the fastest, and what bf16 gains over fp32 where it runs.
+backend's best mode is from the fastest, and what bf16 gains over float32 where it runs.
 
     python -m benchmarks.report RESULTS_JSON [--markdown PATH] [--plot PATH]
 
-writes the report of a recorded run (`dcgan bench --json`) again, without timing anything.
+writes the report of a recorded run (`dcgan bench --json`) again, without timing anything;
+a run recorded under the benchmark's earlier precision names ("fp32") is read in today's
+("float32").
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.modes import MODES
+from benchmarks.modes import MODES, OLD_PRECISIONS, PRECISIONS
 
 
 def write_json(results: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1) + "\n")
+
+
+def read_json(path: Path) -> dict:
+    """A recorded run, its precisions in today's names: "fp32" (the benchmark's name for float32
+    before it took the trainer's) becomes "float32" in the settings, the peaks (each framework's
+    too), the records and the records' reasons. The figures are left as they were."""
+    results = json.loads(path.read_text())
+    old = re.compile(r"\b(" + "|".join(map(re.escape, OLD_PRECISIONS)) + r")\b")
+    settings = results.get("settings", {})
+    if "precisions" in settings:
+        settings["precisions"] = [OLD_PRECISIONS.get(p, p) for p in settings["precisions"]]
+    peaks = results.get("peaks", [])
+    for item in [*peaks, *(f for p in peaks for f in p.get("by_framework", [])), *results.get("records", [])]:
+        item["precision"] = OLD_PRECISIONS.get(item["precision"], item["precision"])
+        if item.get("reason"):
+            item["reason"] = old.sub(lambda m: OLD_PRECISIONS[m.group(1)], item["reason"])
+    return results
 
 
 def _mib(value: int | None) -> str:
@@ -166,29 +186,29 @@ def _best_by_backend(records: list[dict]) -> dict[str, dict]:
 
 def summary(preset: str, batch: int, records: list[dict]) -> dict | None:
     """Ratios within one (preset, batch) of a run, which a run on any machine can be read by.
-    Of the project's own modes (reference-loop has its column in the table): the fastest fp32
-    mode and the share of the fp32 limit's speed it reaches (`limit_fraction`, None without a
-    measured peak); each backend's best fp32 mode and its time as a multiple of the fastest's
+    Of the project's own modes (reference-loop has its column in the table): the fastest float32
+    mode and the share of the float32 limit's speed it reaches (`limit_fraction`, None without a
+    measured peak); each backend's best float32 mode and its time as a multiple of the fastest's
     (`vs_fastest`); and where that backend ran bf16, its best bf16 mode's speed-up over it
-    (`bf16_speedup`, else None). Backends are listed fastest first; None where no fp32 mode of
+    (`bf16_speedup`, else None). Backends are listed fastest first; None where no float32 mode of
     the project's ran. Computed from the records when the report is written, so a recorded run's
     JSON gets it too."""
     ok = [r for r in records if r["status"] == "ok" and r["mode"] != "reference-loop"]
-    fp32 = _best_by_backend([r for r in ok if r["precision"] == "fp32"])
-    if not fp32:
+    float32 = _best_by_backend([r for r in ok if r["precision"] == "float32"])
+    if not float32:
         return None
     bf16 = _best_by_backend([r for r in ok if r["precision"] == "bf16"])
-    fastest = min(fp32.values(), key=lambda r: r["median_s"])
+    fastest = min(float32.values(), key=lambda r: r["median_s"])
     backends = [
         {
             "backend": backend,
-            "fp32_mode": r["mode"],
-            "fp32_median_s": r["median_s"],
+            "float32_mode": r["mode"],
+            "float32_median_s": r["median_s"],
             "vs_fastest": r["median_s"] / fastest["median_s"],
             "bf16_mode": bf16[backend]["mode"] if backend in bf16 else None,
             "bf16_speedup": r["median_s"] / bf16[backend]["median_s"] if backend in bf16 else None,
         }
-        for backend, r in sorted(fp32.items(), key=lambda item: item[1]["median_s"])
+        for backend, r in sorted(float32.items(), key=lambda item: item[1]["median_s"])
     ]
     return {
         "preset": preset,
@@ -203,19 +223,19 @@ def summary(preset: str, batch: int, records: list[dict]) -> dict | None:
 def summary_lines(found: dict) -> list[str]:
     """`summary`'s figures: a sentence and a table by backend (with bf16 columns where bf16 ran)."""
     bf16 = any(b["bf16_speedup"] for b in found["backends"])
-    line = f"The fastest fp32 mode, {found['fastest_mode']} ({found['fastest_median_s']:.3f} s/it)"
+    line = f"The fastest float32 mode, {found['fastest_mode']} ({found['fastest_median_s']:.3f} s/it)"
     if found["limit_fraction"] is not None:
-        line += f", runs at {100 * found['limit_fraction']:.0f}% of the fp32 limit's speed"
-    line += ". Each backend's best fp32 mode, its time as a multiple of the fastest's"
+        line += f", runs at {100 * found['limit_fraction']:.0f}% of the float32 limit's speed"
+    line += ". Each backend's best float32 mode, its time as a multiple of the fastest's"
     lines = [
         line + (", and bf16's speed-up over it:" if bf16 else ":"),
         "",
-        "| backend | best fp32 mode | s/it | × the fastest's time |"
+        "| backend | best float32 mode | s/it | × the fastest's time |"
         + (" best bf16 mode | bf16 speed-up |" if bf16 else ""),
         "|---|---|---:|---:|" + ("---|---:|" if bf16 else ""),
     ]
     for b in found["backends"]:
-        row = f"| {b['backend']} | {b['fp32_mode']} | {b['fp32_median_s']:.3f} | {b['vs_fastest']:.2f} |"
+        row = f"| {b['backend']} | {b['float32_mode']} | {b['float32_median_s']:.3f} | {b['vs_fastest']:.2f} |"
         if bf16:
             row += f" {b['bf16_mode'] or '–'} | {_num(b['bf16_speedup'], '.2f')} |"
         lines.append(row)
@@ -232,8 +252,8 @@ def plot(results: dict, path: Path) -> None:
 
     ok = [r for r in results["records"] if r["status"] == "ok"]
     groups = sorted({(r["preset"], r["batch_size"]) for r in ok}, key=lambda g: (g[0] != "dcgan64", g))
-    precisions = [p for p in ("fp32", "tf32", "bf16") if any(r["precision"] == p for r in ok)]
-    colours = {"fp32": "#4477aa", "tf32": "#228833", "bf16": "#ee6677"}
+    precisions = [p for p in PRECISIONS if any(r["precision"] == p for r in ok)]
+    colours = {"float32": "#4477aa", "tf32": "#228833", "bf16": "#ee6677"}
     fig, axes = plt.subplots(len(groups), 1, figsize=(9, 0.5 + 0.45 * len(MODES) * len(groups) + 0.6), squeeze=False)
     for ax, (preset, batch) in zip(axes[:, 0], groups):
         records = [r for r in ok if (r["preset"], r["batch_size"]) == (preset, batch)]
@@ -291,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, help="write the report here (default: print it)")
     parser.add_argument("--plot", type=Path, help="write the bar chart (PNG) here")
     args = parser.parse_args(argv)
-    results = json.loads(args.results.read_text())
+    results = read_json(args.results)
     if args.markdown:
         args.markdown.write_text(markdown(results))
     else:

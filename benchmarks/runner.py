@@ -278,7 +278,7 @@ def run(settings: Settings) -> dict:
 
 
 def add_speedups(records: list[dict]) -> None:
-    """speedup_vs_reference: reference-loop's fp32 median over the mode's, same preset and batch."""
+    """speedup_vs_reference: reference-loop's float32 median over the mode's, same preset and batch."""
     reference = {
         (r["preset"], r["batch_size"]): r["median_s"]
         for r in records

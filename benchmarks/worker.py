@@ -21,7 +21,7 @@ import traceback
 
 import numpy as np
 
-from benchmarks.modes import MODES, PRECISIONS
+from benchmarks.modes import MODES
 from common.algorithm import iteration_noise
 from common.errors import ConfigError
 from common.presets import make_config
@@ -56,7 +56,7 @@ def build(job: dict):
     from common.backends import load_backend
 
     try:
-        backend = load_backend(mode.backend, PRECISIONS[job["precision"]], mode.compile)
+        backend = load_backend(mode.backend, job["precision"], mode.compile)
     except ConfigError as err:
         return None, str(err)
     if backend.device != job["device"]:

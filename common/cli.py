@@ -243,8 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = commands.add_parser("sample", help="draw a grid of images from a checkpoint, G in eval mode")
     sample.add_argument("--checkpoint", required=True, help="a checkpoint file, or a run directory (its latest)")
-    sample.add_argument("--n", type=positive_int, help="how many images (64; with --noise: the file's)")
-    sample.add_argument("--out", default="samples.png", help="the grid PNG to write")
+    sample.add_argument(
+        "--n", type=positive_int, help="how many images (64; with --noise: the file's); --npz holds them all"
+    )
+    sample.add_argument(
+        "--out", default="samples.png", help="the grid PNG to write: the first 256 images at most (16 x 16)"
+    )
     sample.add_argument("--seed", type=int, default=0, help="seed of the latent vectors")
     sample.add_argument(
         "--backend",
@@ -257,7 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE.npy",
         help="latent vectors to use, shape (n, latent_dim), instead of drawing them from --seed",
     )
-    sample.add_argument("--npz", help="also write the images as arrays: images (n, C, H, W) in [-1, 1], and z")
+    sample.add_argument(
+        "--npz", help="also write all n images as arrays: images (n, C, H, W) in [-1, 1], and z (n, latent_dim)"
+    )
     sample.set_defaults(run=cmd_sample)
 
     convert = commands.add_parser(

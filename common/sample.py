@@ -1,4 +1,8 @@
-"""`dcgan sample`: a grid (and arrays) from a checkpoint, G in eval mode, on any backend."""
+"""`dcgan sample`: a grid (and arrays) from a checkpoint, G in eval mode, on any backend.
+
+The grid shows at most the first GRID_MAX images (16 x 16), so that it stays legible: 10,000
+28x28 images would be one 6004 x 6004 PNG. `--npz` holds every image drawn.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ from common.pictures import save_grid
 from common.rundir import open_checkpoint
 
 DEFAULT_N = 64
+GRID_MAX = 256  # images in the grid PNG at most: 16 x 16
+SAMPLE_BATCH = 256  # G runs on this many latent vectors at a time, so any --n fits in memory
 
 
 def load_noise(path: Path, config: Config, n: int | None = None) -> np.ndarray:
@@ -56,8 +62,11 @@ def sample(
     )
     trainer = load_backend(backend).trainer(config)
     trainer.load_state_dict(arrays)
-    images = trainer.sample(z)
-    save_grid(Path(out), images)
+    images = np.concatenate([trainer.sample(z[i : i + SAMPLE_BATCH]) for i in range(0, len(z), SAMPLE_BATCH)])
+    save_grid(Path(out), images[:GRID_MAX])
+    if len(images) > GRID_MAX:
+        rest = f"{npz} holds all {len(images)}" if npz else "--npz FILE writes them all"
+        print(f"dcgan sample: the grid shows the first {GRID_MAX} of {len(images)} images; {rest}")
     if npz:
         np.savez(npz, images=np.asarray(images, dtype=np.float32), z=z)
     return images

@@ -1,7 +1,8 @@
 """The benchmarks: the FLOP count against PyTorch's counter, the reference loop against the
 torch build, the batch's noise against common.algorithm, each framework's convolution call
-against PyTorch's, skip rules, the report's arithmetic, and a smoke run of `python -m benchmarks`
-on a tiny configuration whose JSON is checked field by field."""
+against PyTorch's, skip rules, the report's arithmetic, the short run and the full grid as the
+arguments give them, the committed run read back, and a smoke run of `python -m benchmarks` on
+a tiny configuration whose JSON is checked field by field."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from benchmarks import flops, report
-from benchmarks.modes import MODES, skip_reason
+from benchmarks.modes import MODES, PRECISIONS, skip_reason
 from benchmarks.peak import vendor_peak
 from benchmarks.worker import make_batch
 from common.algorithm import iteration_noise
@@ -28,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_iteration_flops_match_pytorchs_flop_counter(preset):
     """PyTorch counts our rule exactly, plus one thing the algorithm does not need: its G step's
     backward also fills D's weight gradients (a D forward's worth)."""
-    torch = pytest.importorskip("torch")
+    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from common.backends import load_backend
@@ -100,9 +101,10 @@ def test_each_frameworks_convolution_call_computes_pytorchs():
     """benchmarks.convolutions, which the peak and the per-layer timings use: for every
     convolution of mnist28, JAX's calls (lax's and jax_impl's transposed convolution) and
     TensorFlow's give PyTorch's output, of the spec's shape, from the same input and weights."""
-    torch = pytest.importorskip("torch")
-    jax = pytest.importorskip("jax")
-    tf = pytest.importorskip("tensorflow")
+    import jax
+    import tensorflow as tf
+    import torch
+
     from benchmarks.convolutions import jax_convolution, tensorflow_convolution, torch_convolution
     from benchmarks.layers import conv_layers
 
@@ -134,7 +136,7 @@ def _relative_error(ours, expected: np.ndarray) -> float:
 def test_skip_rules_name_the_reason():
     cpu = {"avx512f", "avx512_bf16"}
     assert "NVIDIA" in skip_reason(MODES["torch-eager"], "tf32", "cpu", cpu)
-    assert "CUDA graphs" in skip_reason(MODES["torch-compile-reduce-overhead"], "fp32", "cpu", cpu)
+    assert "CUDA graphs" in skip_reason(MODES["torch-compile-reduce-overhead"], "float32", "cpu", cpu)
     assert "float32" in skip_reason(MODES["reference-loop"], "bf16", "cpu", cpu)
     assert "bfloat16 instructions" in skip_reason(MODES["jax-jit"], "bf16", "cpu", {"avx2"})
     assert skip_reason(MODES["jax-jit"], "bf16", "cpu", cpu) == ""
@@ -144,7 +146,7 @@ def test_skip_rules_name_the_reason():
 def test_vendor_peaks_are_found_by_the_gpus_name():
     assert vendor_peak("NVIDIA H100 80GB HBM3", "bf16") == pytest.approx(989.4e12)
     assert vendor_peak("NVIDIA H200", "tf32") == pytest.approx(494.7e12)
-    assert vendor_peak("Some Future GPU", "fp32") is None
+    assert vendor_peak("Some Future GPU", "float32") is None
 
 
 def _record(mode, precision, median, batch=64, preset="dcgan64"):
@@ -160,17 +162,17 @@ def _record(mode, precision, median, batch=64, preset="dcgan64"):
 
 
 def test_summary_gives_ratios_within_the_run_without_verdicts():
-    """The fastest fp32 mode of the project's (reference-loop is the table's baseline, not a
-    build) and its share of the limit's speed; each backend's best fp32 mode as a multiple of
-    the fastest's time, fastest first; bf16's speed-up over fp32 where a backend ran it."""
+    """The fastest float32 mode of the project's (reference-loop is the table's baseline, not a
+    build) and its share of the limit's speed; each backend's best float32 mode as a multiple of
+    the fastest's time, fastest first; bf16's speed-up over float32 where a backend ran it."""
     records = [
-        {**_record(mode, precision, median), "limit_s": 0.3 if precision == "fp32" else 0.15}
+        {**_record(mode, precision, median), "limit_s": 0.3 if precision == "float32" else 0.15}
         for mode, precision, median in (
-            ("reference-loop", "fp32", 0.35),
-            ("torch-eager", "fp32", 0.4),
-            ("torch-compile", "fp32", 0.5),
-            ("jax-jit", "fp32", 0.7),
-            ("keras-tensorflow", "fp32", 0.6),
+            ("reference-loop", "float32", 0.35),
+            ("torch-eager", "float32", 0.4),
+            ("torch-compile", "float32", 0.5),
+            ("jax-jit", "float32", 0.7),
+            ("keras-tensorflow", "float32", 0.6),
             ("torch-eager", "bf16", 0.25),
             ("torch-compile", "bf16", 0.2),
         )
@@ -181,28 +183,28 @@ def test_summary_gives_ratios_within_the_run_without_verdicts():
     assert found["limit_fraction"] == pytest.approx(0.3 / 0.4)
     backends = {b["backend"]: b for b in found["backends"]}
     assert [b["backend"] for b in found["backends"]] == ["torch", "keras-tensorflow", "jax"]
-    assert backends["jax"]["fp32_mode"] == "jax-jit" and backends["jax"]["vs_fastest"] == pytest.approx(0.7 / 0.4)
+    assert backends["jax"]["float32_mode"] == "jax-jit" and backends["jax"]["vs_fastest"] == pytest.approx(0.7 / 0.4)
     assert backends["torch"]["vs_fastest"] == 1.0
     assert backends["torch"]["bf16_mode"] == "torch-compile" and backends["torch"]["bf16_speedup"] == pytest.approx(2.0)
     assert backends["jax"]["bf16_speedup"] is None and backends["keras-tensorflow"]["bf16_mode"] is None
     assert not any(key in found for key in ("met", "target"))
     text = "\n".join(report.summary_lines(found))
-    assert "torch-eager (0.400 s/it), runs at 75% of the fp32 limit's speed" in text
+    assert "torch-eager (0.400 s/it), runs at 75% of the float32 limit's speed" in text
     assert "| jax | jax-jit | 0.700 | 1.75 | – | – |" in text
     assert "| torch | torch-eager | 0.400 | 1.00 | torch-compile | 2.00 |" in text
 
-    fp32_only = [r for r in records if r["precision"] == "fp32" and r["mode"] != "keras-tensorflow"]
-    found = report.summary("dcgan64", 64, [{k: v for k, v in r.items() if k != "limit_s"} for r in fp32_only])
+    float32_only = [r for r in records if r["precision"] == "float32" and r["mode"] != "keras-tensorflow"]
+    found = report.summary("dcgan64", 64, [{k: v for k, v in r.items() if k != "limit_s"} for r in float32_only])
     assert found["limit_fraction"] is None and "bf16" not in "\n".join(report.summary_lines(found))
-    assert report.summary("dcgan64", 64, [_record("reference-loop", "fp32", 0.35)]) is None
+    assert report.summary("dcgan64", 64, [_record("reference-loop", "float32", 0.35)]) is None
 
 
 def test_skipped_modes_are_one_sentence_grouped_by_reason():
     """The committed CPU run's pattern: tf32 skipped everywhere, bf16 everywhere (with the
     reference's own reason), and a GPU-only mode in every precision."""
-    records = [_record(m, "fp32", 1.0) for m in ("reference-loop", "torch-eager", "jax-jit")]
+    records = [_record(m, "float32", 1.0) for m in ("reference-loop", "torch-eager", "jax-jit")]
     for mode in ("reference-loop", "torch-eager", "jax-jit", "torch-compile-reduce-overhead"):
-        for precision in ("fp32", "tf32", "bf16"):
+        for precision in ("float32", "tf32", "bf16"):
             reason = (
                 "CUDA graphs"
                 if mode == "torch-compile-reduce-overhead"
@@ -212,7 +214,7 @@ def test_skipped_modes_are_one_sentence_grouped_by_reason():
                 if mode == "reference-loop"
                 else "no bf16 here"
             )
-            if precision != "fp32" or mode == "torch-compile-reduce-overhead":
+            if precision != "float32" or mode == "torch-compile-reduce-overhead":
                 records.append({**_record(mode, precision, 1.0), "status": "skipped", "reason": reason})
     assert report.skipped_line(records) == (
         "Skipped: tf32 (all modes): TF32 on GPUs; torch-compile-reduce-overhead: CUDA graphs; "
@@ -229,10 +231,10 @@ def test_limit_is_the_iterations_flops_at_the_best_convolution_and_bounds_the_sp
     """100 GFLOP at 50 GFLOP/s: 2 s/it, 32 images/s at batch 64, and with the reference at
     3 s/it no mode can be more than 1.5x faster than it."""
     records = [
-        {**_record(mode, "fp32", median), "flops_per_iter": 100e9, "limit_s": 2.0}
+        {**_record(mode, "float32", median), "flops_per_iter": 100e9, "limit_s": 2.0}
         for mode, median in (("reference-loop", 3.0), ("torch-eager", 2.5))
     ]
-    peak = {"precision": "fp32", "preset": "dcgan64", "batch_size": 64}
+    peak = {"precision": "float32", "preset": "dcgan64", "batch_size": 64}
     line = report.limit_line({"records": records}, peak)
     assert "100.0 GFLOP at 50 GFLOP/s = 2.000 s/it (32.0 images/s)" in line and "1.50× reference-loop" in line
     assert report.limit_line({"records": records}, {**peak, "batch_size": 128}) == ""  # nothing timed there
@@ -243,6 +245,59 @@ def test_bench_rejects_an_unknown_mode_by_name():
         [sys.executable, "-m", "benchmarks", "--modes", "torch-fast"], cwd=ROOT, capture_output=True, text=True
     )
     assert out.returncode == 2 and "torch-fast" in out.stderr and "torch-eager" in out.stderr
+
+
+def _bench_args(*argv: str):
+    """`dcgan bench`'s arguments as the run reads them, parsed and resolved: nothing is timed."""
+    import argparse
+
+    from benchmarks.cli import add_arguments, resolve
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return resolve(parser.parse_args(argv))
+
+
+def test_a_bare_bench_is_the_short_run_and_full_the_grid():
+    """A bare run: mnist28, batch 64, float32, every mode but torch-compile-max-autotune, 10
+    blocks. --full: both presets, both batch sizes, every precision and mode, 20 blocks. A flag
+    given overrides either."""
+    bare = _bench_args()
+    assert (bare.preset, bare.batch_size, bare.precision, bare.repeats) == (["mnist28"], [64], ["float32"], 10)
+    assert bare.modes == [m for m in MODES if m != "torch-compile-max-autotune"]
+    full = _bench_args("--full")
+    assert (full.preset, full.batch_size, full.repeats) == (["dcgan64", "mnist28"], [64, 128], 20)
+    assert full.precision == ["float32", "tf32", "bf16"] and full.modes == list(MODES)
+    mixed = _bench_args("--full", "--preset", "svhn32", "--repeats", "3")
+    assert (mixed.preset, mixed.repeats, mixed.batch_size, mixed.modes) == (["svhn32"], 3, [64, 128], list(MODES))
+    short = _bench_args("--batch-size", "32", "--modes", "jax-jit")
+    assert (short.batch_size, short.modes, short.preset, short.repeats) == ([32], ["jax-jit"], ["mnist28"], 10)
+
+
+def test_bench_takes_the_trainers_precision_names_and_fp32_with_a_note(capsys):
+    """The names of common.backends.TRAINING_PRECISIONS but float64; the old "fp32" still
+    works, as float32, with one line on stderr."""
+    from common.backends import TRAINING_PRECISIONS
+
+    assert set(PRECISIONS) == set(TRAINING_PRECISIONS) - {"float64"}
+    assert _bench_args("--precision", "bf16", "float32").precision == ["bf16", "float32"]
+    assert capsys.readouterr().err == ""
+    assert _bench_args("--precision", "fp32", "bf16").precision == ["float32", "bf16"]
+    assert capsys.readouterr().err == "dcgan bench: --precision fp32 is now spelled float32\n"
+    with pytest.raises(SystemExit):
+        _bench_args("--precision", "float64")
+
+
+def test_the_committed_run_recorded_as_fp32_reads_as_float32():
+    """benchmarks/results/ holds a run recorded when the benchmark called float32 "fp32": read
+    back, every precision is float32, the figures are the recorded ones, and the committed
+    Markdown is its report."""
+    path = ROOT / "benchmarks" / "results" / "cpu-dcgan64-b64.json"
+    recorded, results = json.loads(path.read_text()), report.read_json(path)
+    assert "fp32" in json.dumps(recorded) and "fp32" not in json.dumps(results)
+    assert {r["precision"] for r in results["records"] if r["status"] == "ok"} == {"float32"}
+    assert [r.get("median_s") for r in results["records"]] == [r.get("median_s") for r in recorded["records"]]
+    assert report.markdown(results) == path.with_suffix(".md").read_text()
 
 
 SMOKE_MODES = [
@@ -259,8 +314,7 @@ SMOKE_MODES = [
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    """The benchmark on mnist28 at batch 4, two timed blocks per mode, fp32, tf32 and bf16."""
-    pytest.importorskip("torch"), pytest.importorskip("jax"), pytest.importorskip("keras")
+    """The benchmark on mnist28 at batch 4, two timed blocks per mode, float32, tf32 and bf16."""
     out = tmp_path_factory.mktemp("bench")
     command = [
         sys.executable,
@@ -280,6 +334,10 @@ def smoke(tmp_path_factory):
         "128",
         "--modes",
         *SMOKE_MODES,
+        "--precision",
+        "float32",
+        "tf32",
+        "bf16",
         "--json",
         str(out / "bench.json"),
         "--markdown",
@@ -310,7 +368,7 @@ def test_smoke_json_has_every_field_in_its_unit(smoke):
     assert reference["speedup_vs_reference"] == pytest.approx(1.0)
     for r in ok:
         assert r["speedup_vs_reference"] == pytest.approx(reference["median_s"] / r["median_s"])
-    assert {r["precision"] for r in ok} == ({"fp32", "bf16"} if _has_bf16() else {"fp32"})
+    assert {r["precision"] for r in ok} == ({"float32", "bf16"} if _has_bf16() else {"float32"})
 
 
 def _has_bf16() -> bool:
@@ -324,7 +382,7 @@ def test_smoke_lists_what_it_skipped_and_why(smoke):
     results, _ = smoke
     skipped = {(r["mode"], r["precision"]): r["reason"] for r in results["records"] if r["status"] == "skipped"}
     assert all("NVIDIA" in skipped[(m, "tf32")] for m in SMOKE_MODES)
-    assert "CUDA graphs" in skipped[("torch-compile-reduce-overhead", "fp32")]
+    assert "CUDA graphs" in skipped[("torch-compile-reduce-overhead", "float32")]
     assert ("reference-loop", "bf16") in skipped
     if not _has_bf16():
         cpu_modes = set(SMOKE_MODES) - {"reference-loop", "torch-compile-reduce-overhead"}
@@ -336,7 +394,7 @@ def test_smoke_records_the_environment_and_the_peak(smoke):
     env = results["environment"]
     assert env["cpu"]["usable_cpus"] >= 1 and env["versions"]["torch"] and env["commit"]
     peaks = {p["precision"]: p for p in results["peaks"]}
-    assert set(peaks) == ({"fp32", "bf16"} if _has_bf16() else {"fp32"})  # only where a mode runs
+    assert set(peaks) == ({"float32", "bf16"} if _has_bf16() else {"float32"})  # only where a mode runs
     for p in peaks.values():
         assert p["machine_flops_per_s"] == max(p["conv_flops_per_s"], p["gemm_flops_per_s"]) > 1e8
         assert {f["framework"] for f in p["by_framework"]} == {"torch", "jax", "tensorflow"}
@@ -345,9 +403,9 @@ def test_smoke_records_the_environment_and_the_peak(smoke):
 def test_smoke_writes_a_table_and_a_chart(smoke):
     results, out = smoke
     table = (out / "bench.md").read_text()
-    assert "| keras-jax | fp32 |" in table and "| keras-jax | tf32 |" not in table
+    assert "| keras-jax | float32 |" in table and "| keras-jax | tf32 |" not in table
     assert "Skipped: tf32 (all modes): TF32" in table and "| keras-jax | keras-jax |" in table
-    assert "The fastest fp32 mode, " in table and "| met |" not in table
+    assert "The fastest float32 mode, " in table and "| met |" not in table
     from PIL import Image
 
     with Image.open(out / "bench.png") as image:
@@ -355,20 +413,33 @@ def test_smoke_writes_a_table_and_a_chart(smoke):
 
 
 def test_workers_compile_from_an_empty_cache_of_their_own(tmp_path, monkeypatch):
-    """compile_s is a cold compilation: neither Inductor's on-disk cache nor a JAX cache the
-    caller set (the test session sets one) reaches the worker."""
-    from benchmarks.runner import worker_env
+    """compile_s is a cold compilation: every worker the runner starts gets an Inductor cache
+    directory of its own that is empty when it starts, and no JAX cache the caller set (the
+    test session sets one) reaches it."""
+    from benchmarks import runner
 
     monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "shared"))
-    env = worker_env("cpu", tmp_path / "own")
-    assert env["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "own") and "JAX_COMPILATION_CACHE_DIR" not in env
-    assert env["CUDA_VISIBLE_DEVICES"] == "" and env["JAX_PLATFORMS"] == "cpu"
+    started = []
+
+    class Started:  # stands in for the worker process: records what it would have been given
+        def __init__(self, args, env, **kwargs):
+            cache = Path(env["TORCHINDUCTOR_CACHE_DIR"])
+            started.append({"env": env, "cache": cache, "empty": cache.is_dir() and not any(cache.iterdir())})
+            (cache / "fxgraph").mkdir()  # what a worker's compilation would leave behind
+
+    monkeypatch.setattr(runner.subprocess, "Popen", Started)
+    for mode in ("torch-compile", "torch-eager", "torch-compile"):
+        runner.Worker({"mode": mode, "precision": "float32", "device": "cpu"}, tmp_path)
+    assert len(started) == 3 and all(s["empty"] for s in started)
+    assert len({s["cache"] for s in started}) == 3  # a fresh directory each, even for the same mode
+    for s in started:
+        assert "JAX_COMPILATION_CACHE_DIR" not in s["env"]
+        assert s["env"]["CUDA_VISIBLE_DEVICES"] == "" and s["env"]["JAX_PLATFORMS"] == "cpu"
 
 
 def test_layer_timings_cover_every_convolution_and_pass():
     """benchmarks.layers (torch only, to stay quick): one row per pass of every convolution
     of the preset, each a positive time, and a total."""
-    pytest.importorskip("torch")
     from benchmarks.layers import PASSES, conv_layers
 
     out = subprocess.run(
@@ -397,7 +468,6 @@ def test_layer_timings_cover_every_convolution_and_pass():
 
 
 def test_profile_lists_the_ops_of_a_torch_mode():
-    pytest.importorskip("torch")
     out = subprocess.run(
         [
             sys.executable,
