@@ -22,7 +22,10 @@ lr·sign(g), and the sign of a tiny gradient follows summation order).
 
 Dropout is random in each framework's own way, so train-mode checks run the preset with
 dropout removed (`parity_config`); eval mode, where dropout is the identity, is what the
-preset itself computes. tests/parity/test_numeric.py and `dcgan parity` both run this.
+preset itself computes. tests/parity/test_numeric.py and `dcgan parity` both run this, with
+`run_compared`: each precision's results are compared as soon as its last worker is done, read
+array by array from the workers' files, so that no process holds them all (the float64 states
+of dcgan64 alone are ~150 MB a backend, after one and after five iterations).
 
 The modules, in the order a run goes through them: inputs (the state and inputs every backend
 is given), workers (one process per backend and precision), measurement (what a worker
@@ -33,7 +36,7 @@ shapes, parameter counts, initial values and dropout for tests/parity.
 
 from common.parity.comparison import KNOWN_LIMITS, Comparison, Measured, compare, compare_all
 from common.parity.inputs import ITERATIONS, Inputs, make_inputs, parity_config, random_state
-from common.parity.measurement import run
+from common.parity.measurement import Compared, run, run_compared
 from common.parity.report import format_table, trajectories
 from common.parity.tolerances import CHECKS, TOLERANCES, Scale, Tolerance
 
@@ -42,6 +45,7 @@ __all__ = [
     "ITERATIONS",
     "KNOWN_LIMITS",
     "TOLERANCES",
+    "Compared",
     "Comparison",
     "Inputs",
     "Measured",
@@ -54,5 +58,6 @@ __all__ = [
     "parity_config",
     "random_state",
     "run",
+    "run_compared",
     "trajectories",
 ]

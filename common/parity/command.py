@@ -10,9 +10,8 @@ from pathlib import Path
 from common import canonical
 from common.backends import BACKENDS
 from common.errors import ConfigError
-from common.parity.comparison import compare_all
 from common.parity.inputs import random_state
-from common.parity.measurement import run
+from common.parity.measurement import run_compared
 from common.parity.report import format_table, trajectories
 from common.presets import make_config
 
@@ -40,7 +39,7 @@ def run_command(args: argparse.Namespace, overrides: Callable[[argparse.Namespac
         f"parity: {name}, batch {args.batch_size}, {', '.join(backends)} in {', '.join(args.precision)}; "
         "one process per backend and precision"
     )
-    results = run(
+    compared = run_compared(
         {config.preset: (config, state)},
         backends,
         args.precision,
@@ -48,11 +47,11 @@ def run_command(args: argparse.Namespace, overrides: Callable[[argparse.Namespac
         seed=args.seed,
         log=lambda line: print(line, flush=True),
     )[config.preset]
-    broken = [message for message in results.values() if isinstance(message, str)]
-    comparisons = compare_all(results, args.precision)
+    broken = [message for message in compared.results.values() if isinstance(message, str)]
+    comparisons = compared.comparisons
     report = "\n\n".join([format_table(comparisons, f"## {name}"), *broken])
     if "float32" in args.precision:
-        curves = trajectories(results, "float32")
+        curves = trajectories(compared.results, "float32")
         report += "\n\nfloat32 loss curves (reported, not judged):\n\n```\n" + curves + "\n```"
     print(report)
     if args.markdown:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,20 +24,54 @@ from common.parity.tolerances import CHECKS, TOLERANCES, Scale
 KNOWN_LIMITS = {("keras-torch", "float64"): "slow_conv2d: grad_weight must be contiguous"}
 
 
+class TensorFile(Mapping):
+    """The arrays of a safetensors file that common.parity.measurement wrote, each read from
+    disk (as float64, exactly) only when it is asked for, and their shapes from the file's
+    header: a backend's results need not be in memory all at once to be compared."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+        with safe_open(self.path, "np") as f:
+            self.metadata: dict[str, str] = f.metadata() or {}
+            self.shapes = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self.shapes:
+            raise KeyError(key)
+        with safe_open(self.path, "np") as f:  # opened for each array: nothing stays mapped
+            return np.asarray(f.get_tensor(key), dtype=np.float64)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.shapes
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.shapes)
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+
 @dataclass
 class Measured:
     """One backend's results in one precision: arrays by name, and the checks it could not run."""
 
     backend: str
-    arrays: dict[str, np.ndarray]
+    arrays: Mapping[str, np.ndarray]  # a dict, or a TensorFile that reads each array when asked
     errors: dict[str, str]  # check -> error message
 
     @classmethod
+    def open(cls, path: Path, backend: str) -> Measured:
+        """What common.parity.measurement wrote, each array read from the file when it is asked
+        for (the file must outlive the Measured), and the errors in the file's metadata."""
+        arrays = TensorFile(path)
+        return cls(backend, arrays, json.loads(arrays.metadata.get("errors", "{}")))
+
+    @classmethod
     def read(cls, path: Path, backend: str) -> Measured:
-        """What common.parity.measurement wrote: the arrays, and the errors in the file's metadata."""
+        """What common.parity.measurement wrote, every array in memory (as float64)."""
         with safe_open(str(path), "np") as f:
             errors = json.loads((f.metadata() or {}).get("errors", "{}"))
-        return cls(backend, load_file(str(path)), errors)
+        return cls(backend, {k: np.asarray(v, dtype=np.float64) for k, v in load_file(str(path)).items()}, errors)
 
     def known_limit(self, check: str, precision: str) -> bool:
         limit = KNOWN_LIMITS.get((self.backend, precision))
@@ -70,100 +105,141 @@ class Comparison:
         return {True: "pass", False: "FAIL", None: "info"}[self.passed]
 
 
-def _scaled(scale: Scale, a: np.ndarray, b: np.ndarray, layer_max: float = 0.0) -> tuple[float, int]:
-    """The largest difference of a and b, scaled by `scale`, and where it is.
+def _shape(arrays: Mapping[str, np.ndarray], key: str) -> tuple[int, ...]:
+    """An array's shape, from a TensorFile's header without reading it."""
+    return arrays.shapes[key] if isinstance(arrays, TensorFile) else np.shape(arrays[key])
 
-    `layer_max` is the largest gradient of the tensor's layer, for Scale.RELATIVE_TO_LAYER_MAX."""
-    diff = np.abs(a - b)
+
+def _largest_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:
+    """The largest absolute difference of a and b, and where it is (a flat index)."""
+    diff = np.asarray(np.subtract(a, b))  # an array even of 0-d arrays, which subtract to a scalar
+    np.abs(diff, out=diff)  # in place: one array of the size of a, not two
     index = int(np.argmax(diff)) if diff.size else 0
-    worst = float(diff.flat[index]) if diff.size else 0.0
-    if scale is Scale.RELATIVE_TO_TENSOR_MAX:
-        worst /= max(1.0, float(np.abs(a).max(initial=0)), float(np.abs(b).max(initial=0)))
-    elif scale is Scale.RELATIVE_TO_LAYER_MAX and layer_max:
-        worst /= layer_max
-    return worst, index
-
-
-def _layer_scales(arrays: dict[str, np.ndarray], keys: list[str]) -> dict[str, float]:
-    """The largest absolute value among the tensors of each key's layer (grad.<role>.<layer>.*)."""
-    layer_of = {key: key.rsplit(".", 1)[0] for key in keys}
-    scales: dict[str, float] = {}
-    for key, layer in layer_of.items():
-        scales[layer] = max(scales.get(layer, 0.0), float(np.abs(arrays[key]).max(initial=0)))
-    return {key: scales[layer] for key, layer in layer_of.items()}
+    return (float(diff.flat[index]) if diff.size else 0.0), index
 
 
 def compare(ma: Measured, mb: Measured, precision: str) -> list[Comparison]:
-    pair, a, b = (ma.backend, mb.backend), ma.arrays, mb.arrays
-    comparisons = []
+    """Every check of one pair of backends, in the order of CHECKS."""
+    return compare_pairs([ma, mb], precision)[(0, 1)]
+
+
+def compare_pairs(measured: Sequence[Measured], precision: str) -> dict[tuple[int, int], list[Comparison]]:
+    """`compare` of every pair (i, j), i < j, of `measured`, each array read once from each
+    backend however many pairs it is in: with TensorFiles (Measured.open), one array per
+    backend is in memory at a time."""
+    pairs = list(itertools.combinations(range(len(measured)), 2))
+    found: dict[tuple[int, int], list[Comparison]] = {pair: [] for pair in pairs}
     for check, prefix in CHECKS.items():
         tolerance = TOLERANCES[precision][check]
-        failed = [m for m in (ma, mb) if check in m.errors]
-        if failed:
-            known = all(m.known_limit(check, precision) for m in failed)
-            comparisons.append(
-                Comparison(
+        keys_of = {
+            i: sorted(k for k in m.arrays if k.startswith(prefix))
+            for i, m in enumerate(measured)
+            if check not in m.errors
+        }
+        this_check: dict[tuple[int, int], Comparison] = {}
+        judged: dict[tuple[int, int], list[str]] = {}  # the pairs whose tensors are compared, and their keys
+        for i, j in pairs:
+            ma, mb = measured[i], measured[j]
+            names = (ma.backend, mb.backend)
+            failed = [m for m in (ma, mb) if check in m.errors]
+            if failed:
+                known = all(m.known_limit(check, precision) for m in failed)
+                this_check[(i, j)] = Comparison(
                     check,
                     precision,
-                    pair,
+                    names,
                     "-",
                     float("nan"),
                     tolerance.limit,
                     "; ".join(f"{m.backend}: {m.errors[check]}" for m in failed),
                     not_run=known,
                 )
-            )
-            continue
-        keys = sorted(k for k in a if k.startswith(prefix))
-        missing = sorted(set(keys) ^ {k for k in b if k.startswith(prefix)})
-        if missing or not keys:
-            comparisons.append(
-                Comparison(
+                continue
+            keys = keys_of[i]
+            missing = sorted(set(keys) ^ set(keys_of[j]))
+            if missing or not keys:
+                this_check[(i, j)] = Comparison(
                     check,
                     precision,
-                    pair,
+                    names,
                     ", ".join(missing[:3]) or prefix,
                     float("inf"),
                     tolerance.limit,
                     f"tensors present in one backend's results only: {missing[:6]}",
                 )
-            )
-            continue
-        worst_key, worst, worst_index = keys[0], -1.0, 0
-        if any(a[key].shape != b[key].shape for key in keys):
-            key = next(key for key in keys if a[key].shape != b[key].shape)
-            comparisons.append(
-                Comparison(
+                continue
+            mismatched = [key for key in keys if _shape(ma.arrays, key) != _shape(mb.arrays, key)]
+            if mismatched:
+                key = mismatched[0]
+                this_check[(i, j)] = Comparison(
                     check,
                     precision,
-                    pair,
+                    names,
                     key,
                     float("inf"),
                     tolerance.limit,
-                    f"{key}: shape {a[key].shape} on {pair[0]}, {b[key].shape} on {pair[1]}",
+                    f"{key}: shape {_shape(ma.arrays, key)} on {names[0]}, {_shape(mb.arrays, key)} on {names[1]}",
                 )
-            )
-            continue
-        scales_a, scales_b = _layer_scales(a, keys), _layer_scales(b, keys)
-        for key in keys:
-            diff, index = _scaled(tolerance.scale, a[key], b[key], max(scales_a[key], scales_b[key]))
-            if diff > worst:
-                worst_key, worst, worst_index = key, diff, index
-        comparisons.append(
-            Comparison(
+                continue
+            judged[(i, j)] = keys
+
+        # One pass over the tensors: each backend's array of each key read once, for all its pairs.
+        largest: dict[tuple[int, int], dict[str, tuple[float, int]]] = {pair: {} for pair in judged}
+        tensor_max: dict[int, dict[str, float]] = {i: {} for i in range(len(measured))}
+        with_key: dict[str, list[tuple[int, int]]] = {}
+        for pair, keys in judged.items():
+            for key in keys:
+                with_key.setdefault(key, []).append(pair)
+        for key in sorted(with_key):
+            tensors = {i: measured[i].arrays[key] for i in sorted({i for pair in with_key[key] for i in pair})}
+            if tolerance.scale is not Scale.ABSOLUTE:
+                for i, x in tensors.items():
+                    tensor_max[i][key] = float(np.abs(x).max(initial=0))
+            for i, j in with_key[key]:
+                largest[(i, j)][key] = _largest_difference(tensors[i], tensors[j])
+            del tensors
+
+        for (i, j), keys in judged.items():
+            ma, mb = measured[i], measured[j]
+            if tolerance.scale is Scale.RELATIVE_TO_LAYER_MAX:
+                layer_max_a, layer_max_b = _layer_scales(tensor_max[i], keys), _layer_scales(tensor_max[j], keys)
+            worst_key, worst, worst_index = keys[0], -1.0, 0
+            for key in keys:
+                diff, index = largest[(i, j)][key]
+                if tolerance.scale is Scale.RELATIVE_TO_TENSOR_MAX:
+                    diff /= max(1.0, tensor_max[i][key], tensor_max[j][key])
+                elif tolerance.scale is Scale.RELATIVE_TO_LAYER_MAX:
+                    layer_max = max(layer_max_a[key], layer_max_b[key])
+                    if layer_max:
+                        diff /= layer_max
+                if diff > worst:
+                    worst_key, worst, worst_index = key, diff, index
+            names = (ma.backend, mb.backend)
+            this_check[(i, j)] = Comparison(
                 check,
                 precision,
-                pair,
+                names,
                 worst_key,
                 worst,
                 tolerance.limit,
-                _side_by_side(check, prefix, worst_key, worst_index, a, b, pair),
+                _side_by_side(check, prefix, worst_key, worst_index, ma.arrays, mb.arrays, names),
             )
-        )
-    return comparisons
+        for pair in pairs:
+            found[pair].append(this_check[pair])
+    return found
 
 
-def _side_by_side(check: str, prefix: str, key: str, index: int, a: dict, b: dict, pair: tuple[str, str]) -> str:
+def _layer_scales(tensor_max: dict[str, float], keys: list[str]) -> dict[str, float]:
+    """The largest absolute value among the tensors of each key's layer (grad.<role>.<layer>.*),
+    from each tensor's largest absolute value."""
+    layer_of = {key: key.rsplit(".", 1)[0] for key in keys}
+    scales: dict[str, float] = {}
+    for key, layer in layer_of.items():
+        scales[layer] = max(scales.get(layer, 0.0), tensor_max[key])
+    return {key: scales[layer] for key, layer in layer_of.items()}
+
+
+def _side_by_side(check: str, prefix: str, key: str, index: int, a: Mapping, b: Mapping, pair: tuple[str, str]) -> str:
     x, y = a[key], b[key]
     where = np.unravel_index(index, x.shape) if x.ndim else ()
     lines = [f"{key}{list(map(int, where))}: {pair[0]} {x[where]!r}, {pair[1]} {y[where]!r}"]
@@ -180,8 +256,15 @@ def compare_all(results: dict[tuple[str, str], Measured | str], precisions=PRECI
     comparisons = []
     backends = sorted({backend for backend, _ in results}, key=list(BACKENDS).index)
     for precision in precisions:
-        for pair in itertools.combinations(backends, 2):
-            a, b = results.get((pair[0], precision)), results.get((pair[1], precision))
-            if isinstance(a, Measured) and isinstance(b, Measured):
-                comparisons += compare(a, b, precision)
+        comparisons += compare_precision(results, backends, precision)
     return comparisons
+
+
+def compare_precision(
+    results: dict[tuple[str, str], Measured | str], backends: Sequence[str], precision: str
+) -> list[Comparison]:
+    """compare_all's comparisons in one precision: every pair of `backends` (in their order)
+    that both produced results."""
+    measured = [m for m in (results.get((b, precision)) for b in backends) if isinstance(m, Measured)]
+    by_pair = compare_pairs(measured, precision)
+    return [c for pair in itertools.combinations(range(len(measured)), 2) for c in by_pair[pair]]

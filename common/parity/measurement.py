@@ -1,9 +1,11 @@
 """Every check's computation on one backend (`measure`, in a worker), and on every backend
-and precision at once (`run`, one worker each)."""
+and precision at once (`run`, one worker each; `run_compared`, compared as well)."""
 
 from __future__ import annotations
 
 import json
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ from common import canonical
 from common.algorithm import METRICS
 from common.backends import BACKENDS, PRECISIONS, load_backend
 from common.config import Config, toml_overrides
-from common.parity.comparison import Measured
+from common.parity.comparison import Comparison, Measured, compare_precision
 from common.parity.inputs import ITERATIONS, Inputs, make_inputs, parity_config
 from common.parity.workers import Job, Key, run_workers
 from common.presets import make_config
@@ -31,7 +33,9 @@ def measure(
     cast = lambda a: None if a is None else np.asarray(a, dtype=dtype)  # noqa: E731
     train_config = parity_config(config)
     trainer = backend.trainer(train_config)
-    eval_trainer = backend.trainer(config)  # the preset as it is: dropout is the identity in eval mode
+    # The preset as it is: dropout is the identity in eval mode. Without dropout it is the
+    # trainer just built (every check loads `state` first), which saves building it twice.
+    eval_trainer = trainer if train_config == config else backend.trainer(config)
     out: dict[str, np.ndarray] = {}
 
     def forward(mode: str, model) -> None:
@@ -81,8 +85,14 @@ def measure(
             run_check()
         except Exception as err:  # noqa: BLE001 - recorded and reported per check, not hidden
             errors.update({check: f"{type(err).__name__}: {err}".splitlines()[0] for check in checks})
-    arrays = {k: np.ascontiguousarray(np.asarray(v, dtype=np.float64)) for k, v in out.items()}
-    return arrays, errors
+    return {k: _stored(v) for k, v in out.items()}, errors
+
+
+def _stored(value) -> np.ndarray:
+    """A result as it is written: float32 stays float32 (half the bytes; a reader widens it to
+    float64 exactly, Measured.read and .open), everything else becomes float64."""
+    array = np.asarray(value)
+    return np.ascontiguousarray(array if array.dtype == np.float32 else array.astype(np.float64, copy=False))
 
 
 def work(job: Job) -> None:
@@ -105,7 +115,80 @@ def run(
 ) -> dict:
     """Measures every case (name -> (config, canonical state)) on every backend and precision,
     one process per (backend, precision), `parallel` at a time. Returns
-    {case: {(backend, precision): Measured, or an error message}}."""
+    {case: {(backend, precision): Measured (every array in memory), or an error message}}.
+    `run_compared` compares them without holding them."""
+    by_key = _run(cases, backends, precisions, batch_size, parallel, seed, log, Measured.read)
+    return {
+        name: {key: found if isinstance(found, str) else found[name] for key, found in by_key.items()} for name in cases
+    }
+
+
+# The per-iteration metrics of the training checks: all that `run_compared` keeps of the arrays.
+METRIC_KEYS = tuple(f"{prefix}.{name}" for prefix in ("step1", "steps5") for name in METRICS)
+
+
+@dataclass
+class Compared:
+    """One case measured on every backend and precision, and compared."""
+
+    results: dict[Key, Measured | str]  # each worker's metrics (METRIC_KEYS) and errors, or its error message
+    comparisons: list[Comparison]  # compare_all's of the full results, in its order
+
+
+def run_compared(
+    cases: dict[str, tuple[Config, dict[str, np.ndarray]]],
+    backends=tuple(BACKENDS),
+    precisions=PRECISIONS,
+    batch_size: int = 4,
+    parallel: int | None = None,
+    seed: int = 0,
+    log=print,
+) -> dict[str, Compared]:
+    """`run`, then `compare_all` of each case, without holding the results: each precision is
+    compared as soon as its last worker is done, from the workers' files, which are read array
+    by array (Measured.open); what is kept of the arrays is the metrics of each iteration
+    (METRIC_KEYS, for `report.trajectories`)."""
+    order = sorted(set(backends), key=list(BACKENDS).index)  # compare_all's order of the backends
+    lock = threading.Lock()
+    finished: dict[Key, dict[str, Measured | str] | str] = {}
+    kept: dict[Key, dict[str, Measured | str] | str] = {}
+    comparisons: dict[tuple[str, str], list[Comparison]] = {}  # (case, precision) -> comparisons
+
+    def done(key: Key, found: dict[str, Measured | str] | str) -> None:
+        precision = key[1]
+        with lock:
+            finished[key] = found
+            ready = [(backend, precision) for backend in order]
+            if any(k not in finished for k in ready):  # not the precision's last worker yet
+                return
+        for name in cases:
+            results = {k: finished[k] if isinstance(finished[k], str) else finished[k][name] for k in ready}
+            comparisons[(name, precision)] = compare_precision(results, order, precision)
+        for k in ready:
+            kept[k] = finished[k] if isinstance(finished[k], str) else {n: _metrics(m) for n, m in finished[k].items()}
+
+    _run(cases, backends, precisions, batch_size, parallel, seed, log, Measured.open, done)
+    keys = [(backend, precision) for backend in backends for precision in precisions]
+    return {
+        name: Compared(
+            {key: kept[key] if isinstance(kept[key], str) else kept[key][name] for key in keys},
+            [c for precision in precisions for c in comparisons[(name, precision)]],
+        )
+        for name in cases
+    }
+
+
+def _metrics(measured: Measured | str) -> Measured | str:
+    """A worker's results less every array but the per-iteration metrics."""
+    if isinstance(measured, str):
+        return measured
+    arrays = {key: measured.arrays[key] for key in METRIC_KEYS if key in measured.arrays}
+    return Measured(measured.backend, arrays, measured.errors)
+
+
+def _run(cases, backends, precisions, batch_size, parallel, seed, log, read_file, done=None) -> dict:
+    """The workers of `run` and `run_compared`: {(backend, precision): {case: what
+    read_file(path, backend) made of its results, or a message}, or the worker's error}."""
     job = {
         "cases": {name: {"preset": config.preset, "config": config.to_toml()} for name, (config, _) in cases.items()}
     }
@@ -116,12 +199,7 @@ def run(
 
     def read(out: Path, key: Key) -> dict[str, Measured | str]:
         found = {name: out / f"{name}.safetensors" for name in cases}
-        return {
-            name: Measured.read(path, key[0]) if path.exists() else f"{key}: no result" for name, path in found.items()
-        }
+        return {name: read_file(path, key[0]) if path.exists() else f"{key}: no result" for name, path in found.items()}
 
     keys = [(backend, precision) for backend in backends for precision in precisions]
-    by_key = run_workers("measure", job, keys, read, arrays, parallel=parallel, log=log)
-    return {
-        name: {key: found if isinstance(found, str) else found[name] for key, found in by_key.items()} for name in cases
-    }
+    return run_workers("measure", job, keys, read, arrays, parallel=parallel, log=log, done=done)

@@ -65,11 +65,13 @@ def run_workers(
     parallel: int | None = None,
     timeout: float | None = None,
     log: Callable[[str], object] = print,
+    done: Callable[[Key, T | str], object] | None = None,
 ) -> dict[Key, T | str]:
     """Runs the job `kind` (a kind of common/parity/__main__.py) described by `job`, with
     `arrays` (name -> arrays), in one worker per key, `parallel` at a time (default: one per
     core), each for at most `timeout` seconds. Returns, for each key, what `read` makes of the
-    folder its worker wrote, or the worker's error report."""
+    folder its worker wrote, or the worker's error report; `done`, if given, is handed each
+    key's as soon as its worker is done, while every worker's folder still exists."""
     with tempfile.TemporaryDirectory(prefix="dcgan-parity-") as tmp:
         job_dir = Path(tmp)
         for name, named in (arrays or {}).items():
@@ -81,6 +83,12 @@ def run_workers(
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
 
         def work(key: Key) -> T | str:
+            result = run_one(key)
+            if done is not None:
+                done(key, result)
+            return result
+
+        def run_one(key: Key) -> T | str:
             out = _out(job_dir, key)
             out.mkdir()
             try:
