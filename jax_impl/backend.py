@@ -46,10 +46,19 @@ class Backend:
     def build(self, config: Config) -> tuple[Generator, Discriminator]:
         g_seed, d_seed = network_seeds(config)
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        return (
-            Generator(config.model, rngs=nnx.Rngs(g_seed), **dtypes),
-            Discriminator(config.model, rngs=nnx.Rngs(d_seed), **dtypes),
-        )
+
+        # Initialised under jit, as Flax's examples create their models: one compiled program,
+        # where eager initialisation compiles and runs every initializer op on its own. The
+        # keys are arguments, not constants, so one program (and JAX's cache entry) serves
+        # every seed.
+        @nnx.jit
+        def build(g_key: jax.Array, d_key: jax.Array) -> tuple[Generator, Discriminator]:
+            return (
+                Generator(config.model, rngs=nnx.Rngs(g_key), **dtypes),
+                Discriminator(config.model, rngs=nnx.Rngs(d_key), **dtypes),
+            )
+
+        return build(jax.random.key(g_seed), jax.random.key(d_seed))
 
     def trainer(self, config: Config) -> Trainer:
         return Trainer(config, *self.build(config), dtype=self.param_dtype)
@@ -60,7 +69,7 @@ class Backend:
         outputs = []
         for name in network.layer_names:
             module = getattr(network, name)
-            x = module(x)
+            x = _call(module, x)
             outputs.append((name, type(module).__name__, np.asarray(x)))
         network.train()
         return outputs
@@ -114,9 +123,7 @@ class Trainer(backends.Trainer):
     def gradients(self, real: np.ndarray, z: np.ndarray) -> dict[str, np.ndarray]:
         """See common/backends.py: canonical gradients of loss_D (D's) and loss_G (G's)."""
         real, z, label = self._array(real, images=True), self._array(z), self.config.optim.real_label
-        fake = jax.lax.stop_gradient(self.generator(z))
-        d_grads = nnx.grad(lambda d: d_loss(d, real, fake, label)[0])(self.discriminator)
-        g_grads = nnx.grad(lambda g, d: g_loss(d, g(z))[0])(self.generator, self.discriminator)
+        d_grads, g_grads = _gradients(self.generator, self.discriminator, real, z, label)
         grads = {}
         for role, state in (("discriminator", d_grads), ("generator", g_grads)):
             entries = self._parameter_entries(role)
@@ -138,7 +145,7 @@ class Trainer(backends.Trainer):
                         variable.replace(from_canonical(entry.layer.kind, entry.name, grads[entry.key], variable[...])),
                     )
                 )
-            optimizer.update(network, nnx.from_flat_state(flat))
+            _update(optimizer, network, nnx.from_flat_state(flat))
 
     def _roles(self):
         return (
@@ -205,6 +212,27 @@ class Trainer(backends.Trainer):
                 restored.append((path, value))
             if restored:
                 nnx.update(network, nnx.from_flat_state(restored))
+
+
+# Outside the training step, jitted too: run eagerly, JAX compiles and runs each op on its own.
+@nnx.jit
+def _call(module: nnx.Module, x: jax.Array) -> jax.Array:
+    """One layer's forward pass (its BN statistics and dropout stream advance as in eager mode)."""
+    return module(x)
+
+
+@nnx.jit
+def _gradients(generator: Generator, discriminator: Discriminator, real: jax.Array, z: jax.Array, label: float):
+    """D's gradient of loss_D on (real, G(z)) and G's of loss_G through D, as NNX states."""
+    fake = jax.lax.stop_gradient(generator(z))
+    d_grads = nnx.grad(lambda d: d_loss(d, real, fake, label)[0])(discriminator)
+    g_grads = nnx.grad(lambda g, d: g_loss(d, g(z))[0])(generator, discriminator)
+    return d_grads, g_grads
+
+
+@nnx.jit
+def _update(optimizer: nnx.Optimizer, network: nnx.Module, grads: nnx.State) -> None:
+    optimizer.update(network, grads)
 
 
 def _path(entry: canonical.Entry) -> tuple[str, str]:

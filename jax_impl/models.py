@@ -8,6 +8,8 @@ layer's weights mean the same thing here as in the canonical (PyTorch) layout.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -89,13 +91,31 @@ class ConvTranspose(nnx.ConvTranspose):
         return y + bias if self.use_bias else y
 
 
-def _bn_scale_init(std: float):
-    """BN scale ~ N(1, std): DCGAN's rule (std 0 gives Flax's ones)."""
+def drawn_flat(draw):
+    """An initializer that draws its numbers as one flat vector, reshaped to the parameter's
+    shape: draw(key, n, dtype) -> n numbers. The values are those of drawing the shape itself
+    (JAX's partitionable threefry numbers the elements in row-major order), and XLA's CPU
+    compiler takes about a quarter of the time: ~0.3 s instead of ~1.2 s for each 4-D draw,
+    which made compiling the initialisation slower than a training step's."""
 
     def init(key, shape, dtype=jnp.float32):
-        return 1.0 + std * jax.random.normal(key, shape, dtype)
+        return draw(key, math.prod(shape), dtype).reshape(shape)
 
     return init
+
+
+def kernel_init(init: Init, layer: Layer):
+    """Weights ~ N(0, std) (DCGAN's rule, Flax's nnx.initializers.normal) or U(±std·√3)
+    (Glorot's uniform, std from the spec's fans, as nnx.initializers.glorot_uniform draws it)."""
+    std = init.weight_std(layer)
+    if init.scheme == "normal":
+        return drawn_flat(lambda key, n, dtype: jax.random.normal(key, (n,), dtype) * std)
+    return drawn_flat(lambda key, n, dtype: jax.random.uniform(key, (n,), dtype, -1) * (3 * std**2) ** 0.5)
+
+
+def bn_scale_init(std: float):
+    """BN scale ~ N(1, std): DCGAN's rule (std 0 gives Flax's ones)."""
+    return drawn_flat(lambda key, n, dtype: 1.0 + std * jax.random.normal(key, (n,), dtype))
 
 
 def make_layer(
@@ -103,11 +123,15 @@ def make_layer(
 ) -> nnx.Module:
     """One spec layer -> the Flax NNX module that computes it in `dtype`, with parameters of
     `param_dtype` (default: `dtype`; bfloat16 over float32 is Flax's mixed precision)."""
-    kernel_init = nnx.initializers.normal(init.std) if init.scheme == "normal" else nnx.initializers.glorot_uniform()
     dtypes = dict(param_dtype=param_dtype or dtype, dtype=dtype)
     if layer.kind == "linear":
         return nnx.Linear(
-            layer.in_features, layer.out_features, use_bias=layer.bias, kernel_init=kernel_init, rngs=rngs, **dtypes
+            layer.in_features,
+            layer.out_features,
+            use_bias=layer.bias,
+            kernel_init=kernel_init(init, layer),
+            rngs=rngs,
+            **dtypes,
         )
     if layer.kind in ("conv", "conv_transpose"):
         k, p = layer.kernel, layer.padding
@@ -124,7 +148,7 @@ def make_layer(
             (layer.stride, layer.stride),
             padding=padding,
             use_bias=layer.bias,
-            kernel_init=kernel_init,
+            kernel_init=kernel_init(init, layer),
             rngs=rngs,
             **dtypes,
         )
@@ -133,7 +157,7 @@ def make_layer(
             layer.features,
             momentum=1.0 - layer.momentum,
             epsilon=layer.eps,
-            scale_init=_bn_scale_init(init.bn_scale_std),
+            scale_init=bn_scale_init(init.bn_scale_std),
             rngs=rngs,
             **dtypes,
         )

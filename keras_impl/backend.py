@@ -18,7 +18,7 @@ from common.algorithm import network_seeds
 from common.canonical import nchw_to_nhwc, nhwc_to_nchw
 from common.config import Config
 from keras_impl.gan import GAN
-from keras_impl.gradients import value_and_grad
+from keras_impl.gradients import jit, value_and_grad
 from keras_impl.layout import CANONICAL_NAMES, from_canonical, native_name, to_canonical
 from keras_impl.models import Discriminator, Generator
 from keras_impl.optimizers import Adam
@@ -99,13 +99,26 @@ class Trainer(backends.Trainer):
         Nothing is assigned, not even BN statistics: the losses are stateless calls."""
         real, z = keras.ops.convert_to_tensor(self._array(real)), keras.ops.convert_to_tensor(self._array(z))
         generator, discriminator, label = self.generator, self.discriminator, self.config.optim.real_label
-        g_values, g_state = values(generator.trainable_variables), values(generator.non_trainable_variables)
-        d_values, d_state = values(discriminator.trainable_variables), values(discriminator.non_trainable_variables)
-        fake, _ = generator.stateless_call(g_values, g_state, z, training=True)
-        _, d_grads = value_and_grad(partial(d_loss, discriminator))(
-            d_values, d_state, real, keras.ops.stop_gradient(fake), label
+
+        @jit
+        def gradients(g_values, g_state, d_values, d_state, real, z):
+            fake, _ = generator.stateless_call(g_values, g_state, z, training=True)
+            _, d_grads = value_and_grad(partial(d_loss, discriminator))(
+                d_values, d_state, real, keras.ops.stop_gradient(fake), label
+            )
+            _, g_grads = value_and_grad(partial(g_loss, generator, discriminator))(
+                g_values, g_state, d_values, d_state, z
+            )
+            return d_grads, g_grads
+
+        d_grads, g_grads = gradients(
+            values(generator.trainable_variables),
+            values(generator.non_trainable_variables),
+            values(discriminator.trainable_variables),
+            values(discriminator.non_trainable_variables),
+            real,
+            z,
         )
-        _, g_grads = value_and_grad(partial(g_loss, generator, discriminator))(g_values, g_state, d_values, d_state, z)
         grads = {}
         for role, network, role_grads in (("discriminator", discriminator, d_grads), ("generator", generator, g_grads)):
             by_variable = {id(v): g for v, g in zip(network.trainable_variables, role_grads)}

@@ -1,4 +1,5 @@
-"""Gradients of a function of tensor values: the one place keras_impl touches its backend.
+"""Gradients of a function of tensor values, and its compilation: the one place keras_impl
+touches its backend.
 
 Keras 3 has no backend-neutral gradient API: each backend's own `Trainer.train_step`
 calls its framework directly (`jax.value_and_grad`, `tf.GradientTape`, `loss.backward()`).
@@ -23,6 +24,17 @@ def value_and_grad(fn: LossFn) -> Callable[..., tuple[tuple[Any, Any], list[Any]
     where `values` is a list of tensors and `grads` are d loss / d values, in that order.
     Nothing but `values` is differentiated; aux comes back with no gradient history."""
     return {"jax": _jax, "tensorflow": _tensorflow, "torch": _torch}[keras.backend.backend()](fn)
+
+
+def jit(fn: Callable) -> Callable:
+    """A pure function of tensors, compiled as a whole on JAX (jax.jit), which otherwise
+    compiles and runs each op on its own; TensorFlow's and torch's eager ops are ready-made
+    kernels, so there `fn` runs as it is. For computations outside Keras's own compiled step."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.jit(fn)
+    return fn
 
 
 def _jax(fn: LossFn):

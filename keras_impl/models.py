@@ -10,6 +10,8 @@ spec's name stays on the layer whose output the spec describes.
 
 from __future__ import annotations
 
+import math
+
 import keras
 from keras import layers
 
@@ -18,14 +20,33 @@ from common.spec import Init, Layer, NetworkSpec, discriminator_spec, generator_
 from keras_impl.layers import BatchNormalization, Conv2DTranspose, Dense, LeakyReLU, Tanh
 
 
-def _initializers(init: Init, seed: int) -> tuple[keras.initializers.Initializer, keras.initializers.Initializer]:
-    """(kernel initializer, BN gamma initializer): DCGAN's N(0, std) / N(1, std), or Glorot / ones."""
+class DrawnFlat(keras.initializers.Initializer):
+    """`initializer`, drawing its numbers as one flat vector reshaped to the weight's shape:
+    the same distribution, and on JAX the same values (its threefry numbers the elements in
+    row-major order), while XLA's CPU compiler takes ~0.3 s instead of ~1.2 s for each 4-D
+    draw. Only for initializers whose draw does not read the shape (not GlorotUniform's fans)."""
+
+    def __init__(self, initializer: keras.initializers.Initializer):
+        self.initializer = initializer
+
+    def __call__(self, shape, dtype=None):
+        return keras.ops.reshape(self.initializer((math.prod(shape),), dtype), shape)
+
+
+def _kernel_initializer(layer: Layer, init: Init, seed: int) -> keras.initializers.Initializer:
+    """DCGAN's N(0, std), or Glorot's uniform U(±√(6 / (fan_in + fan_out))), taken as the
+    uniform of the spec's std for this layer."""
     if init.scheme == "normal":
-        return (
-            keras.initializers.RandomNormal(0.0, init.std, seed=seed),
-            keras.initializers.RandomNormal(1.0, init.bn_scale_std, seed=seed),
-        )
-    return keras.initializers.GlorotUniform(seed=seed), keras.initializers.Ones()
+        return DrawnFlat(keras.initializers.RandomNormal(0.0, init.std, seed=seed))
+    limit = (3 * init.weight_std(layer) ** 2) ** 0.5
+    return DrawnFlat(keras.initializers.RandomUniform(-limit, limit, seed=seed))
+
+
+def _gamma_initializer(init: Init, seed: int) -> keras.initializers.Initializer:
+    """BN's scale: DCGAN's N(1, std), or ones."""
+    if init.scheme == "normal":
+        return keras.initializers.RandomNormal(1.0, init.bn_scale_std, seed=seed)
+    return keras.initializers.Ones()
 
 
 def _padding(layer: Layer) -> str:
@@ -45,9 +66,15 @@ def _padding(layer: Layer) -> str:
 def make_layers(layer: Layer, init: Init, seed: int) -> list[layers.Layer]:
     """One spec layer -> the Keras layers that compute it (the last one carries its name)."""
     name = layer.name
-    kernel_init, gamma_init = _initializers(init, seed)
     if layer.kind == "linear":
-        return [Dense(layer.out_features, use_bias=layer.bias, kernel_initializer=kernel_init, name=name)]
+        return [
+            Dense(
+                layer.out_features,
+                use_bias=layer.bias,
+                kernel_initializer=_kernel_initializer(layer, init, seed),
+                name=name,
+            )
+        ]
     if layer.kind in ("conv", "conv_transpose"):
         conv = layers.Conv2D if layer.kind == "conv" else Conv2DTranspose
         padding = _padding(layer)
@@ -55,7 +82,10 @@ def make_layers(layer: Layer, init: Init, seed: int) -> list[layers.Layer]:
         if not padding and layer.kind == "conv":
             helpers = [layers.ZeroPadding2D(layer.padding, name=f"{name}_pad")]
         kwargs = dict(
-            strides=layer.stride, padding=padding or "valid", use_bias=layer.bias, kernel_initializer=kernel_init
+            strides=layer.stride,
+            padding=padding or "valid",
+            use_bias=layer.bias,
+            kernel_initializer=_kernel_initializer(layer, init, seed),
         )
         main = conv(
             layer.out_channels, layer.kernel, **kwargs, name=name if padding or layer.kind == "conv" else f"{name}_full"
@@ -66,7 +96,10 @@ def make_layers(layer: Layer, init: Init, seed: int) -> list[layers.Layer]:
     if layer.kind == "batch_norm":
         return [
             BatchNormalization(
-                momentum=1.0 - layer.momentum, epsilon=layer.eps, gamma_initializer=gamma_init, name=name
+                momentum=1.0 - layer.momentum,
+                epsilon=layer.eps,
+                gamma_initializer=_gamma_initializer(init, seed),
+                name=name,
             )
         ]
     if layer.kind == "activation":
