@@ -19,12 +19,12 @@ OUT = Path(__file__).with_name("parity.md")
 def main() -> None:
     cases = {preset: (make_config(preset), parity.random_state(make_config(preset))) for preset in PRESETS}
     start = time.perf_counter()
-    results = parity.run(cases)
+    results = parity.run_compared(cases)  # compared as the workers finish, not held in memory
     seconds = time.perf_counter() - start
     sections = []
     worst: dict[tuple[str, str], float] = {}
-    for preset, measured in results.items():
-        comparisons = parity.compare_all(measured)
+    for preset, compared in results.items():
+        comparisons, measured = compared.comparisons, compared.results
         for c in comparisons:
             if not c.not_run:
                 worst[(c.precision, c.check)] = max(worst.get((c.precision, c.check), 0.0), c.diff)
