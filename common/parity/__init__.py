@@ -36,7 +36,7 @@ shapes, parameter counts, initial values and dropout for tests/parity.
 
 from common.parity.comparison import KNOWN_LIMITS, Comparison, Measured, compare, compare_all
 from common.parity.inputs import ITERATIONS, Inputs, make_inputs, parity_config, random_state
-from common.parity.measurement import Compared, run, run_compared
+from common.parity.measurement import Compared, run_compared
 from common.parity.report import format_table, trajectories
 from common.parity.tolerances import CHECKS, TOLERANCES, Scale, Tolerance
 
@@ -57,7 +57,6 @@ __all__ = [
     "make_inputs",
     "parity_config",
     "random_state",
-    "run",
     "run_compared",
     "trajectories",
 ]

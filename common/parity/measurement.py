@@ -1,5 +1,5 @@
 """Every check's computation on one backend (`measure`, in a worker), and on every backend
-and precision at once (`run`, one worker each; `run_compared`, compared as well)."""
+and precision at once, compared as the workers finish (`run_compared`, one worker each)."""
 
 from __future__ import annotations
 
@@ -104,25 +104,6 @@ def work(job: Job) -> None:
         save_file(arrays, str(job.out / f"{name}.safetensors"), metadata={"errors": json.dumps(errors)})
 
 
-def run(
-    cases: dict[str, tuple[Config, dict[str, np.ndarray]]],
-    backends=tuple(BACKENDS),
-    precisions=PRECISIONS,
-    batch_size: int = 4,
-    parallel: int | None = None,
-    seed: int = 0,
-    log=print,
-) -> dict:
-    """Measures every case (name -> (config, canonical state)) on every backend and precision,
-    one process per (backend, precision), `parallel` at a time. Returns
-    {case: {(backend, precision): Measured (every array in memory), or an error message}}.
-    `run_compared` compares them without holding them."""
-    by_key = _run(cases, backends, precisions, batch_size, parallel, seed, log, Measured.read)
-    return {
-        name: {key: found if isinstance(found, str) else found[name] for key, found in by_key.items()} for name in cases
-    }
-
-
 # The per-iteration metrics of the training checks: all that `run_compared` keeps of the arrays.
 METRIC_KEYS = tuple(f"{prefix}.{name}" for prefix in ("step1", "steps5") for name in METRICS)
 
@@ -144,10 +125,11 @@ def run_compared(
     seed: int = 0,
     log=print,
 ) -> dict[str, Compared]:
-    """`run`, then `compare_all` of each case, without holding the results: each precision is
-    compared as soon as its last worker is done, from the workers' files, which are read array
-    by array (Measured.open); what is kept of the arrays is the metrics of each iteration
-    (METRIC_KEYS, for `report.trajectories`)."""
+    """Measures every case (name -> (config, canonical state)) on every backend and precision,
+    one process per (backend, precision), `parallel` at a time, and `compare_all`s each case
+    without holding the results: each precision is compared as soon as its last worker is
+    done, from the workers' files, which are read array by array (Measured.open); what is kept
+    of the arrays is the metrics of each iteration (METRIC_KEYS, for `report.trajectories`)."""
     order = sorted(set(backends), key=list(BACKENDS).index)  # compare_all's order of the backends
     lock = threading.Lock()
     finished: dict[Key, dict[str, Measured | str] | str] = {}
@@ -167,7 +149,7 @@ def run_compared(
         for k in ready:
             kept[k] = finished[k] if isinstance(finished[k], str) else {n: _metrics(m) for n, m in finished[k].items()}
 
-    _run(cases, backends, precisions, batch_size, parallel, seed, log, Measured.open, done)
+    _run(cases, backends, precisions, batch_size, parallel, seed, log, done)
     keys = [(backend, precision) for backend in backends for precision in precisions]
     return {
         name: Compared(
@@ -186,9 +168,9 @@ def _metrics(measured: Measured | str) -> Measured | str:
     return Measured(measured.backend, arrays, measured.errors)
 
 
-def _run(cases, backends, precisions, batch_size, parallel, seed, log, read_file, done=None) -> dict:
-    """The workers of `run` and `run_compared`: {(backend, precision): {case: what
-    read_file(path, backend) made of its results, or a message}, or the worker's error}."""
+def _run(cases, backends, precisions, batch_size, parallel, seed, log, done) -> dict:
+    """The workers of `run_compared`: {(backend, precision): {case: its results, opened
+    (Measured.open), or a message}, or the worker's error}."""
     job = {
         "cases": {name: {"preset": config.preset, "config": config.to_toml()} for name, (config, _) in cases.items()}
     }
@@ -199,7 +181,9 @@ def _run(cases, backends, precisions, batch_size, parallel, seed, log, read_file
 
     def read(out: Path, key: Key) -> dict[str, Measured | str]:
         found = {name: out / f"{name}.safetensors" for name in cases}
-        return {name: read_file(path, key[0]) if path.exists() else f"{key}: no result" for name, path in found.items()}
+        return {
+            name: Measured.open(path, key[0]) if path.exists() else f"{key}: no result" for name, path in found.items()
+        }
 
     keys = [(backend, precision) for backend in backends for precision in precisions]
     return run_workers("measure", job, keys, read, arrays, parallel=parallel, log=log, done=done)
