@@ -180,11 +180,16 @@ class Init:
         """The standard deviation the weights of `layer` are drawn with."""
         if self.scheme == "normal":
             return self.std
+        return self.glorot_limit(layer) / 3**0.5  # a uniform on ±a has std a/sqrt(3)
+
+    @staticmethod
+    def glorot_limit(layer: Layer) -> float:
+        """Glorot's uniform bound for `layer`: sqrt(6 / (fan_in + fan_out))."""
         if isinstance(layer, Linear):
             fans = layer.in_features + layer.out_features
         else:
             fans = (layer.in_channels + layer.out_channels) * layer.kernel**2
-        return (6 / fans) ** 0.5 / 3**0.5  # a uniform on ±a has std a/sqrt(3)
+        return (6 / fans) ** 0.5
 
     @property
     def bn_scale_std(self) -> float:

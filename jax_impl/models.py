@@ -105,12 +105,13 @@ def drawn_flat(draw):
 
 
 def kernel_init(init: Init, layer: Layer):
-    """Weights ~ N(0, std) (DCGAN's rule, Flax's nnx.initializers.normal) or U(±std·√3)
-    (Glorot's uniform, std from the spec's fans, as nnx.initializers.glorot_uniform draws it)."""
-    std = init.weight_std(layer)
+    """Weights ~ N(0, std) (DCGAN's rule, Flax's nnx.initializers.normal) or Glorot's uniform
+    U(±limit), the bound from the spec (common.spec.Init.glorot_limit), drawn as
+    nnx.initializers.glorot_uniform draws it."""
     if init.scheme == "normal":
-        return drawn_flat(lambda key, n, dtype: jax.random.normal(key, (n,), dtype) * std)
-    return drawn_flat(lambda key, n, dtype: jax.random.uniform(key, (n,), dtype, -1) * (3 * std**2) ** 0.5)
+        return drawn_flat(lambda key, n, dtype: jax.random.normal(key, (n,), dtype) * init.std)
+    limit = init.glorot_limit(layer)
+    return drawn_flat(lambda key, n, dtype: jax.random.uniform(key, (n,), dtype, -1) * limit)
 
 
 def bn_scale_init(std: float):

@@ -34,11 +34,11 @@ class DrawnFlat(keras.initializers.Initializer):
 
 
 def _kernel_initializer(layer: Layer, init: Init, seed: int) -> keras.initializers.Initializer:
-    """DCGAN's N(0, std), or Glorot's uniform U(±√(6 / (fan_in + fan_out))), taken as the
-    uniform of the spec's std for this layer."""
+    """DCGAN's N(0, std), or Glorot's uniform U(±√(6 / (fan_in + fan_out))), its bound from
+    the spec (common.spec.Init.glorot_limit), as GlorotUniform computes it from the shape."""
     if init.scheme == "normal":
         return DrawnFlat(keras.initializers.RandomNormal(0.0, init.std, seed=seed))
-    limit = (3 * init.weight_std(layer) ** 2) ** 0.5
+    limit = init.glorot_limit(layer)
     return DrawnFlat(keras.initializers.RandomUniform(-limit, limit, seed=seed))
 
 
