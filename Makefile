@@ -31,8 +31,9 @@ demo: setup
 	@echo "latest grid: $$(ls $(DEMO_OUT)/samples/*.png | tail -n 1)"
 
 # The tests read the real Fashion-MNIST too, so the dataset is installed as for the demo.
+# One xdist worker per core, each file's tests on one worker (tests/conftest.py says why).
 test: $(VENV)/.installed $(FASHION_MNIST)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 # ruff's linter and formatter (config in pyproject.toml); CI runs this before the tests.
 lint: $(VENV)/.installed

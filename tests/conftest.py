@@ -5,6 +5,12 @@ costs ~0.1 s to compile. The suite starts dozens of JAX and Keras-on-JAX process
 workers, `dcgan train` / `--resume` / `sample` chains, benchmark workers) that compile many
 of the same programs, so they share JAX's persistent compilation cache, every entry of it,
 in a directory of this session's own: nothing compiled by an earlier run is reused.
+
+`make test` runs the suite on every core with pytest-xdist (`-n auto --dist loadfile`). Most
+of the suite's time is a few expensive fixtures (the parity workers, the benchmark's smoke run,
+the training chains), each shared by the tests of one file, so each file's tests run on one
+xdist worker, which computes its fixtures once. The xdist workers share the session's JAX
+cache: the controller makes it, and they inherit it through the environment.
 """
 
 from __future__ import annotations
@@ -13,9 +19,12 @@ import os
 import shutil
 import tempfile
 
-_JAX_CACHE = tempfile.mkdtemp(prefix="dcgan-tests-jax-cache-")
+_SESSION_CACHE = "DCGAN_TESTS_JAX_CACHE"  # set by the controller, read by its xdist workers
+_OWNER = "PYTEST_XDIST_WORKER" not in os.environ or _SESSION_CACHE not in os.environ
+_JAX_CACHE = tempfile.mkdtemp(prefix="dcgan-tests-jax-cache-") if _OWNER else os.environ[_SESSION_CACHE]
 os.environ.update(
     {
+        _SESSION_CACHE: _JAX_CACHE,
         "JAX_COMPILATION_CACHE_DIR": _JAX_CACHE,
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
@@ -24,4 +33,5 @@ os.environ.update(
 
 
 def pytest_sessionfinish(session, exitstatus):
-    shutil.rmtree(_JAX_CACHE, ignore_errors=True)
+    if _OWNER:
+        shutil.rmtree(_JAX_CACHE, ignore_errors=True)
