@@ -18,7 +18,7 @@ from common.algorithm import network_seeds
 from common.canonical import nchw_to_nhwc, nhwc_to_nchw
 from common.config import Config
 from keras_impl.gan import GAN
-from keras_impl.gradients import jit, value_and_grad
+from keras_impl.gradients import apply, jit, value_and_grad
 from keras_impl.layout import CANONICAL_NAMES, from_canonical, native_name, to_canonical
 from keras_impl.models import Discriminator, Generator
 from keras_impl.optimizers import Adam
@@ -136,7 +136,8 @@ class Trainer(backends.Trainer):
                 if variable.trainable
             }
             network = getattr(self, role)
-            optimizer.apply(
+            apply(
+                optimizer,
                 [keras.ops.convert_to_tensor(native[id(v)]) for v in network.trainable_variables],
                 network.trainable_variables,
             )

@@ -37,6 +37,25 @@ def jit(fn: Callable) -> Callable:
     return fn
 
 
+def apply(optimizer: keras.optimizers.Optimizer, grads: list, variables: list) -> None:
+    """optimizer.apply(grads, variables), for updates outside Keras's own compiled step. On JAX
+    it runs as one compiled program (stateless_apply under jax.jit), where Keras's apply would
+    compile and run each op of each variable's update on its own; TensorFlow refuses
+    stateless_apply, and torch's eager ops gain nothing from it, so there `apply` runs as it is."""
+    if keras.backend.backend() != "jax":
+        optimizer.apply(grads, variables)
+        return
+    import jax
+
+    if not optimizer.built:
+        optimizer.build(variables)
+    new_variables, new_state = jax.jit(optimizer.stateless_apply)(
+        [v.value for v in optimizer.variables], grads, [v.value for v in variables]
+    )
+    for variable, value in zip([*variables, *optimizer.variables], [*new_variables, *new_state]):
+        variable.assign(value)
+
+
 def _jax(fn: LossFn):
     import jax
 
