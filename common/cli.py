@@ -84,6 +84,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         checkpoint_every=args.checkpoint_every,
         keep_every=args.keep_every,
         progress=not args.no_progress,
+        eval_every=args.eval_every,
+        eval_n=args.eval_n,
+        tensorboard=args.tensorboard,
     )
     records = train(config, args.backend, out, options)
     if records:
@@ -162,6 +165,12 @@ def cmd_convert(args: argparse.Namespace) -> None:
     print(f"wrote {file}: a {args.backend} {what}")
 
 
+def cmd_eval(args: argparse.Namespace) -> None:
+    from common.quality.report import run_eval
+
+    run_eval(args)
+
+
 def cmd_parity(args: argparse.Namespace) -> int:
     from common.parity.command import run_command
 
@@ -238,6 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=5000,
         help="keep checkpoints at multiples of this besides the latest (5000; 0: latest only)",
     )
+    train.add_argument(
+        "--eval-every",
+        type=positive_int,
+        help="iterations between scores (FD (Fashion-MNIST features), KID, PRDC, classes) in metrics.jsonl",
+    )
+    train.add_argument("--eval-n", type=positive_int, default=10_000, help="images each score uses (10000)")
+    train.add_argument("--tensorboard", action="store_true", help="also write TensorBoard events to OUT/tensorboard")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(run=cmd_train)
 
@@ -299,6 +315,34 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--ndf", type=positive_int, help="pytorch/examples' --ndf (sets model.ndf)")
     convert.add_argument("--imageSize", type=positive_int, help="pytorch/examples' --imageSize (sets model.image_size)")
     convert.set_defaults(run=cmd_convert)
+    evaluate = commands.add_parser(
+        "eval",
+        help="score a checkpoint's samples: FD (Fashion-MNIST features) with its interval, KID, "
+        "precision / recall / density / coverage, and the classes drawn",
+    )
+    evaluate.add_argument(
+        "action",
+        nargs="?",
+        choices=["train-features"],
+        help="train-features: train the feature network (and cache it, or write it to --out)",
+    )
+    evaluate.add_argument("--checkpoint", help="a checkpoint file, or a run directory (its latest)")
+    evaluate.add_argument(
+        "--backend", choices=list(BACKENDS), help="sample on this backend (default: the one that wrote it)"
+    )
+    evaluate.add_argument("--n", type=positive_int, default=10_000, help="generated images scored (10000)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the latent vectors, subsets and bootstrap")
+    evaluate.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
+    evaluate.add_argument(
+        "--features", default="fashion-mnist", help="the feature space: fashion-mnist (the suite's own network)"
+    )
+    evaluate.add_argument("--weights", metavar="FILE", help="the feature network's weights (default: the suite's)")
+    evaluate.add_argument("--out", metavar="FILE", help="with train-features: where to write the weights")
+    evaluate.add_argument(
+        "--epochs", type=positive_int, default=10, help="with train-features: passes over the training set (10)"
+    )
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluate.set_defaults(run=cmd_eval)
     parity = commands.add_parser(
         "parity",
         help="run the same weights and inputs through every backend and compare "

@@ -48,14 +48,18 @@ def save_gif(path: Path, frames: Sequence[Path], ms_per_frame: int = 400) -> Non
 
 
 def plot_losses(path: Path, records: Sequence[dict], title: str) -> None:
-    """G and D losses per iteration, with a moving average so the trend shows through the noise."""
+    """G and D losses per iteration, with a moving average so the trend shows through the
+    noise; below them, where the run was scored (`dcgan train --eval-every`), FD over iterations."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
+    scored = [r for r in records if "fd" in r]
+    rows = 2 if scored else 1
+    fig, axes = plt.subplots(rows, 1, figsize=(8, 4.5 * rows), dpi=100, squeeze=False)
+    ax = axes[0][0]
     steps = np.array([r["step"] for r in records])
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
     for key, label, colour in (("loss_D", "D loss", "tab:blue"), ("loss_G", "G loss", "tab:orange")):
         values = np.array([r[key] for r in records], dtype=float)
         window = len(values) // 50
@@ -68,6 +72,16 @@ def plot_losses(path: Path, records: Sequence[dict], title: str) -> None:
     ax.set(xlabel="iteration", ylabel="BCE loss", title=title)
     ax.grid(alpha=0.3)
     ax.legend()
+    if scored:
+        ax = axes[1][0]
+        at = [r["step"] for r in scored]
+        ax.fill_between(
+            at, [r["fd_low"] for r in scored], [r["fd_high"] for r in scored], alpha=0.25, color="tab:green"
+        )
+        ax.plot(at, [r["fd"] for r in scored], "o-", color="tab:green", label="FD (95% bootstrap interval)")
+        ax.set(xlabel="iteration", ylabel="FD (Fashion-MNIST features)", yscale="log")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -22,6 +22,7 @@ from common.config import Config
 from common.data import ImageDataset, load_dataset
 from common.errors import ConfigError
 from common.rundir import RunDir
+from common.tensorboard import TensorBoard
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,9 @@ class RunOptions:
     checkpoint_every: int = 500
     keep_every: int = 5000  # checkpoints kept besides the latest; 0 keeps only the latest
     progress: bool = True
+    eval_every: int | None = None  # iterations between scores (common/quality/), logged in metrics.jsonl
+    eval_n: int = 10_000  # generated images each score is computed on
+    tensorboard: bool = False  # also write TensorBoard event files (common/tensorboard.py)
 
     def total_steps(self, schedule: Schedule) -> int:
         """The run's total iterations: `steps`, or `epochs` (default 1) passes over the data."""
@@ -90,6 +94,7 @@ def train(config: Config, backend_name: str, run_dir: Path, options: RunOptions 
     schedule = Schedule.for_dataset(config, len(dataset))
     total = options.total_steps(schedule)
     sample_every = options.sample_every or max(1, min(schedule.iterations_per_epoch, math.ceil(total / 10)))
+    scorer = Scorer(config, options) if options.eval_every else None  # refuses a dataset it cannot score
     trainer = load_backend(backend_name, options.precision, options.compile).trainer(config)
     if resume_from is not None:
         start, elapsed = _restore(trainer, config, resume_from)
@@ -116,6 +121,7 @@ def train(config: Config, backend_name: str, run_dir: Path, options: RunOptions 
         dynamic_ncols=True,
         desc=f"{config.preset} {backend_name}",
     )
+    board = TensorBoard(run.path / "tensorboard") if options.tensorboard else None
     with ThreadPoolExecutor(max_workers=1) as prefetch, run.metrics_log() as log:
         upcoming = prefetch.submit(_iteration_inputs, dataset, schedule, config, step) if step < total else None
         try:
@@ -134,8 +140,12 @@ def train(config: Config, backend_name: str, run_dir: Path, options: RunOptions 
                     "images_per_s": o.batch_size * o.d_steps / seconds,
                     "time": elapsed + time.perf_counter() - session_start,
                 }
+                if scorer is not None and (step % options.eval_every == 0 or step == total):
+                    record.update(scorer.scores(trainer))
                 records.append(record)
                 log(record)
+                if board is not None:
+                    board.scalars(step, {k: v for k, v in record.items() if k != "step"})
                 bar.update(1)
                 bar.set_postfix_str(
                     f"loss_D {metrics['loss_D']:.3f} loss_G {metrics['loss_G']:.3f} "
@@ -143,7 +153,10 @@ def train(config: Config, backend_name: str, run_dir: Path, options: RunOptions 
                     f"{record['images_per_s']:.0f} img/s"
                 )
                 if step % sample_every == 0 or step == total:
-                    run.save_sample(step, trainer.sample(fixed))
+                    grid = trainer.sample(fixed)
+                    run.save_sample(step, grid)
+                    if board is not None:
+                        board.images(step, "samples", grid)
                 if step % options.checkpoint_every == 0 and step < total:
                     save_checkpoint(step, elapsed + time.perf_counter() - session_start)
         except KeyboardInterrupt:
@@ -154,10 +167,32 @@ def train(config: Config, backend_name: str, run_dir: Path, options: RunOptions 
             raise
         finally:
             bar.close()
+            if board is not None:
+                board.close()
             if step > start:  # never lose work: the last finished iteration is always saved
                 save_checkpoint(step, elapsed + time.perf_counter() - session_start)
     run.write_summaries(f"{config.preset} on {backend_name}, {config.data.dataset}")
     return records
+
+
+class Scorer:
+    """`--eval-every`: the run's generator scored in the feature network's space
+    (common/quality/), the same latent vectors each time, so the curve follows G alone."""
+
+    KEYS = ("fd", "fd_low", "fd_high", "kid", "precision", "recall", "density", "coverage", "classes_covered")
+
+    def __init__(self, config: Config, options: RunOptions):
+        from common.quality.evaluate import FeatureSpace, check_dataset
+
+        check_dataset(config, "fashion-mnist")
+        self.config, self.n = config, options.eval_n
+        self.space = FeatureSpace.load(progress=options.progress)
+
+    def scores(self, trainer: Trainer) -> dict:
+        from common.quality.evaluate import evaluate
+
+        found = evaluate(trainer, self.config, self.space, self.n, seed=self.config.seed)
+        return {k: found[k] for k in self.KEYS}
 
 
 def _restore(trainer: Trainer, config: Config, file: Path) -> tuple[int, float]:

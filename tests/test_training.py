@@ -3,13 +3,16 @@ processes (Keras fixes its backend per process), all backends at once.
 
 For each backend and two tiny presets (mnist28: fresh noise, dropout, k = 2; dcgan64: the
 G update reuses D's fakes), three runs: 4 iterations straight; 2 iterations then --resume
-to 4; and `dcgan sample` from the finished run.
+to 4; and `dcgan sample` from the finished run. And a scored run: 2 iterations of a tiny
+mnist28 on the real Fashion-MNIST with --eval-every and --tensorboard, then `dcgan eval`
+of its checkpoint, on the same backend.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -102,16 +105,35 @@ def _commands(backend: str, preset: str, root: Path) -> tuple[list[list[str]], l
     return first, resume, {"straight": straight, "resumed": resumed, "preset": preset}
 
 
+SCORED_TRAINING = "torch"  # the backend of the --eval-every run; `dcgan eval` runs on every backend
+
+
+def _scored(backend: str, root: Path) -> tuple[list[list[str]], Path]:
+    """`dcgan eval` of a 2-iteration tiny mnist28 run on the real Fashion-MNIST; on
+    SCORED_TRAINING that run is also scored at its end and logged to TensorBoard."""
+    run = root / f"{backend}-scored"
+    tiny = ["--set", "model.ngf=4", "--set", "model.ndf=4", "--batch-size", "8", "--no-progress"]
+    scored = ["--eval-every", "2", "--eval-n", "32", "--tensorboard"] if backend == SCORED_TRAINING else []
+    return [
+        ["train", "--backend", backend, "--preset", "mnist28", "--dataset", "fashion-mnist", *tiny, "--steps", "2",
+         *scored, "--out", str(run)],
+        ["eval", "--checkpoint", str(run), "--n", "32", "--json", str(run / "eval.json"), "--no-progress"],
+    ], run  # fmt: skip
+
+
 def _chain(backend: str, root: Path) -> dict:
-    """Every preset of CASES on one backend: one process for the first runs, one for the resumes."""
+    """Every preset of CASES on one backend, and the scored run: one process for the first
+    runs, one for the resumes."""
     planned = {preset: _commands(backend, preset, root) for preset in CASES}
-    first = _dcgan(*[command for commands, _, _ in planned.values() for command in commands])
+    scored, scored_dir = _scored(backend, root)
+    first = _dcgan(*[command for commands, _, _ in planned.values() for command in commands], *scored)
     resumes = _dcgan(*[resume for _, resume, _ in planned.values()])
     died = [done for done in (first, resumes) if done[0]["args"] == ["(process)"]]
     results = {}
     for index, (preset, (_, _, dirs)) in enumerate(planned.items()):
         runs = died[0] if died else first[3 * index : 3 * index + 3] + resumes[index : index + 1]
         results[(backend, preset)] = {**dirs, "runs": runs}
+    results[(backend, "scored")] = {"run": scored_dir, "runs": died[0] if died else first[-len(scored) :]}
     return results
 
 
@@ -132,6 +154,14 @@ def result(request, results) -> dict:
     for run in result["runs"]:
         assert run["code"] == 0, f"{request.param}: {' '.join(run['args'])}\n{run['stderr'][-3000:]}"
     return result
+
+
+@pytest.fixture(params=list(BACKENDS))
+def scored(request, results) -> dict:
+    result = results[(request.param, "scored")]
+    for run in result["runs"]:
+        assert run["code"] == 0, f"{request.param}: {' '.join(run['args'])}\n{run['stderr'][-3000:]}"
+    return {**result, "backend": request.param}
 
 
 def _metrics(run_dir: Path) -> list[dict]:
@@ -174,6 +204,50 @@ def test_sample_writes_a_grid_and_arrays(result):
     assert arrays["z"].shape == (6, model.latent_dim)
     assert images.min() >= -1 and images.max() <= 1 and images.std() > 0
     assert Image.open(result["straight"] / "grid.png").size[0] > images.shape[-1]
+
+
+def _tensorboard_events(folder: Path) -> list:
+    """The events of a TensorBoard log, read as TFRecords (length, its CRC, the data, its CRC)
+    with tensorboard's protocol buffers alone: its EventAccumulator would import TensorFlow
+    into this process, which already holds PyTorch and JAX."""
+    from tensorboard.compat.proto.event_pb2 import Event
+
+    events = []
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        while data:
+            (length,) = struct.unpack("<Q", data[:8])
+            events.append(Event.FromString(data[12 : 12 + length]))
+            data = data[12 + length + 4 :]
+    return events
+
+
+def test_eval_every_logs_the_scores_plots_them_and_writes_tensorboard_events(results):
+    scored = results[(SCORED_TRAINING, "scored")]
+    assert all(run["code"] == 0 for run in scored["runs"]), scored["runs"]
+    records = _metrics(scored["run"])
+    assert "fd" not in records[0]  # scored every 2 iterations, and at the end
+    last = records[-1]
+    assert last["step"] == 2 and 0 < last["fd_low"] <= last["fd"] <= last["fd_high"]
+    assert all(np.isfinite(last[k]) for k in ("kid", "precision", "recall", "density", "coverage"))
+    assert 1 <= last["classes_covered"] <= 10
+    with Image.open(scored["run"] / "loss.png") as image:  # the losses, and FD below them
+        assert image.size[1] > image.size[0]
+    values = [(e.step, v) for e in _tensorboard_events(scored["run"] / "tensorboard") for v in e.summary.value]
+    scalars = {(step, v.tag): v.simple_value for step, v in values if not v.HasField("image")}
+    images = [(step, v.tag) for step, v in values if v.HasField("image")]
+    assert {"loss_D", "loss_G", "D_x", "fd"} <= {tag for _, tag in scalars}
+    assert scalars[(2, "fd")] == pytest.approx(last["fd"]) and images == [(1, "samples"), (2, "samples")]
+
+
+def test_eval_scores_a_checkpoint_beside_its_reference_points(scored):
+    found = json.loads((scored["run"] / "eval.json").read_text())
+    assert found["backend"] == scored["backend"] and found["step"] == 2 and found["n"] == 32
+    assert found["features"] == "FD (Fashion-MNIST features)"
+    floor, fresh = found["reference"]["real_vs_real"], found["reference"]["fresh_generator"]
+    assert floor["n"] == fresh["n"] == 32  # the floor at the samples' own n
+    assert 0 <= floor["fd"] < fresh["fd"]  # real vs real sits below an untrained G
+    assert sum(found["class_counts"]) == 32 and 0 <= found["class_kl"]
 
 
 FIT_SCRIPT = """

@@ -1,0 +1,68 @@
+"""`dcgan eval`'s command: the scores of a checkpoint printed beside their reference points."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from common.errors import ConfigError
+from common.quality.features import LABEL, train_features
+
+COLUMNS = (  # (title, format of one row's scores)
+    ("FD [95% interval]", lambda s: f"{s['fd']:.2f} [{s['fd_low']:.2f}, {s['fd_high']:.2f}]"),
+    ("KID x 1e3", lambda s: f"{1e3 * s['kid']:.2f} ± {1e3 * s['kid_std']:.2f}"),
+    ("precision", lambda s: f"{s['precision']:.3f}"),
+    ("recall", lambda s: f"{s['recall']:.3f}"),
+    ("density", lambda s: f"{s['density']:.3f}"),
+    ("coverage", lambda s: f"{s['coverage']:.3f}"),
+    ("classes", lambda s: f"{s['classes_covered']}/10 (KL {s['class_kl']:.3f})" if "classes_covered" in s else "-"),
+)
+
+
+def table(found: dict) -> str:
+    rows = [
+        (f"checkpoint (step {found['step']}, {found['backend']})", found),
+        ("real vs real (floor)", found["reference"]["real_vs_real"]),
+        ("fresh generator", found["reference"]["fresh_generator"]),
+    ]
+    cells = [[title for title, _ in COLUMNS]] + [[fmt(scores) for _, fmt in COLUMNS] for _, scores in rows]
+    names = [""] + [name for name, _ in rows]
+    widths = [max(len(n) for n in names)] + [max(len(r[i]) for r in cells) for i in range(len(COLUMNS))]
+    lines = [
+        "  ".join([name.ljust(widths[0])] + [c.rjust(w) for c, w in zip(row, widths[1:])])
+        for name, row in zip(names, cells)
+    ]
+    return "\n".join(
+        [
+            f"{LABEL}: {found['n']} samples against Fashion-MNIST's 10,000 test images",
+            *lines,
+            "These are not FIDs: the features are the suite's own classifier's, not Inception's, so the numbers "
+            "compare only with each other.",
+        ]
+    )
+
+
+def run_eval(args: argparse.Namespace) -> None:
+    from common.quality.evaluate import evaluate_checkpoint
+
+    if args.action == "train-features":
+        path = train_features(args.seed, Path(args.out) if args.out else None, args.epochs, not args.no_progress)
+        print(f"wrote {path}")
+        return
+    if args.out:
+        raise ConfigError("--out", args.out, "used only with `dcgan eval train-features` (scores go to --json)")
+    if not args.checkpoint:
+        raise ConfigError("--checkpoint", None, "a checkpoint file or run directory to score")
+    found = evaluate_checkpoint(
+        Path(args.checkpoint),
+        args.backend,
+        args.n,
+        args.seed,
+        Path(args.weights) if args.weights else None,
+        args.features,
+        progress=not args.no_progress,
+    )
+    print(table(found))
+    if args.json:
+        Path(args.json).write_text(json.dumps(found, indent=1) + "\n")

@@ -1,0 +1,162 @@
+"""common/quality/: the scores' maths against closed forms and an independent implementation,
+the feature network's determinism and its weight files' hashes, and the refusals.
+`dcgan eval` and `train --eval-every` on every backend are in test_training.py's chains."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import linalg
+
+from common.errors import ConfigError
+from common.presets import make_config
+from common.quality import metrics
+from common.quality.evaluate import as_fashion_mnist, check_dataset
+from common.quality.features import load_weights, save_weights
+
+
+def _stats(mean, cov) -> metrics.Statistics:
+    return metrics.Statistics(np.asarray(mean, float), np.asarray(cov, float), 1000)
+
+
+def _random_cov(rng, d: int) -> np.ndarray:
+    a = rng.normal(size=(d, d))
+    return a @ a.T / d + 0.1 * np.eye(d)
+
+
+def test_fd_is_the_closed_form_for_gaussians_with_commuting_covariances():
+    """For diagonal covariances, FD = |mu1 - mu2|^2 + sum_i (sigma1_i - sigma2_i)^2."""
+    rng = np.random.default_rng(0)
+    m1, m2 = rng.normal(size=8), rng.normal(size=8)
+    v1, v2 = rng.uniform(0.1, 3, 8), rng.uniform(0.1, 3, 8)
+    expected = np.sum((m1 - m2) ** 2) + np.sum((np.sqrt(v1) - np.sqrt(v2)) ** 2)
+    assert metrics.frechet_distance(_stats(m1, np.diag(v1)), _stats(m2, np.diag(v2))) == pytest.approx(expected, 1e-12)
+
+
+def test_fd_matches_pytorch_fids_formula_on_general_covariances():
+    """pytorch-fid's formula: tr(S1) + tr(S2) - 2 tr(sqrtm(S1 S2)), the real part of scipy's sqrtm."""
+    rng = np.random.default_rng(1)
+    a, b = _stats(rng.normal(size=16), _random_cov(rng, 16)), _stats(rng.normal(size=16), _random_cov(rng, 16))
+    root = linalg.sqrtm(a.cov @ b.cov).real
+    expected = np.sum((a.mean - b.mean) ** 2) + np.trace(a.cov) + np.trace(b.cov) - 2 * np.trace(root)
+    assert metrics.frechet_distance(a, b) == pytest.approx(expected, rel=1e-9)
+
+
+def test_fd_is_zero_on_identical_sets_symmetric_and_grows_with_noise():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(2000, 12)) @ rng.normal(size=(12, 12))
+    same = metrics.Statistics.of(x)
+    assert abs(metrics.frechet_distance(same, same)) < 1e-9 * np.trace(same.cov)
+    noisy = [metrics.Statistics.of(x + s * rng.normal(size=x.shape)) for s in (0.1, 0.5, 1.0, 2.0)]
+    distances = [metrics.frechet_distance(same, n) for n in noisy]
+    assert distances == sorted(distances) and distances[0] > 0
+    assert metrics.frechet_distance(noisy[2], same) == pytest.approx(distances[2], rel=1e-9)
+
+
+def test_fd_matches_torchmetrics_on_the_feature_networks_features():
+    """torchmetrics' FrechetInceptionDistance, given the feature network as its feature module,
+    on the same images: an independent implementation (its own statistics, its own trace)."""
+    import torch
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    from pytorch_impl.features import FEATURES, FeatureNet, features_and_logits
+
+    torch.manual_seed(0)
+    net = FeatureNet().eval()
+
+    class Features(torch.nn.Module):
+        num_features = FEATURES
+
+        def forward(self, x):
+            return net.features(x)
+
+    rng = np.random.default_rng(3)
+    real = rng.uniform(-1, 1, (300, 1, 28, 28)).astype(np.float32)
+    fake = np.clip(real[::-1] * 0.7 + rng.normal(0, 0.3, real.shape), -1, 1).astype(np.float32)
+    fid = FrechetInceptionDistance(feature=Features()).double()
+    fid.update(torch.from_numpy(real), real=True)
+    fid.update(torch.from_numpy(fake), real=False)
+    ours = metrics.frechet_distance(
+        metrics.Statistics.of(features_and_logits(net, real)[0]),
+        metrics.Statistics.of(features_and_logits(net, fake)[0]),
+    )
+    assert ours > 0 and float(fid.compute()) == pytest.approx(ours, rel=1e-6)
+
+
+def test_bootstrap_interval_holds_the_estimate():
+    rng = np.random.default_rng(4)
+    real, fake = rng.normal(size=(1000, 6)), rng.normal(0.3, 1.2, size=(1000, 6))
+    fd = metrics.frechet_distance(metrics.Statistics.of(real), metrics.Statistics.of(fake))
+    low, high = metrics.bootstrap_fd(metrics.Statistics.of(real), fake, np.random.default_rng(0))
+    assert low < fd < high and high - low < fd
+
+
+def test_kid_is_near_zero_for_one_distribution_and_positive_for_two():
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(600, 10)), rng.normal(size=(600, 10))
+    same, same_std = metrics.kid(x, y, np.random.default_rng(0), subsets=20, subset_size=300)
+    shifted, _ = metrics.kid(x, y + 0.5, np.random.default_rng(0), subsets=20, subset_size=300)
+    assert abs(same) < 3 * same_std + 1e-3 and shifted > 10 * abs(same) and shifted > 0.05
+
+
+def test_prdc_of_a_set_against_itself_is_perfect_and_matches_the_prdc_package():
+    from prdc import compute_prdc
+
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(200, 8)).astype(np.float32)
+    found = metrics.prdc(x, x, k=5)
+    assert found["precision"] == found["recall"] == found["coverage"] == 1.0 and found["density"] == pytest.approx(1.0)
+    y = rng.normal(0.5, 1.3, size=(150, 8)).astype(np.float32)
+    expected = compute_prdc(x, y, nearest_k=5)
+    cached = metrics.prdc(x, y, k=5, radii=metrics.real_radii(x, 5))
+    assert cached == pytest.approx({k: float(v) for k, v in expected.items()}, rel=1e-6)
+
+
+def test_class_histogram_counts_covered_classes_and_kl():
+    reference = np.repeat(np.arange(10), 100)
+    balanced = metrics.class_histogram(np.repeat(np.arange(10), 3), reference)
+    assert balanced["counts"] == [3] * 10 and balanced["covered"] == 10 and balanced["kl"] == pytest.approx(0.0)
+    collapsed = metrics.class_histogram(np.array([3] * 95 + [4] * 5), reference)
+    assert collapsed["covered"] == 2 and collapsed["kl"] == pytest.approx(0.95 * np.log(9.5) + 0.05 * np.log(0.5))
+
+
+def test_feature_network_training_is_deterministic_from_its_seed():
+    from pytorch_impl.features import train_classifier
+
+    rng = np.random.default_rng(7)
+    images = rng.uniform(-1, 1, (256, 1, 28, 28)).astype(np.float32)
+    labels = rng.integers(0, 10, 256)
+    first, again = (train_classifier(images, labels, seed=3, epochs=1, batch_size=64) for _ in range(2))
+    other = train_classifier(images, labels, seed=4, epochs=1, batch_size=64)
+    assert all(np.array_equal(first[k], again[k]) for k in first)
+    assert not all(np.array_equal(first[k], other[k]) for k in first)
+
+
+def test_weight_files_are_refused_when_their_tensors_change(tmp_path):
+    state = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(4, np.float32)}
+    path = tmp_path / "w.safetensors"
+    save_weights(path, state, {"seed": "0"})
+    loaded, metadata = load_weights(path)
+    assert all(np.array_equal(loaded[k], state[k]) for k in state) and metadata["seed"] == "0"
+    from safetensors.numpy import save_file
+
+    save_file({**state, "b": np.full(4, 2, np.float32)}, str(path), metadata=metadata)  # the old hash, new values
+    with pytest.raises(ConfigError, match="w.safetensors.*hash"):
+        load_weights(path)
+    with pytest.raises(ConfigError, match="pinned|hash"):
+        load_weights(tmp_path / "w.safetensors", pinned="0" * 64)
+
+
+def test_scores_are_refused_for_a_model_of_another_dataset():
+    with pytest.raises(ConfigError, match="fashion-mnist"):
+        check_dataset(make_config("mnist28", {"data.dataset": "fake"}), "fashion-mnist")
+    with pytest.raises(ConfigError, match="--features"):
+        check_dataset(make_config("mnist28"), "inception-v4")
+
+
+def test_other_sizes_are_seen_as_28x28_grey():
+    images = np.zeros((2, 3, 64, 64), np.float32)
+    images[:, :, :32] = 1.0  # top half white in every channel
+    seen = as_fashion_mnist(images)
+    assert seen.shape == (2, 1, 28, 28)
+    assert np.allclose(seen[:, 0, :13], 1.0) and np.allclose(seen[:, 0, 15:], 0.0)
