@@ -11,7 +11,7 @@ from common.quality.features import LABEL, train_features
 
 COLUMNS = (  # (title, format of one row's scores)
     ("FD [95% interval]", lambda s: f"{s['fd']:.2f} [{s['fd_low']:.2f}, {s['fd_high']:.2f}]"),
-    ("KID x 1e3", lambda s: f"{1e3 * s['kid']:.2f} ± {1e3 * s['kid_std']:.2f}"),
+    ("KID", lambda s: f"{s['kid']:.3f} ± {s['kid_std']:.3f}"),
     ("precision", lambda s: f"{s['precision']:.3f}"),
     ("recall", lambda s: f"{s['recall']:.3f}"),
     ("density", lambda s: f"{s['density']:.3f}"),
