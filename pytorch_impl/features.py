@@ -8,6 +8,7 @@ blocks and one hidden dense layer of FEATURES units, ~92-93% on Fashion-MNIST's 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import numpy as np
@@ -101,12 +102,12 @@ def features_and_logits(model: FeatureNet, images: np.ndarray, batch_size: int =
     return np.concatenate(features), np.concatenate(logits)
 
 
-class _deterministic:
+@contextlib.contextmanager
+def _deterministic():
     """torch.use_deterministic_algorithms for the duration, restored afterwards."""
-
-    def __enter__(self):
-        self.before = torch.are_deterministic_algorithms_enabled()
-        torch.use_deterministic_algorithms(True)
-
-    def __exit__(self, *exc):
-        torch.use_deterministic_algorithms(self.before)
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)

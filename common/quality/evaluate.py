@@ -157,6 +157,7 @@ def evaluate_checkpoint(
     trainer = loaded.trainer(config)
     trainer.load_state_dict(arrays)
     found = {"checkpoint": str(path), "backend": backend, "step": int(metadata.get("step", 0)), "features": LABEL}
+    found["feature_weights"] = str(space.source)
     found.update(evaluate(trainer, config, space, n, seed))
     found["reference"] = references(space, loaded.trainer(config), config, n, seed)
     return found

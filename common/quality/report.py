@@ -35,7 +35,8 @@ def table(found: dict) -> str:
     ]
     return "\n".join(
         [
-            f"{LABEL}: {found['n']} samples against Fashion-MNIST's 10,000 test images",
+            f"{LABEL}: {found['n']} samples against Fashion-MNIST's 10,000 test images "
+            f"(features: {found.get('feature_weights', 'the suite network')})",
             *lines,
             "These are not FIDs: the features are the suite's own classifier's, not Inception's, so the numbers "
             "compare only with each other.",
