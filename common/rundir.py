@@ -3,9 +3,11 @@
     run.json                             preset and backend (a run is continued only by the same ones)
     config.toml                          the full resolved config
     metrics.jsonl                        one line per iteration: step, losses, D(x), D(G(z)), images/s, time
+                                         (and the scores, with --eval-every)
     samples/step_XXXXXX.png              fixed-noise grids, G in eval mode
     checkpoints/step_XXXXXX.safetensors  canonical checkpoints (common/checkpoint.py's file format)
     loss.png, progress.gif               written when a training session ends
+    tensorboard/                         event files, with --tensorboard (common/tensorboard.py)
 
 `dcgan train` creates, checks and resumes runs through `RunDir`; `dcgan convert` writes one;
 `dcgan sample`, `convert` and `parity` open a run's latest checkpoint with `open_checkpoint`.
