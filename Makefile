@@ -31,9 +31,10 @@ demo: setup
 	@echo "latest grid: $$(ls $(DEMO_OUT)/samples/*.png | tail -n 1)"
 
 # The tests read the real Fashion-MNIST too, so the dataset is installed as for the demo.
-# One xdist worker per core, each file's tests on one worker (tests/conftest.py says why).
+# One xdist worker per core (at most 4: each starts framework processes of 1-3 GB), each
+# file's tests on one worker (tests/conftest.py says why).
 test: $(VENV)/.installed $(FASHION_MNIST)
-	$(BIN)/python -m pytest -n auto --dist loadfile
+	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadfile
 
 # ruff's linter and formatter (config in pyproject.toml); CI runs this before the tests.
 lint: $(VENV)/.installed

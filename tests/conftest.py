@@ -6,7 +6,7 @@ workers, `dcgan train` / `--resume` / `sample` chains, benchmark workers) that c
 of the same programs, so they share JAX's persistent compilation cache, every entry of it,
 in a directory of this session's own: nothing compiled by an earlier run is reused.
 
-`make test` runs the suite on every core with pytest-xdist (`-n auto --dist loadfile`). Most
+`make test` runs the suite on every core (up to 4) with pytest-xdist (`-n auto --dist loadfile`). Most
 of the suite's time is a few expensive fixtures (the parity workers, the benchmark's smoke run,
 the training chains), each shared by the tests of one file, so each file's tests run on one
 xdist worker, which computes its fixtures once. The xdist workers share the session's JAX
