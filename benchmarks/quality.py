@@ -67,15 +67,19 @@ def curve(backend: str, seed: int) -> list[dict]:
 
 
 def report(args: argparse.Namespace) -> None:
-    from common.quality.evaluate import evaluate_checkpoint
-
     RESULTS.mkdir(parents=True, exist_ok=True)
     records = []
     for backend, seed in plan(args.steps, args.seeds, args.seeded):
         directory = run_dir(backend, seed)
         if not (directory / "metrics.jsonl").exists():
             continue
-        found = evaluate_checkpoint(directory, backend, progress=False)
+        # `dcgan eval` in a process of its own: each run is sampled on the backend that trained it,
+        # and Keras takes one backend per process.
+        scores = directory / "eval.json"
+        command = [sys.executable, "-m", "common.cli", "eval", "--checkpoint", str(directory), "--json", str(scores),
+                   "--no-progress"]  # fmt: skip
+        subprocess.run(command, cwd=ROOT, check=True)
+        found = json.loads(scores.read_text())
         last = json.loads((directory / "metrics.jsonl").read_text().splitlines()[-1])
         record = {"backend": backend, "seed": seed, "steps": found["step"], "wall_s": round(last["time"], 1)}
         record.update({k: found[k] for k in FIELDS if k in found})
