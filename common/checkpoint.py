@@ -25,25 +25,41 @@ from common.presets import make_config
 FORMAT = "dcgan-suite/1"
 
 
-def save(path: Path, arrays: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
+def write_atomically(path: Path, arrays: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
+    """A safetensors file written to a temporary name, flushed to disk and renamed into place,
+    so a crash never leaves a half-written file under `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     contiguous = {k: np.ascontiguousarray(v).reshape(np.shape(v)) for k, v in arrays.items()}  # keeps 0-d arrays 0-d
-    save_file(contiguous, str(tmp), metadata={"format": FORMAT, **metadata})
+    save_file(contiguous, str(tmp), metadata=metadata)
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
-def load(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def read_file(path: Path, flag: str, missing: str, unreadable: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """A safetensors file's arrays and metadata; a missing file is refused as the value of
+    `flag`, saying what would be valid (`missing`), and so is an unreadable one (`unreadable`,
+    followed by safetensors' reason)."""
     try:
         with safe_open(str(path), "np") as f:
             metadata = f.metadata() or {}
             arrays = {key: f.get_tensor(key) for key in f.keys()}
     except FileNotFoundError:
-        raise ConfigError("--checkpoint", str(path), "an existing checkpoint file or run directory") from None
+        raise ConfigError(flag, str(path), missing) from None
     except Exception as err:  # safetensors reports a bad header as its own error type
-        raise ConfigError("--checkpoint", str(path), f"a dcgan-suite safetensors checkpoint ({err})") from None
+        raise ConfigError(flag, str(path), f"{unreadable} ({err})") from None
+    return arrays, metadata
+
+
+def save(path: Path, arrays: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
+    write_atomically(path, arrays, {"format": FORMAT, **metadata})
+
+
+def load(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    arrays, metadata = read_file(
+        path, "--checkpoint", "an existing checkpoint file or run directory", "a dcgan-suite safetensors checkpoint"
+    )
     if metadata.get("format") != FORMAT:
         raise ConfigError(
             "--checkpoint", str(path), f"a checkpoint of format {FORMAT} (found {metadata.get('format')!r})"

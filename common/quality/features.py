@@ -16,10 +16,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from safetensors import safe_open
-from safetensors.numpy import save_file
 from tqdm import tqdm
 
+from common import checkpoint
 from common.data import IDX_DATASETS, read_idx
 from common.errors import ConfigError
 from common.images import to_model_range
@@ -70,28 +69,16 @@ def tensors_sha256(arrays: dict[str, np.ndarray]) -> str:
 
 
 def save_weights(path: Path, state: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
-    """Writes the weights with their hash, atomically (a temporary name renamed into place)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(
-        {k: np.ascontiguousarray(v) for k, v in state.items()},
-        str(tmp),
-        metadata={**metadata, "sha256": tensors_sha256(state)},
-    )
-    os.replace(tmp, path)
+    """Writes the weights with their hash, atomically (common.checkpoint.write_atomically)."""
+    checkpoint.write_atomically(path, state, {**metadata, "sha256": tensors_sha256(state)})
 
 
 def load_weights(path: Path, pinned: str | None = None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """A weight file's tensors and metadata, refused by name when its tensors do not match the
     hash it carries (or `pinned`)."""
-    try:
-        with safe_open(str(path), "np") as f:
-            metadata = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except FileNotFoundError:
-        raise ConfigError("--weights", str(path), "an existing feature-network weight file") from None
-    except Exception as err:  # safetensors reports a bad header as its own error type
-        raise ConfigError("--weights", str(path), f"a safetensors weight file ({err})") from None
+    state, metadata = checkpoint.read_file(
+        path, "--weights", "an existing feature-network weight file", "a safetensors weight file"
+    )
     found = tensors_sha256(state)
     expected = pinned or metadata.get("sha256")
     if found != expected:
