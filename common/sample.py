@@ -22,6 +22,17 @@ GRID_MAX = 256  # images in the grid PNG at most: 16 x 16
 SAMPLE_BATCH = 256  # G runs on this many latent vectors at a time, so any --n fits in memory
 
 
+def source_backend(metadata: dict[str, str]) -> str:
+    """Any backend runs any checkpoint; by default the one that wrote it (torch for a
+    converted pytorch/examples file, which names none)."""
+    return metadata["backend"] if metadata.get("backend") in BACKENDS else "torch"
+
+
+def generate(trainer, z: np.ndarray) -> np.ndarray:
+    """G's images of the latent vectors z, in eval mode, SAMPLE_BATCH at a time."""
+    return np.concatenate([trainer.sample(z[i : i + SAMPLE_BATCH]) for i in range(0, len(z), SAMPLE_BATCH)])
+
+
 def load_noise(path: Path, config: Config, n: int | None = None) -> np.ndarray:
     """Latent vectors from a .npy file of shape (n, latent_dim), as float32."""
     expected = (
@@ -53,8 +64,7 @@ def sample(
     noise: Path | None = None,
 ) -> np.ndarray:
     arrays, metadata, config = open_checkpoint(path)
-    # Any backend runs any checkpoint; by default the one that wrote it (torch for converted files).
-    backend = backend or (metadata["backend"] if metadata.get("backend") in BACKENDS else "torch")
+    backend = backend or source_backend(metadata)
     z = (
         load_noise(noise, config, n)
         if noise is not None
@@ -62,7 +72,7 @@ def sample(
     )
     trainer = load_backend(backend).trainer(config)
     trainer.load_state_dict(arrays)
-    images = np.concatenate([trainer.sample(z[i : i + SAMPLE_BATCH]) for i in range(0, len(z), SAMPLE_BATCH)])
+    images = generate(trainer, z)
     save_grid(Path(out), images[:GRID_MAX])
     if len(images) > GRID_MAX:
         rest = f"{npz} holds all {len(images)}" if npz else "--npz FILE writes them all"

@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from common import sample
 from common.algorithm import latent
-from common.backends import BACKENDS, load_backend
+from common.backends import load_backend
 from common.config import Config
 from common.errors import ConfigError
 from common.quality import metrics
@@ -28,7 +29,6 @@ from common.quality.features import LABEL, fashion_mnist, feature_weights
 
 DEFAULT_N = 10_000
 K = 5  # PRDC's nearest neighbours
-SAMPLE_BATCH = 500
 FEATURES = ("fashion-mnist",)
 
 
@@ -117,8 +117,7 @@ def check_dataset(config: Config, features: str) -> None:
 
 def generate(trainer, config: Config, n: int, seed: int) -> np.ndarray:
     """n images from the trainer's G in eval mode, from latent vectors drawn with `seed`."""
-    z = latent(config, n, np.random.default_rng(seed))
-    return np.concatenate([trainer.sample(z[i : i + SAMPLE_BATCH]) for i in range(0, n, SAMPLE_BATCH)])
+    return sample.generate(trainer, latent(config, n, np.random.default_rng(seed)))
 
 
 def evaluate(trainer, config: Config, space: FeatureSpace, n: int = DEFAULT_N, seed: int = 0) -> dict:
@@ -151,7 +150,7 @@ def evaluate_checkpoint(
 
     arrays, metadata, config = open_checkpoint(path)
     check_dataset(config, features)
-    backend = backend or (metadata["backend"] if metadata.get("backend") in BACKENDS else "torch")
+    backend = backend or sample.source_backend(metadata)
     space = FeatureSpace.load(weights, progress)
     loaded = load_backend(backend)
     trainer = loaded.trainer(config)
