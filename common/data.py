@@ -142,10 +142,14 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
+def idx_file(folder: Path, stem: str) -> Path | None:
+    """The IDX file `stem` (e.g. train-images-idx3-ubyte) in `folder`, gzipped or not, or None."""
+    return next((p for p in (folder / f"{stem}.gz", folder / stem) if p.exists()), None)
+
+
 def _load_idx(name: str, data: DataConfig) -> InMemoryDataset:
     folder = Path(data.data_dir or IDX_DATASETS[name]).expanduser()
-    candidates = [folder / "train-images-idx3-ubyte.gz", folder / "train-images-idx3-ubyte"]
-    path = next((p for p in candidates if p.exists()), None)
+    path = idx_file(folder, "train-images-idx3-ubyte")
     if path is None:
         hint = " (install Debian's dataset-fashion-mnist: `make setup`)" if name == "fashion-mnist" else ""
         raise ConfigError(

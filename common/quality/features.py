@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from common import checkpoint
-from common.data import IDX_DATASETS, read_idx
+from common.data import IDX_DATASETS, idx_file, read_idx
 from common.errors import ConfigError
 from common.images import to_model_range
 
@@ -45,14 +45,13 @@ def fashion_mnist(split: str, data_dir: str | None = None) -> tuple[np.ndarray, 
     folder = Path(data_dir or IDX_DATASETS["fashion-mnist"]).expanduser()
     found = {}
     for kind, suffix in (("images", "idx3"), ("labels", "idx1")):
-        candidates = [folder / f"{split}-{kind}-{suffix}-ubyte.gz", folder / f"{split}-{kind}-{suffix}-ubyte"]
-        path = next((p for p in candidates if p.exists()), None)
+        stem = f"{split}-{kind}-{suffix}-ubyte"
+        path = idx_file(folder, stem)
         if path is None:
             raise ConfigError(
                 "data.data_dir",
                 str(folder),
-                f"a folder holding Fashion-MNIST's {candidates[0].name} (install Debian's dataset-fashion-mnist: "
-                "`make setup`)",
+                f"a folder holding Fashion-MNIST's {stem}.gz (install Debian's dataset-fashion-mnist: `make setup`)",
             )
         found[kind] = read_idx(path)
     return to_model_range(found["images"][:, None]), found["labels"].astype(np.int64)
