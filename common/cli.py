@@ -334,9 +334,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the latent vectors, subsets and bootstrap")
     evaluate.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
     evaluate.add_argument(
-        "--features", default="fashion-mnist", help="the feature space: fashion-mnist (the suite's own network)"
+        "--features",
+        default="fashion-mnist",
+        help="fashion-mnist (the suite's own network, for models of Fashion-MNIST; the default) or inception "
+        "(FID, for any dataset; needs --weights)",
     )
-    evaluate.add_argument("--weights", metavar="FILE", help="the feature network's weights (default: the suite's)")
+    evaluate.add_argument(
+        "--weights",
+        metavar="FILE",
+        help="the feature network's weights (fashion-mnist: default the suite's); with --features inception "
+        "the local Inception-v3 file, torch-fidelity's weights-inception-2015-12-05-6726825d.pth",
+    )
     evaluate.add_argument("--out", metavar="FILE", help="with train-features: where to write the weights")
     evaluate.add_argument(
         "--epochs", type=positive_int, default=10, help="with train-features: passes over the training set (10)"

@@ -182,11 +182,13 @@ class Scorer:
     KEYS = ("fd", "fd_low", "fd_high", "kid", "precision", "recall", "density", "coverage", "classes_covered")
 
     def __init__(self, config: Config, options: RunOptions):
-        from common.quality.evaluate import FeatureSpace, check_dataset
+        from common.quality.evaluate import MIN_N, FashionMnistSpace, check_dataset
 
+        if options.eval_n < MIN_N:
+            raise ConfigError("--eval-n", options.eval_n, f"at least {MIN_N}, as for `dcgan eval --n`")
         check_dataset(config, "fashion-mnist")
         self.config, self.n = config, options.eval_n
-        self.space = FeatureSpace.load(progress=options.progress)
+        self.space = FashionMnistSpace.load(progress=options.progress)
 
     def scores(self, trainer: Trainer) -> dict:
         from common.quality.evaluate import evaluate

@@ -4,13 +4,15 @@ JAX compiles each distinct XLA program once per process, and on a CPU even a sin
 costs ~0.1 s to compile. The suite starts dozens of JAX and Keras-on-JAX processes (parity
 workers, `dcgan train` / `--resume` / `sample` chains, benchmark workers) that compile many
 of the same programs, so they share JAX's persistent compilation cache, every entry of it,
-in a directory of this session's own: nothing compiled by an earlier run is reused.
+in a directory of this session's own: nothing compiled by an earlier run is reused. The same
+goes for the suite's own cache (DCGAN_CACHE_DIR: the test set's features that `dcgan eval`
+computes once and every scoring process reads), so the session never trusts an earlier one.
 
 `make test` runs the suite on every core (up to 4) with pytest-xdist (`-n auto --dist loadfile`). Most
 of the suite's time is a few expensive fixtures (the parity workers, the benchmark's smoke run,
 the training chains), each shared by the tests of one file, so each file's tests run on one
 xdist worker, which computes its fixtures once. The xdist workers share the session's JAX
-cache: the controller makes it, and they inherit it through the environment.
+caches: the controller makes them, and they inherit them through the environment.
 """
 
 from __future__ import annotations
@@ -19,19 +21,22 @@ import os
 import shutil
 import tempfile
 
-_SESSION_CACHE = "DCGAN_TESTS_JAX_CACHE"  # set by the controller, read by its xdist workers
+_SESSION_CACHE = "DCGAN_TESTS_CACHE"  # set by the controller, read by its xdist workers
 _OWNER = "PYTEST_XDIST_WORKER" not in os.environ or _SESSION_CACHE not in os.environ
-_JAX_CACHE = tempfile.mkdtemp(prefix="dcgan-tests-jax-cache-") if _OWNER else os.environ[_SESSION_CACHE]
+_CACHE = tempfile.mkdtemp(prefix="dcgan-tests-cache-") if _OWNER else os.environ[_SESSION_CACHE]
 os.environ.update(
     {
-        _SESSION_CACHE: _JAX_CACHE,
-        "JAX_COMPILATION_CACHE_DIR": _JAX_CACHE,
+        _SESSION_CACHE: _CACHE,
+        "DCGAN_CACHE_DIR": os.path.join(_CACHE, "dcgan-suite"),
+        "JAX_COMPILATION_CACHE_DIR": os.path.join(_CACHE, "jax"),
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
     }
 )
+for _folder in ("DCGAN_CACHE_DIR", "JAX_COMPILATION_CACHE_DIR"):
+    os.makedirs(os.environ[_folder], exist_ok=True)
 
 
 def pytest_sessionfinish(session, exitstatus):
     if _OWNER:
-        shutil.rmtree(_JAX_CACHE, ignore_errors=True)
+        shutil.rmtree(_CACHE, ignore_errors=True)

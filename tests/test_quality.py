@@ -4,6 +4,9 @@ the feature network's determinism and its weight files' hashes, and the refusals
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy import linalg
@@ -51,6 +54,20 @@ def test_fd_is_zero_on_identical_sets_symmetric_and_grows_with_noise():
     distances = [metrics.frechet_distance(same, n) for n in noisy]
     assert distances == sorted(distances) and distances[0] > 0
     assert metrics.frechet_distance(noisy[2], same) == pytest.approx(distances[2], rel=1e-9)
+
+
+def test_fd_of_fewer_points_than_dimensions_takes_the_small_matrix_to_the_same_value():
+    rng = np.random.default_rng(8)
+    real, few = rng.normal(size=(200, 40)), rng.normal(0.2, 1.5, size=(12, 40))
+    a, b = metrics.Statistics.of(real), metrics.Statistics.of(few)
+    assert b.centered is not None and a.centered is None
+    middle = a.root @ b.cov @ a.root
+    trace_sqrt = np.sqrt(np.clip(linalg.eigvalsh(middle), 0, None)).sum()
+    diff = a.mean - b.mean
+    expected = diff @ diff + np.trace(a.cov) + np.trace(b.cov) - 2 * trace_sqrt
+    # rel 1e-7: the (40 x 40) matrix's 28 zero eigenvalues come out as rounding noise ~1e-15,
+    # whose square roots add ~1e-6 to its trace; the small matrix has none of them
+    assert metrics.frechet_distance(a, b) == pytest.approx(expected, rel=1e-7)
 
 
 def test_fd_matches_torchmetrics_on_the_feature_networks_features():
@@ -160,3 +177,98 @@ def test_other_sizes_are_seen_as_28x28_grey():
     seen = as_fashion_mnist(images)
     assert seen.shape == (2, 1, 28, 28)
     assert np.allclose(seen[:, 0, :13], 1.0) and np.allclose(seen[:, 0, 15:], 0.0)
+
+
+def test_the_test_sets_features_are_cached_by_weights_and_images(tmp_path, monkeypatch):
+    """Computed once and written to the cache directory; read back unchanged on the next call
+    (the network is not run again); recomputed when the file is corrupt; a new file for other
+    weights or other images."""
+    import torch
+
+    from common.quality import evaluate
+    from pytorch_impl import features as network
+
+    monkeypatch.setenv("DCGAN_CACHE_DIR", str(tmp_path))
+    torch.manual_seed(0)
+    model = network.FeatureNet().eval()
+    images = np.random.default_rng(5).uniform(-1, 1, (40, 1, 28, 28)).astype(np.float32)
+    first = evaluate._test_set_features(model, "a" * 64, images)
+    expected, logits = network.features_and_logits(model, images)
+    assert np.array_equal(first["features"], expected) and np.array_equal(first["classes"], logits.argmax(axis=1))
+    assert np.array_equal(first["radii"], metrics.real_radii(expected, evaluate.K))
+    [cached] = tmp_path.glob("*.safetensors")
+
+    def refuse(*_):
+        raise AssertionError("the network ran again instead of reading the cache")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(network, "features_and_logits", refuse)
+        again = evaluate._test_set_features(model, "a" * 64, images)
+    assert all(np.array_equal(again[k], first[k]) for k in first)
+    cached.write_bytes(b"not a safetensors file")
+    assert np.array_equal(evaluate._test_set_features(model, "a" * 64, images)["features"], expected)
+    evaluate._test_set_features(model, "b" * 64, images)
+    evaluate._test_set_features(model, "a" * 64, images[:20])
+    assert len(list(tmp_path.glob("*.safetensors"))) == 3
+
+
+@pytest.fixture(scope="module")
+def inception_weights(tmp_path_factory) -> Path:
+    """A state dict of torch-fidelity's Inception-v3 with random weights: the real file cannot
+    be downloaded here, and the plumbing and shapes do not depend on the values."""
+    import torch
+    from torch_fidelity import feature_extractor_inceptionv3 as fidelity
+
+    path = tmp_path_factory.mktemp("inception") / "random-inception.pth"
+    with pytest.MonkeyPatch.context() as patched:  # build without downloading or loading weights
+        patched.setattr(fidelity, "load_state_dict_from_url", lambda *args, **kwargs: {})
+        patched.setattr(fidelity.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None)
+        torch.manual_seed(0)
+        network = fidelity.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    torch.save(network.state_dict(), path)
+    return path
+
+
+def test_inception_features_score_a_model_of_any_dataset_from_a_local_file(tmp_path, inception_weights, capsys):
+    """`dcgan eval --features inception --weights FILE` on a torch checkpoint of the `fake`
+    dataset (which the Fashion-MNIST features refuse): 2048-d features of n generated images
+    against n of the dataset's, the floor from n others; no class histogram."""
+    from common.cli import main
+    from pytorch_impl import inception
+
+    run, scores = tmp_path / "run", tmp_path / "scores.json"
+    tiny = ["--set", "model.ngf=4", "--set", "model.ndf=4", "--batch-size", "4", "--steps", "1", "--no-progress"]
+    assert 0 == main(
+        ["train", "--backend", "torch", "--preset", "svhn32", "--dataset", "fake", *tiny, "--out", str(run)]
+    )
+    assert main(["eval", "--checkpoint", str(run), "--n", "7"]) == 2
+    assert "data.dataset='fake'" in capsys.readouterr().err  # refused, naming --features inception
+    assert main(["eval", "--checkpoint", str(run), "--n", "6"]) == 2
+    assert "--n=6" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(run), "--features", "inception", "--weights", str(inception_weights),
+                 "--n", "7", "--json", str(scores), "--no-progress"]) == 0  # fmt: skip
+    found = json.loads(scores.read_text())
+    assert found["features"] == "FID (Inception-v3 features, random-inception.pth)"
+    assert found["real"] == "7 images of fake" and found["n"] == 7 and "classes_covered" not in found
+    assert found["reference"]["real_vs_real"]["n"] == found["reference"]["fresh_generator"]["n"] == 7
+    assert 0 <= found["fd_low"] <= found["fd"] <= found["fd_high"] and np.isfinite(found["kid"])
+    grey = np.zeros((2, 1, 28, 28), np.float32)  # any size and channel count: grey is repeated to RGB
+    assert inception.features(inception.load(inception_weights), grey).shape == (2, 2048)
+
+
+def test_inception_weights_are_refused_by_name_unless_a_state_dict_of_the_network(tmp_path, inception_weights):
+    import torch
+
+    from common.quality.evaluate import InceptionSpace
+    from pytorch_impl import inception
+
+    with pytest.raises(ConfigError, match="--weights.*local weight file"):
+        InceptionSpace.load(None, make_config("mnist28", {"data.dataset": "fake"}), 8, False)
+    with pytest.raises(ConfigError, match="missing.pth.*an existing file"):
+        inception.load(tmp_path / "missing.pth")
+    (tmp_path / "text.pth").write_text("not weights")
+    with pytest.raises(ConfigError, match="text.pth.*torch-fidelity's Inception-v3"):
+        inception.load(tmp_path / "text.pth")
+    torch.save({"fc.weight": torch.zeros(3, 3)}, tmp_path / "other.pth")
+    with pytest.raises(ConfigError, match="other.pth.*Error.*in loading state_dict"):
+        inception.load(tmp_path / "other.pth")

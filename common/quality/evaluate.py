@@ -13,75 +13,58 @@ the network sees them: channels averaged to grey, resized to 28 x 28.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
-from common import sample
+from common import checkpoint, sample
 from common.algorithm import latent
 from common.backends import load_backend
 from common.config import Config
 from common.errors import ConfigError
 from common.quality import metrics
-from common.quality.features import LABEL, fashion_mnist, feature_weights
+from common.quality.features import LABEL, cache_dir, fashion_mnist, feature_weights, tensors_sha256
 
 DEFAULT_N = 10_000
 K = 5  # PRDC's nearest neighbours
-FEATURES = ("fashion-mnist",)
+MIN_N = K + 2  # images in each set: a point's K-th neighbour other than itself needs K + 1 others
+FEATURES = ("fashion-mnist", "inception")
 
 
 @dataclass
 class FeatureSpace:
-    """The feature network, loaded, and the real images' features it is compared against."""
+    """A feature network, loaded, and the real images' features its samples are compared with."""
 
-    model: object
-    source: Path
-    test: tuple[np.ndarray, np.ndarray, np.ndarray]  # features, predicted classes, labels
-    radii: np.ndarray  # the test features' k-nearest-neighbour radii (PRDC's real manifold)
-    statistics: metrics.Statistics  # the test features' mean and covariance
+    label: str  # the Fréchet distance's name in this space
+    source: Path  # the network's weight file
+    real_name: str  # what the real images are
+    real: np.ndarray  # the real images' features
+    labels: np.ndarray | None  # their classes, where the network classifies (the class histogram)
+    radii: np.ndarray  # the real features' k-nearest-neighbour radii (PRDC's real manifold)
+    statistics: metrics.Statistics  # the real features' mean and covariance
 
-    @classmethod
-    def load(cls, weights: Path | None = None, progress: bool = True) -> FeatureSpace:
-        """The network and the test images' features, computed once per process and kept (a
-        training run with --eval-every, or a script scoring many checkpoints, reuses them)."""
-        if str(weights) not in _LOADED:
-            from pytorch_impl import features as network
+    def embed(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(features, predicted classes or None) of (N, C, H, W) images in [-1, 1]."""
+        raise NotImplementedError
 
-            state, _, source = feature_weights(weights, progress)
-            model = network.load(state)
-            images, labels = fashion_mnist("t10k")
-            features, logits = network.features_and_logits(model, images)
-            test = (features, logits.argmax(axis=1), labels)
-            radii, statistics = metrics.real_radii(features, K), metrics.Statistics.of(features)
-            _LOADED[str(weights)] = cls(model, source, test, radii, statistics)
-        return _LOADED[str(weights)]
-
-    def training_images(self, n: int) -> np.ndarray:
-        """Features of n training images, a seeded random subset: the real-vs-real floor."""
-        images, _ = fashion_mnist("train")
-        pick = np.random.default_rng(0).permutation(len(images))[:n]
-        return self.embed(images[pick])[0]
-
-    def embed(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(features, predicted classes) of (N, C, H, W) images in [-1, 1]."""
-        from pytorch_impl import features as network
-
-        found, logits = network.features_and_logits(self.model, as_fashion_mnist(images))
-        return found, logits.argmax(axis=1)
+    def floor(self, n: int) -> np.ndarray:
+        """Features of n real images other than `real`: the real-vs-real floor at n."""
+        raise NotImplementedError
 
     def scores(self, features: np.ndarray, classes: np.ndarray | None, seed: int = 0) -> dict:
-        """Every score of `features` against the test set's, `classes` their predicted classes."""
-        real, _, labels = self.test
+        """Every score of `features` against the real features, `classes` their predicted classes."""
         rng = np.random.default_rng(seed)
         fd = metrics.frechet_distance(self.statistics, metrics.Statistics.of(features))
         low, high = metrics.bootstrap_fd(self.statistics, features, rng)
-        kid, kid_std = metrics.kid(real, features, rng)
+        kid, kid_std = metrics.kid(self.real, features, rng)
         found = {"fd": fd, "fd_low": low, "fd_high": high, "kid": kid, "kid_std": kid_std}
-        found.update(metrics.prdc(real, features, K, self.radii))
-        if classes is not None:
-            histogram = metrics.class_histogram(classes, labels)
+        found.update(metrics.prdc(self.real, features, K, self.radii))
+        if classes is not None and self.labels is not None:
+            histogram = metrics.class_histogram(classes, self.labels)
             found.update(
                 classes_covered=histogram["covered"], class_kl=histogram["kl"], class_counts=histogram["counts"]
             )
@@ -89,7 +72,125 @@ class FeatureSpace:
         return found
 
 
+@dataclass
+class FashionMnistSpace(FeatureSpace):
+    """The suite's classifier (pytorch_impl/features.py) against Fashion-MNIST's test images."""
+
+    model: object = None
+
+    @classmethod
+    def load(cls, weights: Path | None = None, progress: bool = True) -> FashionMnistSpace:
+        """The network and the test images' features, kept for the process (a training run with
+        --eval-every, or a script scoring many checkpoints, reuses them) and cached on disk
+        across processes (_test_set_features)."""
+        if str(weights) not in _LOADED:
+            from pytorch_impl import features as network
+
+            state, _, source = feature_weights(weights, progress)
+            model = network.load(state)
+            images, labels = fashion_mnist("t10k")
+            found = _test_set_features(model, tensors_sha256(state), images)
+            _LOADED[str(weights)] = cls(
+                LABEL,
+                source,
+                "Fashion-MNIST's 10,000 test images",
+                found["features"],
+                labels,
+                found["radii"],
+                metrics.Statistics.of(found["features"]),
+                model=model,
+            )
+        return _LOADED[str(weights)]
+
+    def floor(self, n: int) -> np.ndarray:
+        """Features of n training images, a seeded random subset."""
+        images, _ = fashion_mnist("train")
+        pick = np.random.default_rng(0).permutation(len(images))[:n]
+        return self.embed(images[pick])[0]
+
+    def embed(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from pytorch_impl import features as network
+
+        found, logits = network.features_and_logits(self.model, as_fashion_mnist(images))
+        return found, logits.argmax(axis=1)
+
+
+@dataclass
+class InceptionSpace(FeatureSpace):
+    """Inception-v3's pool features (pytorch_impl/inception.py), from a local weight file,
+    against n images of the model's own dataset: FID, for any dataset."""
+
+    model: object = None
+    floor_images: np.ndarray | None = None  # n further images of the dataset
+    progress: bool = True
+
+    @classmethod
+    def load(cls, weights: Path | None, config: Config, n: int, progress: bool = True) -> InceptionSpace:
+        """The network, and the features of n images of config's dataset (at most half of it:
+        the other half is the floor's), a seeded random subset."""
+        from common.data import load_dataset
+        from pytorch_impl import inception
+
+        if weights is None:
+            raise ConfigError(
+                "--weights", None, f"with --features inception, a local weight file: {inception.EXPECTED}"
+            )
+        model = inception.load(weights)
+        dataset = load_dataset(config.data, config.seed)
+        m = min(n, len(dataset) // 2)
+        if m < MIN_N:
+            raise ConfigError("data.dataset", config.data.dataset, f"a dataset of at least {2 * MIN_N} images")
+        pick = np.random.default_rng(0).permutation(len(dataset))[: 2 * m]
+        real = _inception_features(model, dataset.batch(np.sort(pick[:m])), progress)
+        return cls(
+            f"FID (Inception-v3 features, {weights.name})",
+            weights,
+            f"{m} images of {config.data.dataset}",
+            real,
+            None,
+            metrics.real_radii(real, K),
+            metrics.Statistics.of(real),
+            model=model,
+            floor_images=dataset.batch(np.sort(pick[m:])),
+            progress=progress,
+        )
+
+    def embed(self, images: np.ndarray) -> tuple[np.ndarray, None]:
+        return _inception_features(self.model, images, self.progress), None
+
+    def floor(self, n: int) -> np.ndarray:
+        return self.embed(self.floor_images[:n])[0]
+
+
 _LOADED: dict[str, FeatureSpace] = {}
+
+
+def _inception_features(model, images: np.ndarray, progress: bool) -> np.ndarray:
+    from pytorch_impl import inception
+
+    with tqdm(total=len(images), unit="img", desc="Inception-v3", disable=not progress) as bar:
+        return inception.features(model, images, progress=bar.update)
+
+
+def _test_set_features(model, weights_sha256: str, images: np.ndarray) -> dict[str, np.ndarray]:
+    """The test images' features, predicted classes and PRDC radii, cached on disk (the cache
+    directory of common.quality.features) under the hash of the weights, the images and K: they
+    take seconds to compute and every `dcgan eval` or scored training run needs the same ones."""
+    from pytorch_impl import features as network
+
+    key = hashlib.sha256(f"{weights_sha256}|{tensors_sha256({'images': images})}|k={K}".encode()).hexdigest()
+    path = cache_dir() / f"fashion_mnist_t10k_features-{key[:16]}.safetensors"
+    if path.exists():
+        try:
+            found, metadata = checkpoint.read_file(path, "cache", "a cached feature file", "a safetensors file")
+            if metadata.get("key") == key and set(found) == {"features", "classes", "radii"}:
+                return found
+        except ConfigError:
+            pass  # unreadable: computed again and rewritten below
+    features, logits = network.features_and_logits(model, images)
+    found = {"features": features, "classes": logits.argmax(axis=1), "radii": metrics.real_radii(features, K)}
+    checkpoint.write_atomically(path, found, {"key": key})
+    return found
 
 
 def as_fashion_mnist(images: np.ndarray) -> np.ndarray:
@@ -103,15 +204,15 @@ def as_fashion_mnist(images: np.ndarray) -> np.ndarray:
 
 
 def check_dataset(config: Config, features: str) -> None:
-    """Fashion-MNIST features judge only a model of Fashion-MNIST."""
+    """Fashion-MNIST features judge only a model of Fashion-MNIST; Inception's judge any."""
     if features not in FEATURES:
         raise ConfigError("--features", features, "one of " + ", ".join(FEATURES))
-    if config.data.dataset != "fashion-mnist":
+    if features == "fashion-mnist" and config.data.dataset != "fashion-mnist":
         raise ConfigError(
             "data.dataset",
             config.data.dataset,
             f"fashion-mnist: {LABEL} compares samples with Fashion-MNIST's test set, so it scores only models "
-            "of Fashion-MNIST",
+            "of Fashion-MNIST (for another dataset: dcgan eval --features inception --weights FILE)",
         )
 
 
@@ -121,16 +222,16 @@ def generate(trainer, config: Config, n: int, seed: int) -> np.ndarray:
 
 
 def evaluate(trainer, config: Config, space: FeatureSpace, n: int = DEFAULT_N, seed: int = 0) -> dict:
-    """The scores of the trainer's generator: n samples against the test set (the callers,
+    """The scores of the trainer's generator: n samples against the real images (the callers,
     `dcgan eval` and `train --eval-every`, have checked the model's dataset with check_dataset)."""
     return space.scores(*space.embed(generate(trainer, config, n, seed)), seed=seed)
 
 
 def references(space: FeatureSpace, fresh_trainer, config: Config, n: int = DEFAULT_N, seed: int = 0) -> dict:
-    """The two reference points at the same n: n training images against the test set, and a
+    """The two reference points at the same n: n other real images against the real ones, and a
     freshly initialised generator (FD's bias grows as n shrinks, so the floor is n's own)."""
     return {
-        "real_vs_real": space.scores(space.training_images(n), None, seed),
+        "real_vs_real": space.scores(space.floor(n), None, seed),
         "fresh_generator": evaluate(fresh_trainer, config, space, n, seed),
     }
 
@@ -148,15 +249,20 @@ def evaluate_checkpoint(
     one that wrote it), scored, with the reference points."""
     from common.rundir import open_checkpoint
 
+    if n < MIN_N:
+        raise ConfigError("--n", n, f"at least {MIN_N}: precision, recall, density and coverage use {K} neighbours")
     arrays, metadata, config = open_checkpoint(path)
     check_dataset(config, features)
     backend = backend or sample.source_backend(metadata)
-    space = FeatureSpace.load(weights, progress)
+    if features == "inception":
+        space = InceptionSpace.load(weights, config, n, progress)
+    else:
+        space = FashionMnistSpace.load(weights, progress)
     loaded = load_backend(backend)
     trainer = loaded.trainer(config)
     trainer.load_state_dict(arrays)
-    found = {"checkpoint": str(path), "backend": backend, "step": int(metadata.get("step", 0)), "features": LABEL}
-    found["feature_weights"] = str(space.source)
+    found = {"checkpoint": str(path), "backend": backend, "step": int(metadata.get("step", 0))}
+    found.update(features=space.label, feature_weights=str(space.source), real=space.real_name)
     found.update(evaluate(trainer, config, space, n, seed))
     found["reference"] = references(space, loaded.trainer(config), config, n, seed)
     return found

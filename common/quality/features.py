@@ -32,6 +32,9 @@ LABEL = "FD (Fashion-MNIST features)"  # never "FID": these are not Inception fe
 
 
 def cache_dir() -> Path:
+    """$DCGAN_CACHE_DIR, or dcgan-suite/ in the user's cache directory ($XDG_CACHE_HOME or ~/.cache)."""
+    if os.environ.get("DCGAN_CACHE_DIR"):
+        return Path(os.environ["DCGAN_CACHE_DIR"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dcgan-suite"
 
 

@@ -30,6 +30,7 @@ class Statistics:
     mean: np.ndarray
     cov: np.ndarray
     n: int
+    centered: np.ndarray | None = None  # the features less their mean, kept when n <= d (frechet_distance)
 
     @functools.cached_property
     def root(self) -> np.ndarray:
@@ -41,7 +42,8 @@ class Statistics:
         x = np.asarray(features, dtype=np.float64)
         if x.ndim != 2 or len(x) < 2:
             raise ValueError(f"features must be (n >= 2, d), got shape {x.shape}")
-        return cls(x.mean(axis=0), np.cov(x, rowvar=False), len(x))
+        mean = x.mean(axis=0)
+        return cls(mean, np.cov(x, rowvar=False), len(x), x - mean if len(x) <= x.shape[1] else None)
 
 
 def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
@@ -52,8 +54,16 @@ def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
 
 
 def frechet_distance(a: Statistics, b: Statistics) -> float:
-    """The Fréchet distance between the Gaussians of two feature sets' statistics."""
-    middle = a.root @ b.cov @ a.root
+    """The Fréchet distance between the Gaussians of two feature sets' statistics.
+
+    Where b has fewer points than dimensions (a few samples of 2048-d Inception features),
+    b.cov = Xc^T Xc / (n - 1), so S1^(1/2) S2 S1^(1/2) = Y^T Y with Y = Xc S1^(1/2) / sqrt(n - 1),
+    whose non-zero eigenvalues are those of the (n x n) Y Y^T: the same trace, from a small matrix."""
+    if b.centered is not None:
+        y = b.centered @ a.root / np.sqrt(b.n - 1)
+        middle = y @ y.T
+    else:
+        middle = a.root @ b.cov @ a.root
     trace_sqrt = np.sqrt(np.clip(linalg.eigvalsh((middle + middle.T) / 2), 0.0, None)).sum()
     diff = a.mean - b.mean
     return float(diff @ diff + np.trace(a.cov) + np.trace(b.cov) - 2.0 * trace_sqrt)

@@ -33,13 +33,22 @@ def table(found: dict) -> str:
         "  ".join([name.ljust(widths[0])] + [c.rjust(w) for c, w in zip(row, widths[1:])])
         for name, row in zip(names, cells)
     ]
+    if found["features"] == LABEL:
+        caveat = (
+            "These are not FIDs: the features are the suite's own classifier's, not Inception's, so the numbers "
+            "compare only with each other."
+        )
+    else:
+        caveat = (
+            "FID compares with published figures only with the standard Inception weights, the same real images "
+            "and the same n."
+        )
     return "\n".join(
         [
-            f"{LABEL}: {found['n']} samples against Fashion-MNIST's 10,000 test images "
-            f"(features: {found.get('feature_weights', 'the suite network')})",
+            f"{found['features']}: {found['n']} samples against {found['real']} "
+            f"(network weights: {found['feature_weights']})",
             *lines,
-            "These are not FIDs: the features are the suite's own classifier's, not Inception's, so the numbers "
-            "compare only with each other.",
+            caveat,
         ]
     )
 
