@@ -21,16 +21,10 @@ from common.rundir import RunDir  # noqa: E402
 
 RUNS = [
     (
-        "runs/demo",
-        "make demo (dcgan train --backend torch --preset mnist28 --batch-size 64 --steps 1500 --out runs/demo)",
-    )
-] + [
-    (
         f"runs/mnist28-{b}-1500",
         f"dcgan train --backend {b} --preset mnist28 --batch-size 64 --steps 1500 --out runs/mnist28-{b}-1500",
     )
     for b in BACKENDS
-    if b != "torch"
 ]
 EARLY = 300  # the iteration of the earlier grid shown beside the last: each run samples every 150
 
