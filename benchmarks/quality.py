@@ -71,28 +71,89 @@ def report(args: argparse.Namespace) -> None:
     records = []
     for backend, seed in plan(args.steps, args.seeds, args.seeded):
         directory = run_dir(backend, seed)
-        if not (directory / "metrics.jsonl").exists():
+        checkpoint = directory / "checkpoints" / f"step_{args.steps:06d}.safetensors"
+        if not checkpoint.exists():  # not run, or not this far yet
+            print(f"{backend} seed {seed}: no checkpoint at {args.steps} iterations yet")
             continue
         # `dcgan eval` in a process of its own: each run is sampled on the backend that trained it,
         # and Keras takes one backend per process.
-        scores = directory / "eval.json"
-        command = [sys.executable, "-m", "common.cli", "eval", "--checkpoint", str(directory), "--json", str(scores),
+        # The checkpoint at --steps: a run continued past it (to look further along the curve)
+        # is scored where the others are.
+        scores = directory / f"eval-{args.steps}.json"
+        command = [sys.executable, "-m", "common.cli", "eval", "--checkpoint", str(checkpoint), "--json", str(scores),
                    "--no-progress"]  # fmt: skip
-        subprocess.run(command, cwd=ROOT, check=True)
+        if not scores.exists():
+            subprocess.run(command, cwd=ROOT, check=True)
         found = json.loads(scores.read_text())
-        last = json.loads((directory / "metrics.jsonl").read_text().splitlines()[-1])
-        record = {"backend": backend, "seed": seed, "steps": found["step"], "wall_s": round(last["time"], 1)}
+        at_steps = next(r for r in map(json.loads, (directory / "metrics.jsonl").open()) if r["step"] == args.steps)
+        record = {"backend": backend, "seed": seed, "steps": found["step"], "wall_s": round(at_steps["time"], 1)}
         record.update({k: found[k] for k in FIELDS if k in found})
         record["reference"] = {k: {m: v[m] for m in ("fd", "fd_low", "fd_high")} for k, v in found["reference"].items()}
         records.append(record)
-        grid = sorted((directory / "samples").glob("step_*.png"))[-1]
+        grid = [g for g in sorted((directory / "samples").glob("step_*.png")) if int(g.stem[5:]) <= args.steps][-1]
         shutil.copy(grid, RESULTS / f"{backend}-s{seed}.png")
         print(f"{backend} seed {seed}: FD {record['fd']:.2f} [{record['fd_low']:.2f}, {record['fd_high']:.2f}]")
     (RESULTS / "quality.json").write_text(json.dumps(records, indent=1) + "\n")
-    plot(records, RESULTS / "fd.png")
+    plot(records, RESULTS / "fd.png", args.steps)
+    (RESULTS / "quality.md").write_text(markdown(records, args))
 
 
-def plot(records: list[dict], path: Path) -> None:
+def seed_spread(records: list[dict]) -> tuple[float, float] | None:
+    """The lowest and highest final FD over every seed of the backends run at several seeds."""
+    seeds = {}
+    for r in records:
+        seeds.setdefault(r["backend"], []).append(r["fd"])
+    spread = [fd for found in seeds.values() if len(found) > 1 for fd in found]
+    return (min(spread), max(spread)) if spread else None
+
+
+def markdown(records: list[dict], args: argparse.Namespace) -> str:
+    """The table of every run, and each backend's first-seed FD against the seed spread."""
+    sys.path.insert(0, str(ROOT / "docs"))
+    from provenance import made_by
+
+    rows = [
+        f"| {r['backend']} | {r['seed']} | {r['steps']} | {r['fd']:.1f} [{r['fd_low']:.1f}, {r['fd_high']:.1f}] "
+        f"| {r['kid']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} | {r['density']:.3f} | {r['coverage']:.3f} "
+        f"| {r['classes_covered']}/10 | {r['wall_s'] / 60:.1f} |"
+        for r in records
+    ]
+    spread = seed_spread(records)
+    if spread is None:
+        verdict = ["No backend has run at several seeds yet, so there is no seed spread to judge against."]
+    else:
+        low, high = spread
+        verdict = [f"Seed spread (every seed of {', '.join(args.seeded)}): FD {low:.1f} to {high:.1f}.", ""]
+        for r in records:
+            if r["seed"] == args.seeds[0]:
+                inside = "inside" if low <= r["fd"] <= high else "**outside**"
+                verdict.append(f"- {r['backend']}: {r['fd']:.1f}, {inside} the spread")
+    floor = records[0]["reference"]["real_vs_real"]["fd"] if records else float("nan")
+    return "\n".join(
+        [
+            "# Does every backend train the DCGAN equally well?",
+            "",
+            made_by("python -m benchmarks.quality report") + " Runs made by `python -m benchmarks.quality run "
+            f"--steps {args.steps}`: {PRESET} on the real Fashion-MNIST, batch {BATCH_SIZE}, the same config on every "
+            "backend, scored at the last iteration by `dcgan eval` (10,000 samples against the 10,000 test images).",
+            "",
+            "| backend | seed | iterations | FD (Fashion-MNIST features) [95%] | KID | precision | recall | density "
+            "| coverage | classes | wall, min |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+            *rows,
+            "",
+            f"Real vs real at the same n: FD {floor:.2f}. Wall times are of runs that shared the machine with other "
+            "work, so they are not a speed comparison (docs/training-cpu.md has step times on an idle machine).",
+            "",
+            *verdict,
+            "",
+            "![FD over training](fd.png)",
+            "",
+        ]
+    )
+
+
+def plot(records: list[dict], path: Path, steps: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -101,13 +162,14 @@ def plot(records: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
     colours = dict(zip(BACKENDS, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
     for r in records:
-        points = curve(r["backend"], r["seed"])
+        points = [p for p in curve(r["backend"], r["seed"]) if p["step"] <= steps]
         first = r["seed"] == min(x["seed"] for x in records if x["backend"] == r["backend"])
         ax.plot([p["step"] for p in points], [p["fd"] for p in points], "o-" if first else ":",
                 color=colours[r["backend"]], label=r["backend"] if first else None, markersize=3)  # fmt: skip
     floor = np.mean([r["reference"]["real_vs_real"]["fd"] for r in records])
-    ax.axhline(floor, color="grey", linestyle="--", label="real vs real")
-    ax.set(xlabel="iteration", ylabel="FD (Fashion-MNIST features)", yscale="log",
+    ax.plot([], [], " ", label=f"real vs real: {floor:.2f}")  # the floor, too low to draw on this scale
+    ax.set_ylim(bottom=0)
+    ax.set(xlabel="iteration", ylabel="FD (Fashion-MNIST features)",
            title=f"{PRESET} on Fashion-MNIST, batch {BATCH_SIZE}: solid the first seed, dotted the others")  # fmt: skip
     ax.grid(alpha=0.3, which="both")
     ax.legend()
