@@ -171,6 +171,13 @@ def test_scores_are_refused_for_a_model_of_another_dataset():
         check_dataset(make_config("mnist28"), "inception-v4")
 
 
+def test_eval_n_too_small_for_prdc_is_refused_before_anything_loads():
+    from common.train import RunOptions, Scorer
+
+    with pytest.raises(ConfigError, match="--eval-n=6.*at least 7"):
+        Scorer(make_config("mnist28"), RunOptions(steps=1, eval_every=1, eval_n=6))
+
+
 def test_other_sizes_are_seen_as_28x28_grey():
     images = np.zeros((2, 3, 64, 64), np.float32)
     images[:, :, :32] = 1.0  # top half white in every channel
