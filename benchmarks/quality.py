@@ -89,6 +89,9 @@ def report(args: argparse.Namespace) -> None:
         record = {"backend": backend, "seed": seed, "steps": found["step"], "wall_s": round(at_steps["time"], 1)}
         record.update({k: found[k] for k in FIELDS if k in found})
         record["reference"] = {k: {m: v[m] for m in ("fd", "fd_low", "fd_high")} for k, v in found["reference"].items()}
+        # every --eval-every score of the run (with --eval-n samples), past --steps too where it went on
+        record["curve"] = [{k: round(p[k], 2) if k != "step" else p[k] for k in ("step", "fd", "fd_low", "fd_high")}
+                           for p in curve(backend, seed)]  # fmt: skip
         records.append(record)
         grid = [g for g in sorted((directory / "samples").glob("step_*.png")) if int(g.stem[5:]) <= args.steps][-1]
         shutil.copy(grid, RESULTS / f"{backend}-s{seed}.png")
