@@ -67,6 +67,10 @@ def curve(backend: str, seed: int) -> list[dict]:
 
 
 def report(args: argparse.Namespace) -> None:
+    sys.path.insert(0, str(ROOT / "docs"))
+    from provenance import made_by
+
+    made = made_by("python -m benchmarks.quality report")  # before this report rewrites its own files
     RESULTS.mkdir(parents=True, exist_ok=True)
     records = []
     for backend, seed in plan(args.steps, args.seeds, args.seeded):
@@ -98,7 +102,7 @@ def report(args: argparse.Namespace) -> None:
         print(f"{backend} seed {seed}: FD {record['fd']:.2f} [{record['fd_low']:.2f}, {record['fd_high']:.2f}]")
     (RESULTS / "quality.json").write_text(json.dumps(records, indent=1) + "\n")
     plot(records, RESULTS / "fd.png", args.steps)
-    (RESULTS / "quality.md").write_text(markdown(records, args))
+    (RESULTS / "quality.md").write_text(markdown(records, args, made))
 
 
 def seed_spread(records: list[dict]) -> tuple[float, float] | None:
@@ -110,11 +114,8 @@ def seed_spread(records: list[dict]) -> tuple[float, float] | None:
     return (min(spread), max(spread)) if spread else None
 
 
-def markdown(records: list[dict], args: argparse.Namespace) -> str:
+def markdown(records: list[dict], args: argparse.Namespace, made: str) -> str:
     """The table of every run, and each backend's first-seed FD against the seed spread."""
-    sys.path.insert(0, str(ROOT / "docs"))
-    from provenance import made_by
-
     rows = [
         f"| {r['backend']} | {r['seed']} | {r['steps']} | {r['fd']:.1f} [{r['fd_low']:.1f}, {r['fd_high']:.1f}] "
         f"| {r['kid']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} | {r['density']:.3f} | {r['coverage']:.3f} "
@@ -136,7 +137,7 @@ def markdown(records: list[dict], args: argparse.Namespace) -> str:
         [
             "# Does every backend train the DCGAN equally well?",
             "",
-            made_by("python -m benchmarks.quality report") + " Runs made by `python -m benchmarks.quality run "
+            made + " Runs made by `python -m benchmarks.quality run "
             f"--steps {args.steps}`: {PRESET} on the real Fashion-MNIST, batch {BATCH_SIZE}, the same config on every "
             "backend, scored at the last iteration by `dcgan eval` (10,000 samples against the 10,000 test images).",
             "",
