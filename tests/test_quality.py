@@ -279,3 +279,26 @@ def test_inception_weights_are_refused_by_name_unless_a_state_dict_of_the_networ
     torch.save({"fc.weight": torch.zeros(3, 3)}, tmp_path / "other.pth")
     with pytest.raises(ConfigError, match="other.pth.*Error.*in loading state_dict"):
         inception.load(tmp_path / "other.pth")
+
+
+def test_the_study_judges_each_backend_against_the_spread_of_every_seed():
+    """benchmarks/quality.py: the spread is over every seed of the backends run at several, and
+    each backend's first-seed FD is called inside or outside it."""
+    import argparse
+
+    from benchmarks import quality
+
+    def record(backend, seed, fd):
+        scores = dict(fd=fd, fd_low=fd - 1, fd_high=fd + 1, kid=1.0, precision=0.8, recall=0.3, density=0.6)
+        reference = {"real_vs_real": {"fd": 0.3}}
+        return dict(backend=backend, seed=seed, steps=3000, coverage=0.2, classes_covered=10, wall_s=60.0,
+                    reference=reference, **scores)  # fmt: skip
+
+    records = [record("torch", 0, 110), record("jax", 0, 100), record("keras-jax", 0, 130)]
+    assert quality.seed_spread(records) is None  # one seed each: no spread yet
+    records += [record("torch", 1, 95), record("jax", 1, 120), record("torch", 2, 105)]
+    assert quality.seed_spread(records) == (95, 120)
+    args = argparse.Namespace(steps=3000, seeds=[0, 1, 2], seeded=["torch", "jax"])
+    text = quality.markdown(records, args, "Made by a test.")
+    assert "- torch: 110.0, inside the spread" in text and "- keras-jax: 130.0, **outside** the spread" in text
+    assert text.count("| torch |") == 3
