@@ -11,7 +11,7 @@ from benchmarks import report
 from benchmarks.environment import gpus
 from benchmarks.modes import DEVICES, MODES, OLD_PRECISIONS, PRECISIONS, parse_modes
 from benchmarks.runner import Settings, run
-from common.cli import positive_int
+from common.cli import CommandParser, non_negative_int, positive_int
 from common.errors import ConfigError
 from common.presets import PRESETS
 
@@ -94,7 +94,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=positive_int,
         help=f"timed blocks per mode (default {SHORT['repeats']}; --full: {FULL['repeats']})",
     )
-    parser.add_argument("--warmup", type=int, default=3, help="untimed iterations after the first call (3)")
+    parser.add_argument(
+        "--warmup", type=non_negative_int, default=3, help="untimed iterations after the first call (3)"
+    )
     parser.add_argument(
         "--device",
         choices=[*DEVICES, "auto"],
@@ -179,7 +181,7 @@ def add_command(commands) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="python -m benchmarks", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_arguments(parser)

@@ -33,13 +33,21 @@ def load_catalogue(name: str, data: DataConfig) -> np.ndarray:
         error = out.with_suffix(".error.json")
         if error.exists():
             raise ConfigError(**json.loads(error.read_text()))
-        if result.returncode != 0:
+        if result.returncode != 0:  # a crash: its traceback's last line says what went wrong
+            last = result.stderr.strip().splitlines()[-1:] or ["no message"]
             raise ConfigError(
-                "data.dataset",
-                name,
-                f"a dataset its catalogue can decode (exit {result.returncode}: {result.stderr.strip()[-500:]})",
+                "data.dataset", name, f"a dataset its catalogue can decode (exit {result.returncode}: {last[0][:300]})"
             )
         return np.load(out)
+
+
+def _one_line(err: Exception) -> str:
+    """A catalogue's error in one short line. Their messages run to many: tfds follows "Dataset
+    x not found." with every dataset it knows, torchvision's "Error downloading FILE:" is
+    followed by each mirror tried and the last line says why the download failed."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+    first = f"{lines[0]} {lines[-1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+    return first[:300]
 
 
 def decode(name: str, data: DataConfig) -> np.ndarray:
@@ -60,7 +68,9 @@ def _decode_tfds(name: str, data: DataConfig) -> np.ndarray:
     try:
         dataset = tfds.load(name, split="train", data_dir=data.data_dir or None, shuffle_files=False)
     except Exception as err:  # tfds raises many kinds: unknown name, no network, ...
-        raise ConfigError("data.dataset", f"tfds:{name}", f"a TensorFlow Datasets name it can load ({err})") from None
+        raise ConfigError(
+            "data.dataset", f"tfds:{name}", f"a TensorFlow Datasets name it can load ({_one_line(err)})"
+        ) from None
     from PIL import Image
 
     return np.stack([prepare(Image.fromarray(np.squeeze(ex["image"])), data) for ex in tfds.as_numpy(dataset)])
@@ -89,7 +99,9 @@ def _decode_torchvision(name: str, data: DataConfig) -> np.ndarray:
                 dataset = factory(str(root), split="train", download=True)
     except Exception as err:  # no network, bad checksum, ...
         raise ConfigError(
-            "data.dataset", f"torchvision:{name}", f"a dataset torchvision can load into {root} ({err})"
+            "data.dataset",
+            f"torchvision:{name}",
+            f"a dataset torchvision can load into {root}, which needs its files there or a download ({_one_line(err)})",
         ) from None
     return np.stack([prepare(dataset[i][0], data) for i in range(len(dataset))])
 

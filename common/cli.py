@@ -1,4 +1,5 @@
-"""The `dcgan` command. Bad input ends in one line naming the bad value, never a traceback."""
+"""The `dcgan` command. Bad input ends in one line naming the bad value and what is valid
+(argparse's errors in two: the second says where the options are listed), never a traceback."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import os
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import NoReturn
 
 from common.backends import BACKENDS, COMPILERS, PRECISIONS, TRAINING_PRECISIONS, load_backend
 from common.config import load_toml, parse_set
-from common.errors import ConfigError
+from common.errors import ConfigError, RunStopped
 from common.presets import PRESETS, make_config
 
 # Subcommands that packages above `common` add to `dcgan` (pyproject.toml's entry points):
@@ -188,8 +190,55 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """argparse's type for seeds (numpy's generators take no negative one) and counts where 0
+    means none."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a non-negative integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is not a non-negative integer")
+    return value
+
+
+def run_directory(text: str) -> str:
+    """argparse's type for a run's --out: a directory, or a path where one can be made. A file
+    there, or on the way there, is refused before any data or framework is loaded."""
+    path = Path(text)
+    blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        where = f"{text!r} is a file" if blocking == path else f"{text!r} is under the file {str(blocking)!r}"
+        raise argparse.ArgumentTypeError(f"{where}: give a directory for the run (new or empty, or a run to --resume)")
+    return text
+
+
+class CommandParser(argparse.ArgumentParser):
+    """`dcgan`'s parser and its commands' (subparsers take their parent's class, so plugins
+    such as `dcgan bench` get it too). A bad argument is two lines, the error and where the
+    options are listed: argparse's usage block would bury the error under every option."""
+
+    commands = None  # the subparsers action, once add_subparsers has made it
+
+    def add_subparsers(self, **kwargs):
+        self.commands = super().add_subparsers(**kwargs)
+        return self.commands
+
+    def parse_args(self, args=None, namespace=None):
+        """argparse's, but an unknown argument is reported by the command it was given to,
+        whose --help lists the ones it takes."""
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = self.commands.choices.get(getattr(namespace, self.commands.dest, None)) if self.commands else None
+            (command or self).error("unrecognized arguments: " + " ".join(extras))
+        return namespace
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\nrun '{self.prog} --help' for the options\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dcgan", description="One DCGAN in PyTorch, JAX/Flax and Keras 3.")
+    parser = CommandParser(prog="dcgan", description="One DCGAN in PyTorch, JAX/Flax and Keras 3.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     describe = commands.add_parser("describe", help="print each network's layers, output shapes and parameter counts")
@@ -214,8 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     length.add_argument("--steps", type=positive_int, help="the run's total number of iterations")
     length.add_argument("--epochs", type=positive_int, help="passes over the dataset (default 1)")
     train.add_argument("--batch-size", type=positive_int, help="sets optim.batch_size")
-    train.add_argument("--seed", type=int, help="sets seed: weights, data order and noise all follow it")
-    train.add_argument("--out", help="the run directory (default runs/PRESET-BACKEND)")
+    train.add_argument("--seed", type=non_negative_int, help="sets seed: weights, data order and noise all follow it")
+    train.add_argument("--out", type=run_directory, help="the run directory (default runs/PRESET-BACKEND)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     compilers = sorted({c for options in COMPILERS.values() for c in options})
     train.add_argument(
@@ -243,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--keep-every",
-        type=int,
+        type=non_negative_int,
         default=5000,
         help="keep checkpoints at multiples of this besides the latest (5000; 0: latest only)",
     )
@@ -265,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument(
         "--out", default="samples.png", help="the grid PNG to write: the first 256 images at most (16 x 16)"
     )
-    sample.add_argument("--seed", type=int, default=0, help="seed of the latent vectors")
+    sample.add_argument("--seed", type=non_negative_int, default=0, help="seed of the latent vectors")
     sample.add_argument(
         "--backend",
         choices=list(BACKENDS),
@@ -331,7 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend", choices=list(BACKENDS), help="sample on this backend (default: the one that wrote it)"
     )
     evaluate.add_argument("--n", type=positive_int, default=10_000, help="generated images scored (10000)")
-    evaluate.add_argument("--seed", type=int, default=0, help="seed of the latent vectors, subsets and bootstrap")
+    evaluate.add_argument(
+        "--seed", type=non_negative_int, default=0, help="seed of the latent vectors, subsets and bootstrap"
+    )
     evaluate.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
     evaluate.add_argument(
         "--features",
@@ -363,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     parity.add_argument("--backends", nargs="+", choices=list(BACKENDS), help="default: all five")
     parity.add_argument("--precision", nargs="+", choices=list(PRECISIONS), default=list(PRECISIONS))
     parity.add_argument("--batch-size", type=positive_int, default=4, help="examples per batch (4)")
-    parity.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
+    parity.add_argument("--seed", type=non_negative_int, default=0, help="seed of the random weights and inputs")
     parity.add_argument("--markdown", help="also write the table to this file")
     parity.set_defaults(run=cmd_parity)
     for plugin in sorted(entry_points(group=COMMAND_PLUGINS), key=lambda p: p.name):
@@ -379,9 +430,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"dcgan: error: {err}", file=sys.stderr)
         return 2
-    except FloatingPointError as err:  # common.train.Diverged
-        print(f"dcgan: error: {err}", file=sys.stderr)
-        return 1
+    except RunStopped as err:  # diverged, a failed save, or SIGINT/SIGTERM (common/train.py)
+        print(f"dcgan: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:  # Ctrl-C outside a training loop, which stops on its own terms
+        print("dcgan: interrupted", file=sys.stderr)
+        return 130
     return code or 0
 
 

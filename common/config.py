@@ -157,6 +157,8 @@ def validate(config: Config) -> Config:
     if tuple(d.value_range) != (-1.0, 1.0):
         raise ConfigError("data.value_range", d.value_range, "[-1.0, 1.0], the range of the generator's tanh")
     _int("seed", config.seed)
+    if config.seed < 0:  # numpy's generators take no negative seed
+        raise ConfigError("seed", config.seed, "a non-negative integer")
 
     resolved = dataclasses.replace(config, data=dataclasses.replace(d, image_size=m.image_size, channels=m.channels))
     generator_spec(resolved.model)
@@ -251,9 +253,17 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     """Reads a TOML override file (`[model] ngf = 32`) into dotted keys."""
     path = Path(path)
     try:
-        return toml_overrides(path.read_text())
+        return toml_overrides(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError("--config", str(path), "an existing TOML file") from None
+    except IsADirectoryError:
+        raise ConfigError("--config", str(path), "a TOML file (this is a directory)") from None
+    except OSError as err:
+        raise ConfigError("--config", str(path), f"a readable TOML file ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            "--config", str(path), f"a TOML file, which is UTF-8 text (byte {err.start} is not)"
+        ) from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError("--config", str(path), f"valid TOML ({err})") from None
 

@@ -13,13 +13,22 @@ Sources (`data.dataset`):
 - `tfds:NAME` and `torchvision:NAME`: the frameworks' dataset catalogues, for machines with
   internet (they download into `data.data_dir`; see common/catalogue.py);
 - `fake`: random images, for smoke runs and benchmarks (as pytorch/examples has).
+
+A folder's images may differ in size and mode (grey, RGB, RGBA, palette, 16-bit): each is
+converted to the model's channels, centre-cropped and resized, as the write-ups' transforms
+do. Files without an image suffix are not read (a dataset folder often holds a label list
+or a README). An image file that does not decode is refused, by name: skipping it would
+train on a different dataset from the one named. A folder decoded into memory is refused
+before training starts; one too large for memory, when the batch holding the file is read.
 """
 
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
+import zlib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -121,7 +130,8 @@ def _read_image(path: Path, data: DataConfig) -> np.ndarray:
     try:
         with Image.open(path) as image:
             return prepare(image, data)
-    except (UnidentifiedImageError, OSError) as err:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
+        # not an image, truncated, a mode Pillow cannot convert (LAB to grey), or too large
         raise ConfigError(
             "data.dataset", str(path), f"a readable image file ({err.__class__.__name__}: {err})"
         ) from None
@@ -131,15 +141,38 @@ def _read_image(path: Path, data: DataConfig) -> np.ndarray:
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (the MNIST format, optionally gzipped) -> uint8 array of its shape."""
+    """An IDX file (the MNIST format, optionally gzipped) -> uint8 array of its shape.
+
+    A file that is not one whole IDX file of bytes (a corrupt gzip stream, another magic
+    number, fewer bytes than its header promises: a download cut short) is refused by name."""
+    valid = "an IDX file of unsigned bytes (MNIST format)"
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
-    if zero != 0 or dtype != 0x08:
-        raise ConfigError("data.data_dir", str(path), "an IDX file of unsigned bytes (MNIST format)")
-    shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+        raise ConfigError(
+            "data.data_dir", str(path), f"{valid}; its gzip stream is corrupt or cut short ({err})"
+        ) from None
+    except OSError as err:
+        raise ConfigError("data.data_dir", str(path), f"{valid} ({err.strerror or err})") from None
+    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08":
+        raise ConfigError(
+            "data.data_dir", str(path), f"{valid}, whose magic number starts 0x000008 (this one is 0x{raw[:4].hex()})"
+        )
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ConfigError("data.data_dir", str(path), f"{valid}: its header is cut short")
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    if len(raw) - header != math.prod(shape):
+        raise ConfigError(
+            "data.data_dir",
+            str(path),
+            f"{valid}: its header promises {' x '.join(map(str, shape))} = {math.prod(shape)} bytes of data, "
+            f"and it holds {len(raw) - header} (a truncated download?)",
+        )
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
 
 
 def idx_file(folder: Path, stem: str) -> Path | None:
@@ -156,15 +189,19 @@ def _load_idx(name: str, data: DataConfig) -> InMemoryDataset:
             "data.data_dir", str(folder), f"a folder holding train-images-idx3-ubyte[.gz] for {name}{hint}"
         )
     images = read_idx(path)  # (N, 28, 28)
+    if images.ndim != 3:
+        raise ConfigError("data.data_dir", str(path), f"an IDX file of images, N x H x W (this one is {images.shape})")
     if images.shape[1:] == (data.image_size, data.image_size):  # grey, replicated for RGB models
         return InMemoryDataset(name, np.repeat(images[:, None], data.channels, axis=1))
     return InMemoryDataset(name, _prepare_arrays(images, data))
 
 
 def _load_folder(folder: Path, data: DataConfig) -> ImageDataset:
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    found = [p for p in folder.rglob("*") if p.is_file()]
+    files = sorted(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise ConfigError("data.dataset", str(folder), "a folder with images (" + ", ".join(IMAGE_SUFFIXES) + ")")
+        held = f"it holds {len(found)} file(s), none named as an image" if found else "it holds no files"
+        raise ConfigError("data.dataset", str(folder), f"a folder with images ({', '.join(IMAGE_SUFFIXES)}); {held}")
     decoded_bytes = len(files) * data.channels * data.image_size**2
     if decoded_bytes > MEMORY_FRACTION * _memory_bytes():
         return StreamingFolder(str(folder), files, data)

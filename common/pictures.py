@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from common.errors import ConfigError
 from common.images import to_uint8
 
 
@@ -25,6 +26,16 @@ def image_grid(images: np.ndarray, nrow: int | None = None, padding: int = 2) ->
         top, left = padding + (i // nrow) * (h + padding), padding + (i % nrow) * (w + padding)
         grid[top : top + h, left : left + w] = tile.transpose(1, 2, 0)
     return grid
+
+
+def check_image_file(path: Path, flag: str) -> None:
+    """Refuses, before any work is done, a path `save_grid` could not write: a directory, or a
+    name whose suffix is not an image format Pillow writes."""
+    formats = Image.registered_extensions()  # suffix -> format, every plugin's
+    if path.is_dir() or formats.get(path.suffix.lower()) not in Image.SAVE:
+        raise ConfigError(
+            flag, str(path), "an image file name such as samples.png (.png, .jpg, .bmp, .gif, .tif, .webp)"
+        )
 
 
 def save_grid(path: Path, images: np.ndarray, scale: int | None = None) -> None:

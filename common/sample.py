@@ -14,7 +14,7 @@ from common.algorithm import latent
 from common.backends import BACKENDS, load_backend
 from common.config import Config
 from common.errors import ConfigError
-from common.pictures import save_grid
+from common.pictures import check_image_file, save_grid
 from common.rundir import open_checkpoint
 
 DEFAULT_N = 64
@@ -44,14 +44,28 @@ def load_noise(path: Path, config: Config, n: int | None = None) -> np.ndarray:
     except FileNotFoundError:
         raise ConfigError("--noise", str(path), f"an existing file: {expected}") from None
     except (OSError, ValueError, EOFError) as err:  # not a .npy file, or one that needs pickle
-        raise ConfigError("--noise", str(path), f"{expected} ({type(err).__name__}: {err})") from None
+        raise ConfigError("--noise", str(path), f"{expected} ({_why_not_loaded(path, err)})") from None
     if not isinstance(z, np.ndarray) or z.ndim != 2 or z.shape[1] != config.model.latent_dim or z.shape[0] < 1:
         raise ConfigError("--noise", f"{path} of shape {tuple(np.shape(z))}", expected)
     if not np.issubdtype(z.dtype, np.number) or np.issubdtype(z.dtype, np.complexfloating):
         raise ConfigError("--noise", f"{path} of dtype {z.dtype}", expected + ", real numbers")
+    if not np.isfinite(z).all():  # G would draw NaN images, written as black squares
+        raise ConfigError("--noise", f"{path} with NaN or infinite values", expected + ", finite numbers")
     if n is not None and n != z.shape[0]:
         raise ConfigError("--n", n, f"{z.shape[0]}, the number of vectors in {path} (or leave --n out)")
     return z.astype(np.float32)
+
+
+def _why_not_loaded(path: Path, err: Exception) -> str:
+    """Why np.load refused a file. numpy takes a file without the .npy magic for a pickle and
+    suggests allow_pickle, which is never the remedy here: say it is not a .npy file."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
+                return "this file is not in .npy format"
+    except OSError:
+        pass
+    return f"{type(err).__name__}: {err}"
 
 
 def sample(
@@ -63,6 +77,7 @@ def sample(
     npz: Path | None = None,
     noise: Path | None = None,
 ) -> np.ndarray:
+    check_image_file(Path(out), "--out")
     arrays, metadata, config = open_checkpoint(path)
     backend = backend or source_backend(metadata)
     z = (
@@ -78,5 +93,6 @@ def sample(
         rest = f"{npz} holds all {len(images)}" if npz else "--npz FILE writes them all"
         print(f"dcgan sample: the grid shows the first {GRID_MAX} of {len(images)} images; {rest}")
     if npz:
+        Path(npz).parent.mkdir(parents=True, exist_ok=True)
         np.savez(npz, images=np.asarray(images, dtype=np.float32), z=z)
     return images
