@@ -73,8 +73,8 @@ def convert_checkpoint(path: Path, backend: str, out: Path) -> Path:
     """`dcgan convert --checkpoint PATH --backend B --out OUT`; returns the file written."""
     arrays, metadata, config = open_checkpoint(path)
     converted = through_backend(arrays, config, backend)
-    step = int(metadata.get("step", 0))
-    return write(out, converted, config, backend, step, float(metadata.get("elapsed", 0.0)))
+    step, elapsed = checkpoint.saved_progress(metadata, path)
+    return write(out, converted, config, backend, step, elapsed)
 
 
 # --------------------------------------------------------------------------- pytorch/examples

@@ -1,7 +1,9 @@
 """The run directory: the one module that knows where a run keeps each of its files.
 
     run.json                             preset and backend (a run is continued only by the same ones)
-    config.toml                          the full resolved config
+    config.toml                          the full resolved config the run started with
+    resumes.jsonl                        each --resume: the step it continued from and the config
+                                         values it changed (the checkpoints carry the config in force)
     metrics.jsonl                        one line per iteration: step, losses, D(x), D(G(z)), images/s, time
                                          (and the scores, with --eval-every)
     samples/step_XXXXXX.png              fixed-noise grids, G in eval mode
@@ -19,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from common import checkpoint
-from common.config import Config, load_toml
+from common.config import Config, apply_overrides, load_toml, validate
 from common.errors import ConfigError
 from common.pictures import plot_losses, save_gif, save_grid
 from common.presets import make_config
@@ -42,6 +45,7 @@ class RunDir:
         self.run_file = self.path / "run.json"
         self.config_file = self.path / "config.toml"
         self.metrics_file = self.path / "metrics.jsonl"
+        self.resumes_file = self.path / "resumes.jsonl"
         self.samples_dir = self.path / "samples"
         self.checkpoints_dir = self.path / "checkpoints"
 
@@ -55,18 +59,30 @@ class RunDir:
         return saved["preset"], saved["backend"]
 
     def saved_config(self, overrides: dict) -> Config:
-        """The run's saved config with only the overrides given now on top (validated)."""
+        """The config in force at the run's latest checkpoint (config.toml before the first),
+        with only the overrides given now on top (validated)."""
         preset, _ = self.identity()
-        return make_config(preset, {**load_toml(self.config_file), **overrides})
+        latest = self.latest_checkpoint()
+        if latest is None:
+            return make_config(preset, {**load_toml(self.config_file), **overrides})
+        metadata = checkpoint.read_metadata(latest)
+        if metadata.get("preset") != preset:
+            raise ConfigError(
+                "--resume",
+                str(latest),
+                f"a checkpoint of this run's preset, {preset} (it holds {metadata.get('preset')})",
+            )
+        return validate(apply_overrides(checkpoint.saved_config(metadata, latest, "--resume"), overrides))
 
     def check(self, config: Config, backend: str, resume: bool) -> Path | None:
         """Refuses what would overwrite another run or resume nothing; returns the checkpoint
-        to resume from (None for a new run). Writes nothing."""
+        to resume from (None for a new run, or one stopped before its first checkpoint, which
+        starts over). Writes nothing."""
         identity = self.identity()
         if identity is None:
             if resume:
                 raise ConfigError("--out", str(self.path), "a run directory to resume (it has no run.json)")
-            if self.path.exists() and any(self.path.iterdir()):
+            if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
                 raise ConfigError("--out", str(self.path), "a new or empty directory (this one holds other files)")
             return None
         if identity != (config.preset, backend):
@@ -77,10 +93,17 @@ class RunDir:
             )
         if not resume:
             raise ConfigError("--out", str(self.path), "a new directory, or --resume to continue the run it holds")
-        latest = self.latest_checkpoint()
-        if latest is None:
-            raise ConfigError("--resume", str(self.path), "a run directory with a checkpoint to continue from")
-        return latest
+        return self.latest_checkpoint()
+
+    def record_resume(self, step: int, before: Config, now: Config) -> dict:
+        """Appends to resumes.jsonl the step a --resume continues from and the config values it
+        changes (dotted keys: [old, new]), so the run's files say which config held when.
+        config.toml stays the config the run started with."""
+        changed = {key: [old, new] for key, (old, new) in _flat_changes(before.to_dict(), now.to_dict()).items()}
+        record = {"step": step, "changed": changed, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        with open(self.resumes_file, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        return record
 
     def create(self, config: Config, backend: str, valid: str = "a new or empty directory for the run") -> None:
         """Makes the directory of a new run (it must be new or empty: else `valid` says what
@@ -130,16 +153,34 @@ class RunDir:
             yield lambda record: log.write(json.dumps(record) + "\n")
 
     def read_metrics(self) -> list[dict]:
+        """metrics.jsonl's records. A last line cut short (the process killed mid-write) is
+        left out; a bad line anywhere else is refused by name."""
         if not self.metrics_file.exists():
             return []
-        return [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line]
+        text = self.metrics_file.read_text()
+        lines = text.splitlines()
+        records = []
+        for number, line in enumerate(lines, 1):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                if number == len(lines) and not text.endswith("\n"):
+                    break
+                raise ConfigError(
+                    "--out", str(self.path), f"a run whose metrics.jsonl is JSON lines (line {number} is not)"
+                ) from None
+        return records
 
-    def truncate_metrics(self, step: int) -> None:
-        """Drops lines after the checkpoint being resumed, so metrics.jsonl has each step once."""
+    def truncate(self, step: int) -> None:
+        """Drops what came after the step being resumed from, so metrics.jsonl has each step
+        once (a last line cut short by a kill goes too) and no later grid outlives it."""
         kept = [record for record in self.read_metrics() if record["step"] <= step]
         tmp = self.metrics_file.with_name(self.metrics_file.name + ".tmp")
         tmp.write_text("".join(json.dumps(record) + "\n" for record in kept))
         os.replace(tmp, self.metrics_file)
+        for grid in self.samples_dir.glob("step_*.png"):
+            if int(grid.stem.removeprefix("step_")) > step:
+                grid.unlink()
 
     def save_sample(self, step: int, images: np.ndarray) -> None:
         save_grid(self.samples_dir / f"step_{step:06d}.png", images)
@@ -169,3 +210,15 @@ def open_checkpoint(
     """A checkpoint file (or a run directory's latest): its arrays, metadata and config, the
     arrays validated against the config."""
     return checkpoint.read(find_checkpoint(path, source), source)
+
+
+def _flat_changes(before: dict, now: dict, prefix: str = "") -> dict[str, tuple]:
+    """The values that differ between two nested config dicts, under dotted keys."""
+    changes = {}
+    for key in before.keys() | now.keys():
+        old, new = before.get(key), now.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes.update(_flat_changes(old, new, f"{prefix}{key}."))
+        elif old != new:
+            changes[f"{prefix}{key}"] = (old, new)
+    return dict(sorted(changes.items()))

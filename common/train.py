@@ -7,6 +7,9 @@ files are common/rundir.py's.
 from __future__ import annotations
 
 import math
+import os
+import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,13 +19,14 @@ import numpy as np
 from tqdm import tqdm
 
 from common import canonical, checkpoint
-from common.algorithm import METRICS, data_order, fixed_noise, iteration_noise
+from common.algorithm import data_order, fixed_noise, iteration_noise
 from common.backends import Trainer, load_backend
 from common.config import Config
 from common.data import ImageDataset, load_dataset
-from common.errors import ConfigError
+from common.errors import ConfigError, RunStopped
 from common.rundir import RunDir
 from common.tensorboard import TensorBoard
+from common.watch import Diverged, Watch, check_finite, check_finite_state
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,16 @@ class Schedule:
 
 
 def train(config: Config, backend_name: str, run_dir: Path, options: RunOptions = RunOptions()) -> list[dict]:
-    """Trains until the run has `options.steps` iterations; returns this session's metrics."""
+    """Trains until the run has `options.steps` iterations; returns this session's metrics.
+
+    SIGINT and SIGTERM stop it after the iteration in progress: the loop saves that step's
+    checkpoint and the summaries and raises Interrupted. A second signal ends the process at
+    once; checkpoints are written atomically, so the last complete one stays whole."""
+    with StopOnSignal() as stop:
+        return _train(config, backend_name, run_dir, options, stop)
+
+
+def _train(config: Config, backend_name: str, run_dir: Path, options: RunOptions, stop: StopOnSignal) -> list[dict]:
     run = RunDir(run_dir)
     resume_from = run.check(config, backend_name, options.resume)
     dataset = load_dataset(config.data, config.seed)
@@ -96,22 +109,38 @@ def train(config: Config, backend_name: str, run_dir: Path, options: RunOptions 
     sample_every = options.sample_every or max(1, min(schedule.iterations_per_epoch, math.ceil(total / 10)))
     scorer = Scorer(config, options) if options.eval_every else None  # refuses a dataset it cannot score
     trainer = load_backend(backend_name, options.precision, options.compile).trainer(config)
+    start, elapsed = 0, 0.0
     if resume_from is not None:
-        start, elapsed = _restore(trainer, config, resume_from)
-        run.truncate_metrics(start)
+        start, elapsed, before = _restore(trainer, config, resume_from)
+        run.truncate(start)
+        run.record_resume(start, before, config)
+    elif options.resume:  # stopped before its first checkpoint: nothing was kept, so it starts over
+        tqdm.write(f"{run.path} has no checkpoint yet: the run starts over from iteration 0")
+        run.truncate(0)
+        run.record_resume(0, config, config)
     else:
         run.create(config, backend_name)
-        start, elapsed = 0, 0.0
 
     def save_checkpoint(step: int, seconds: float) -> None:
-        run.save_checkpoint(
-            step, trainer.state_dict(), canonical.metadata(config, backend_name, step, seconds), options.keep_every
-        )
+        state = trainer.state_dict()
+        check_finite_state(state, step, backend_name)
+        metadata = canonical.metadata(config, backend_name, step, seconds)
+        try:
+            run.save_checkpoint(step, state, metadata, options.keep_every)
+        except OSError as err:
+            latest = run.latest_checkpoint()
+            raise SaveFailed(
+                f"error: could not save iteration {step}'s checkpoint in {run.checkpoints_dir} "
+                f"({err.strerror or err}); "
+                + (f"the last good one, {latest.name}, is intact" if latest else "no checkpoint was saved before")
+                + f". Free the space or fix the permissions, then continue with: dcgan train --resume --out {run.path}"
+            ) from None
 
     o = config.optim
     fixed = fixed_noise(config)
+    watch = Watch(classes=len(np.unique(scorer.space.labels)) if scorer is not None else None)
     records: list[dict] = []
-    step = start
+    step = saved = start
     session_start = time.perf_counter()
     bar = tqdm(
         total=total,
@@ -125,14 +154,15 @@ def train(config: Config, backend_name: str, run_dir: Path, options: RunOptions 
     with ThreadPoolExecutor(max_workers=1) as prefetch, run.metrics_log() as log:
         upcoming = prefetch.submit(_iteration_inputs, dataset, schedule, config, step) if step < total else None
         try:
-            while step < total:
+            while step < total and stop.signal is None:
                 reals, noise = upcoming.result()
                 if step + 1 < total:  # prepare the next batch while this step runs
                     upcoming = prefetch.submit(_iteration_inputs, dataset, schedule, config, step + 1)
                 t0 = time.perf_counter()
                 metrics = {k: float(v) for k, v in trainer.train_step(reals, noise.z_d, noise.z_g).items()}
                 seconds = time.perf_counter() - t0
-                _check_finite(metrics, step + 1, backend_name)
+                if not all(math.isfinite(v) for v in metrics.values()):
+                    check_finite(metrics, step + 1, backend_name, trainer.state_dict())
                 step += 1
                 record = {
                     "step": step,
@@ -152,6 +182,9 @@ def train(config: Config, backend_name: str, run_dir: Path, options: RunOptions 
                     f"D(x) {metrics['D_x']:.2f} D(G(z)) {metrics['D_G_z1']:.2f}/{metrics['D_G_z2']:.2f} "
                     f"{record['images_per_s']:.0f} img/s"
                 )
+                warning = watch.observe(record)
+                if warning:
+                    bar.write(warning)
                 if step % sample_every == 0 or step == total:
                     grid = trainer.sample(fixed)
                     run.save_sample(step, grid)
@@ -159,19 +192,19 @@ def train(config: Config, backend_name: str, run_dir: Path, options: RunOptions 
                         board.images(step, "samples", grid)
                 if step % options.checkpoint_every == 0 and step < total:
                     save_checkpoint(step, elapsed + time.perf_counter() - session_start)
-        except KeyboardInterrupt:
-            bar.write(f"interrupted: saving step {step}; continue with --resume")
-            raise
-        except Diverged:
-            step = start  # the weights hold the diverged update: keep the checkpoints as they are
+                    saved = step
+        except (Diverged, SaveFailed):
+            saved = step  # a diverged state, or a disk that cannot take it: the checkpoints stay as they are
             raise
         finally:
             bar.close()
             if board is not None:
                 board.close()
-            if step > start:  # never lose work: the last finished iteration is always saved
+            if step > saved:  # never lose work: the last finished iteration is always saved
                 save_checkpoint(step, elapsed + time.perf_counter() - session_start)
     run.write_summaries(f"{config.preset} on {backend_name}, {config.data.dataset}")
+    if stop.signal is not None and step < total:
+        raise Interrupted(stop.signal, step, run.path)
     return records
 
 
@@ -197,12 +230,16 @@ class Scorer:
         return {k: found[k] for k in self.KEYS}
 
 
-def _restore(trainer: Trainer, config: Config, file: Path) -> tuple[int, float]:
-    """Loads a run's checkpoint into `trainer`; returns its step and elapsed seconds."""
+def _restore(trainer: Trainer, config: Config, file: Path) -> tuple[int, float, Config]:
+    """Loads a run's checkpoint into `trainer`; returns its step, elapsed seconds and the
+    config it was saved under."""
     arrays, metadata = checkpoint.load(file)
+    if metadata.get("preset") != config.preset:
+        raise ConfigError("--resume", str(file), f"a checkpoint of {config.preset} (it holds {metadata.get('preset')})")
     canonical.validate(arrays, config, source=str(file))
     trainer.load_state_dict(arrays)
-    return int(metadata["step"]), float(metadata["elapsed"])
+    saved = checkpoint.saved_config(metadata, file, "--resume")
+    return (*checkpoint.saved_progress(metadata, file, "--resume"), saved)
 
 
 def _iteration_inputs(dataset: ImageDataset, schedule: Schedule, config: Config, step: int):
@@ -210,14 +247,50 @@ def _iteration_inputs(dataset: ImageDataset, schedule: Schedule, config: Config,
     return reals, iteration_noise(config, step, schedule.batch_size)
 
 
-class Diverged(FloatingPointError):
-    """A loss or statistic became NaN or infinite; the run stops without saving that state."""
+class SaveFailed(RunStopped):
+    """A checkpoint could not be written (a full disk, a permission error); the run stops."""
 
 
-def _check_finite(metrics: dict, step: int, backend: str) -> None:
-    bad = [k for k in METRICS if not math.isfinite(metrics[k])]
-    if bad:
-        raise Diverged(
-            f"training diverged on {backend}: {', '.join(bad)} not finite at step {step} ({metrics}); "
-            "the run's checkpoints are left as they were"
+class Interrupted(RunStopped):
+    """SIGINT or SIGTERM stopped the run after a whole iteration, which was saved."""
+
+    def __init__(self, signum: int, step: int, run_dir: Path):
+        self.signum, self.step, self.run_dir = signum, step, run_dir
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"stopped by {name} after iteration {step}, which is saved; "
+            f"continue with: dcgan train --resume --out {run_dir}"
         )
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # the shell's convention for a process ended by a signal
+
+
+class StopOnSignal:
+    """While active (in the main thread), SIGINT and SIGTERM set `signal` instead of
+    interrupting: the loop stops after the iteration in progress, so no update is ever half
+    applied (PyTorch steps D's weights in place before G's). A second signal ends the process
+    at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signal: int | None = None
+        self.previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signal is not None:
+            os.write(2, f"\n{signal.Signals(signum).name} again: stopping at once\n".encode())
+            os._exit(128 + signum)
+        self.signal = signum
+        os.write(2, f"\n{signal.Signals(signum).name}: stopping after this iteration (again: at once)\n".encode())

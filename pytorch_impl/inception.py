@@ -5,12 +5,14 @@ The network is torch-fidelity's FeatureExtractorInceptionV3, the TensorFlow FID 
 to PyTorch, which torchmetrics' FrechetInceptionDistance also uses. Its weights cannot be
 downloaded here, so they come from a local file only: torch-fidelity's
 weights-inception-2015-12-05-6726825d.pth, or any state dict of the same network. The file is
-opened with `torch.load(weights_only=True)` first, so a file holding anything but tensors is
-refused before torch-fidelity unpickles it.
+read with `torch.load(weights_only=True)` only, so a file holding anything but tensors is
+refused, never unpickled; torch-fidelity, which would unpickle it in full, gets the tensors
+read, re-saved to memory.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +38,11 @@ def load(weights: Path) -> torch.nn.Module:
         raise ConfigError("--weights", str(weights), f"{EXPECTED} ({type(err).__name__})") from None
     if not isinstance(state, dict):
         raise ConfigError("--weights", str(weights), f"{EXPECTED} (it holds a {type(state).__name__})")
+    tensors_only = io.BytesIO()  # torch-fidelity calls torch.load(path, weights_only=False) on what it gets
+    torch.save(state, tensors_only)
+    tensors_only.seek(0)
     try:
-        return FeatureExtractorInceptionV3(NAME, [FEATURES], feature_extractor_weights_path=str(weights))
+        return FeatureExtractorInceptionV3(NAME, [FEATURES], feature_extractor_weights_path=tensors_only)
     except RuntimeError as err:  # load_state_dict's missing / unexpected keys or shapes
         raise ConfigError("--weights", str(weights), f"{EXPECTED}: {str(err).splitlines()[0]}") from None
 

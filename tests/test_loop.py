@@ -67,8 +67,7 @@ def test_a_run_directory_is_never_taken_over(tmp_path):
     (run / "run.json").write_text(json.dumps({"preset": "mnist28", "backend": "torch"}))
     with pytest.raises(ConfigError, match="--resume to continue"):
         RunDir(run).check(config, "torch", resume=False)
-    with pytest.raises(ConfigError, match="a checkpoint to continue from"):
-        RunDir(run).check(config, "torch", resume=True)
+    assert RunDir(run).check(config, "torch", resume=True) is None  # stopped before a checkpoint: starts over
     saved = RunDir(run).save_checkpoint(7, {"w": np.zeros(2, np.float32)}, {"step": "7"})
     assert RunDir(run).check(config, "torch", resume=True) == saved
     other = tmp_path / "other"
@@ -155,9 +154,9 @@ def test_resume_takes_preset_and_backend_from_the_run(tmp_path, capsys):
     run.mkdir()
     (run / "run.json").write_text(json.dumps({"preset": "svhn32", "backend": "keras-jax"}))
     (run / "config.toml").write_text(make_config("svhn32").to_toml())
-    # No checkpoint yet: the error shows the run's own preset and backend were taken up.
-    assert main(["train", "--out", str(run), "--resume", "--dataset", "fake"]) == 2
-    assert "a run directory with a checkpoint to continue from" in capsys.readouterr().err
+    # An unknown compiler for keras-jax: the error shows the run's own backend was taken up.
+    assert main(["train", "--out", str(run), "--resume", "--dataset", "fake", "--compile", "xla"]) == 2
+    assert "a compiler keras-jax offers" in capsys.readouterr().err
     assert main(["train", "--out", str(run), "--resume", "--preset", "mnist28"]) == 2
     assert "holds a svhn32 run on keras-jax" in capsys.readouterr().err
 
@@ -209,7 +208,38 @@ def test_a_diverged_run_stops_cleanly_and_keeps_its_last_checkpoint(tmp_path, mo
         str(tmp_path / "run"),
     ]
     assert main(args) == 1
-    assert "loss_D not finite at step 5" in capsys.readouterr().err
+    assert "training diverged on torch at iteration 5: loss_D not finite" in capsys.readouterr().err
     assert RunDir(tmp_path / "run").saved_steps() == [2, 4]  # nothing saved from the diverged state
     arrays, _ = checkpoint.load(RunDir(tmp_path / "run").checkpoint_path(4))
     assert int(arrays["steps"]) == 4
+
+
+def test_the_watch_warns_once_when_d_wins_outright_or_samples_collapse():
+    from common.watch import WIN_STREAK, Watch
+
+    watch = Watch(classes=10)
+    fair = {"D_x": 0.8, "D_G_z2": 0.2}
+    winning = {"D_x": 0.999, "D_G_z2": 0.001}
+    seen = [watch.observe({"step": s, **(winning if s % 50 else fair)}) for s in range(1, 3 * WIN_STREAK)]
+    assert not any(seen)  # a streak broken every 50 iterations is not D winning outright
+    watch.observe({"step": 0, **fair})
+    seen = [watch.observe({"step": s, **winning}) for s in range(1, 2 * WIN_STREAK)]
+    warnings = [w for w in seen if w]
+    assert len(warnings) == 1 and f"iteration {WIN_STREAK}" in warnings[0] and "D has won outright" in warnings[0]
+    assert watch.observe({"step": 500, **fair, "classes_covered": 6}) is None
+    collapse = watch.observe({"step": 1000, **fair, "classes_covered": 3})
+    assert "cover 3 of the 10 classes" in collapse
+    assert watch.observe({"step": 1500, **fair, "classes_covered": 2}) is None  # once
+
+
+def test_non_finite_weights_are_named_by_network():
+    from common.watch import Diverged, check_finite, check_finite_state
+
+    state = {"generator.bn1.weight": np.ones(3, np.float32), "discriminator.conv1.weight": np.ones(3, np.float32)}
+    check_finite_state(state, 7, "jax")  # all finite: nothing raised
+    state["discriminator.conv1.weight"][1] = np.inf
+    with pytest.raises(Diverged, match=r"by iteration 7: non-finite weights in the discriminator \(D\)"):
+        check_finite_state(state, 7, "jax")
+    metrics = {"loss_D": float("nan"), "loss_G": 1.0, "D_x": 0.5, "D_G_z1": 0.5, "D_G_z2": 0.5}
+    with pytest.raises(Diverged, match=r"iteration 3: loss_D not finite; non-finite weights in the discriminator"):
+        check_finite(metrics, 3, "jax", state)

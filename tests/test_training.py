@@ -3,18 +3,22 @@ processes (Keras fixes its backend per process), all backends at once.
 
 For each backend and two tiny presets (mnist28: fresh noise, dropout, k = 2; dcgan64: the
 G update reuses D's fakes), three runs: 4 iterations straight; 2 iterations then --resume
-to 4; and `dcgan sample` from the finished run. And a scored run: 2 iterations of a tiny
-mnist28 on the real Fashion-MNIST with --eval-every and --tensorboard, then `dcgan eval`
-of its checkpoint, on the same backend.
+to 4; and `dcgan sample` from the finished run. A run that is really killed (SIGKILL),
+stopped (SIGTERM) and killed again, at different points, and resumed each time, must end
+with the weights of the same run left alone, bit for bit. And a scored run: 2 iterations
+of a tiny mnist28 on the real Fashion-MNIST with --eval-every and --tensorboard, then
+`dcgan eval` of its checkpoint, on the same backend.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import struct
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -121,15 +125,55 @@ def _scored(backend: str, root: Path) -> tuple[list[list[str]], Path]:
     ], run  # fmt: skip
 
 
+# The stopped run: KILL_STEPS iterations, a checkpoint after each, and each process of it
+# stopped by SIGNAL once metrics.jsonl has AFTER lines (the signal lands wherever the run is
+# by then: in a step, a save, a metrics line), then resumed; the last resume runs to the end.
+KILL_STEPS = 30
+KILLS = ((signal.SIGKILL, 4), (signal.SIGTERM, 12), (signal.SIGKILL, 20))
+
+
+def _killed(backend: str, root: Path) -> tuple[list[str], list[dict], Path]:
+    """The reference run's command, the stopped processes, and the stopped run's directory."""
+    out = root / f"{backend}-killed"
+    tiny = ["--backend", backend, "--preset", "mnist28", "--dataset", "fake", "--no-progress", *CASES["mnist28"]]
+    train = ["train", *tiny, "--steps", str(KILL_STEPS), "--checkpoint-every", "1", "--out", str(out)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
+    stopped = []
+    for index, (signum, after) in enumerate(KILLS):
+        command = [sys.executable, "-m", "common.cli", *train, *(["--resume"] if index else [])]
+        with open(root / f"{backend}-killed-{index}.err", "w+") as err:
+            process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
+            metrics = out / "metrics.jsonl"
+            while process.poll() is None:
+                if metrics.exists() and metrics.read_bytes().count(b"\n") >= after:
+                    process.send_signal(signum)
+                    break
+                time.sleep(0.005)
+            process.wait(timeout=600)
+            err.seek(0)
+            stopped.append({"signal": signum, "after": after, "code": process.returncode, "stderr": err.read()})
+    reference = ["train", *tiny, "--steps", str(KILL_STEPS), "--out", str(root / f"{backend}-unkilled")]
+    return reference, stopped, out
+
+
 def _chain(backend: str, root: Path) -> dict:
-    """Every preset of CASES on one backend, and the scored run: one process for the first
-    runs, one for the resumes."""
+    """Every preset of CASES on one backend, the stopped run and the scored run: one process
+    for the first runs, one for each stopped process, one for the resumes."""
     planned = {preset: _commands(backend, preset, root) for preset in CASES}
     scored, scored_dir = _scored(backend, root)
-    first = _dcgan(*[command for commands, _, _ in planned.values() for command in commands], *scored)
-    resumes = _dcgan(*[resume for _, resume, _ in planned.values()])
+    reference, stopped, killed_dir = _killed(backend, root)
+    first = _dcgan(*[command for commands, _, _ in planned.values() for command in commands], *scored, reference)
+    last_resume = ["train", "--resume", "--out", str(killed_dir), "--steps", str(KILL_STEPS), "--no-progress"]
+    resumes = _dcgan(*[resume for _, resume, _ in planned.values()], last_resume)
     died = [done for done in (first, resumes) if done[0]["args"] == ["(process)"]]
-    results = {}
+    results = {
+        (backend, "killed"): {
+            "run": killed_dir,
+            "reference": root / f"{backend}-unkilled",
+            "stopped": stopped,
+            "runs": died[0] if died else [first.pop(), resumes.pop()],
+        }
+    }
     for index, (preset, (_, _, dirs)) in enumerate(planned.items()):
         runs = died[0] if died else first[3 * index : 3 * index + 3] + resumes[index : index + 1]
         results[(backend, preset)] = {**dirs, "runs": runs}
@@ -162,6 +206,26 @@ def scored(request, results) -> dict:
     for run in result["runs"]:
         assert run["code"] == 0, f"{request.param}: {' '.join(run['args'])}\n{run['stderr'][-3000:]}"
     return {**result, "backend": request.param}
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_a_killed_and_stopped_run_resumes_to_the_same_weights(backend, results):
+    killed = results[(backend, "killed")]
+    for run in killed["runs"]:
+        assert run["code"] == 0, f"{backend}: {' '.join(run['args'])}\n{run['stderr'][-3000:]}"
+    for stop in killed["stopped"]:
+        name = signal.Signals(stop["signal"]).name
+        if stop["signal"] == signal.SIGKILL:
+            assert stop["code"] == -signal.SIGKILL, f"{name} after {stop['after']} lines came too late: {stop}"
+        else:  # SIGTERM: the iteration in progress is finished and saved, and the process says so
+            assert stop["code"] == 128 + signal.SIGTERM, stop["stderr"][-3000:]
+            assert "Traceback" not in stop["stderr"] and f"stopped by {name} after iteration" in stop["stderr"]
+    assert [r["step"] for r in _metrics(killed["run"])] == list(range(1, KILL_STEPS + 1))
+    mine, _ = checkpoint.load(RunDir(killed["run"]).checkpoint_path(KILL_STEPS))
+    reference, _ = checkpoint.load(RunDir(killed["reference"]).checkpoint_path(KILL_STEPS))
+    assert mine.keys() == reference.keys()
+    for key in reference:
+        assert np.array_equal(mine[key], reference[key]), f"{backend}: {key} differs from the run never stopped"
 
 
 def _metrics(run_dir: Path) -> list[dict]:

@@ -27,7 +27,7 @@ from common.backends import load_backend
 from common.config import Config
 from common.errors import ConfigError
 from common.quality import metrics
-from common.quality.features import LABEL, cache_dir, fashion_mnist, feature_weights, tensors_sha256
+from common.quality.features import LABEL, cache_dir, fashion_mnist, feature_weights
 
 DEFAULT_N = 10_000
 K = 5  # PRDC's nearest neighbours
@@ -89,7 +89,7 @@ class FashionMnistSpace(FeatureSpace):
             state, _, source = feature_weights(weights, progress)
             model = network.load(state)
             images, labels = fashion_mnist("t10k")
-            found = _test_set_features(model, tensors_sha256(state), images)
+            found = _test_set_features(model, checkpoint.content_sha256(state), images)
             _LOADED[str(weights)] = cls(
                 LABEL,
                 source,
@@ -178,7 +178,7 @@ def _test_set_features(model, weights_sha256: str, images: np.ndarray) -> dict[s
     take seconds to compute and every `dcgan eval` or scored training run needs the same ones."""
     from pytorch_impl import features as network
 
-    key = hashlib.sha256(f"{weights_sha256}|{tensors_sha256({'images': images})}|k={K}".encode()).hexdigest()
+    key = hashlib.sha256(f"{weights_sha256}|{checkpoint.content_sha256({'images': images})}|k={K}".encode()).hexdigest()
     path = cache_dir() / f"fashion_mnist_t10k_features-{key[:16]}.safetensors"
     if path.exists():
         try:

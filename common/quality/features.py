@@ -10,7 +10,6 @@ when it is opened, and the committed copy's hash is also pinned here.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 from pathlib import Path
@@ -24,7 +23,7 @@ from common.errors import ConfigError
 from common.images import to_model_range
 
 COMMITTED = Path(__file__).with_name("fashion_mnist_features.safetensors")
-COMMITTED_SHA256 = "e3d4f51ab714fadc8572e793610b49b6be9bb3efa9ebb00fdde59d2a252572ae"  # its `tensors_sha256`
+COMMITTED_SHA256 = "e3d4f51ab714fadc8572e793610b49b6be9bb3efa9ebb00fdde59d2a252572ae"  # its checkpoint.content_sha256
 DEFAULT_SEED = 0
 DEFAULT_EPOCHS = 10
 MIN_TEST_ACCURACY = 0.92
@@ -60,19 +59,9 @@ def fashion_mnist(split: str, data_dir: str | None = None) -> tuple[np.ndarray, 
     return to_model_range(found["images"][:, None]), found["labels"].astype(np.int64)
 
 
-def tensors_sha256(arrays: dict[str, np.ndarray]) -> str:
-    """The SHA-256 of a weight file's tensors: names, dtypes, shapes and bytes, in name order."""
-    digest = hashlib.sha256()
-    for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
-        digest.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
-        digest.update(a.tobytes())
-    return digest.hexdigest()
-
-
 def save_weights(path: Path, state: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
     """Writes the weights with their hash, atomically (common.checkpoint.write_atomically)."""
-    checkpoint.write_atomically(path, state, {**metadata, "sha256": tensors_sha256(state)})
+    checkpoint.write_atomically(path, state, {**metadata, "sha256": checkpoint.content_sha256(state)})
 
 
 def load_weights(path: Path, pinned: str | None = None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -81,7 +70,7 @@ def load_weights(path: Path, pinned: str | None = None) -> tuple[dict[str, np.nd
     state, metadata = checkpoint.read_file(
         path, "--weights", "an existing feature-network weight file", "a safetensors weight file"
     )
-    found = tensors_sha256(state)
+    found = checkpoint.content_sha256(state)
     expected = pinned or metadata.get("sha256")
     if found != expected:
         raise ConfigError(

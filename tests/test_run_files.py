@@ -1,0 +1,161 @@
+"""What a run's files survive: checkpoints damaged or altered after they were written (each
+refused by name, with nothing written), a metrics.jsonl cut mid-line by a kill, a run killed
+before its first checkpoint, and resumes that change the config (recorded, config.toml kept).
+PyTorch, tiny mnist28, in this process."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common import checkpoint
+from common.cli import main
+from common.rundir import RunDir
+
+TINY = ["--preset", "mnist28", "--dataset", "fake", "--set", "model.ngf=4", "--set", "model.ndf=4", "--batch-size", "4"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "run"
+    args = ["train", "--backend", "torch", *TINY, "--steps", "4", "--checkpoint-every", "2", "--keep-every", "2"]
+    assert main([*args, "--no-progress", "--out", str(out)]) == 0
+    return out
+
+
+def _rewrite_header(path: Path, change) -> None:
+    """Rewrites a safetensors file's JSON header through `change` (the tensors' bytes stay)."""
+    data = path.read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + length])
+    change(header)
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + data[8 + length :])
+
+
+def _flip_last_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _metadata(**changes):
+    return lambda header: header["__metadata__"].update(changes)
+
+
+DAMAGE = {  # what is done to a good checkpoint -> what the refusal says
+    "empty": (lambda p: p.write_bytes(b""), "a dcgan-suite safetensors checkpoint"),
+    "truncated": (lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]), "safetensors checkpoint"),
+    "not safetensors": (lambda p: p.write_text("netG = torch.load(...)\n"), "a dcgan-suite safetensors checkpoint"),
+    "a flipped bit in a tensor": (_flip_last_byte, "corrupt or altered"),
+    "tampered step": (lambda p: _rewrite_header(p, _metadata(step="999")), "corrupt or altered"),
+    "tampered config": (
+        lambda p: _rewrite_header(p, lambda h: h["__metadata__"].update(config=h["__metadata__"]["config"] + "\n")),
+        "corrupt or altered",
+    ),
+    "its hash removed": (
+        lambda p: _rewrite_header(p, lambda h: h["__metadata__"].pop("sha256")),
+        "the sha256 it carries, None",
+    ),
+    "an unknown format": (lambda p: _rewrite_header(p, _metadata(format="other/1")), "a checkpoint of format"),
+}
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+@pytest.mark.parametrize("command", ["sample", "resume"])
+def test_a_damaged_checkpoint_is_refused_by_name(damage, command, run, tmp_path, capsys):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    bad = RunDir(copy).checkpoint_path(4)
+    do, says = DAMAGE[damage]
+    do(bad)
+    before = _snapshot(tmp_path)
+    if command == "sample":
+        args = ["sample", "--checkpoint", str(bad), "--out", str(tmp_path / "grid.png")]
+    else:
+        args = ["train", "--resume", "--out", str(copy), "--steps", "6", "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert str(bad) in err and says in err
+    assert _snapshot(tmp_path) == before  # nothing written, nothing overwritten
+
+
+def test_a_checkpoint_of_another_preset_is_refused_on_resume(run, tmp_path, capsys):
+    other = tmp_path / "other"
+    args = ["train", "--backend", "torch", "--preset", "svhn32", "--dataset", "fake", "--set", "model.ngf=4"]
+    assert (
+        main([*args, "--set", "model.ndf=4", "--batch-size", "4", "--steps", "2", "--no-progress", "--out", str(other)])
+        == 0
+    )
+    mine = RunDir(tmp_path / "mine")
+    shutil.copytree(run, mine.path)
+    shutil.copy(RunDir(other).checkpoint_path(2), mine.checkpoint_path(6))  # the latest is now svhn32's
+    before = _snapshot(mine.path)
+    assert main(["train", "--resume", "--out", str(mine.path), "--steps", "8", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "step_000006.safetensors" in err and "this run's preset, mnist28 (it holds svhn32)" in err
+    assert _snapshot(mine.path) == before
+
+
+def test_a_checkpoint_from_before_hashes_still_opens(run, tmp_path):
+    """Format dcgan-suite/1 files carry no hash: they open unverified, and nothing else does."""
+    old = tmp_path / "old.safetensors"
+    shutil.copy(RunDir(run).checkpoint_path(4), old)
+    _rewrite_header(old, lambda h: (h["__metadata__"].pop("sha256"), h["__metadata__"].update(format="dcgan-suite/1")))
+    arrays, metadata = checkpoint.load(old)
+    good, _ = checkpoint.load(RunDir(run).checkpoint_path(4))
+    assert metadata["format"] == "dcgan-suite/1" and all(np.array_equal(arrays[k], good[k]) for k in good)
+
+
+def test_a_metrics_line_cut_by_a_kill_is_repaired_on_resume(run, tmp_path):
+    copy = RunDir(tmp_path / "run")
+    shutil.copytree(run, copy.path)
+    with open(copy.metrics_file, "a") as f:
+        f.write('{"step": 5, "loss_D": 1.2')  # killed mid-write, after the step-4 checkpoint
+    assert [r["step"] for r in copy.read_metrics()] == [1, 2, 3, 4]
+    assert main(["train", "--resume", "--out", str(copy.path), "--steps", "6", "--no-progress"]) == 0
+    assert [r["step"] for r in copy.read_metrics()] == [1, 2, 3, 4, 5, 6]
+    copy.metrics_file.write_text(copy.metrics_file.read_text().replace('"step": 3', '"step": 3,,'))
+    with pytest.raises(Exception, match="line 3 is not"):  # a bad line that no kill explains
+        copy.read_metrics()
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_over(run, tmp_path, capsys):
+    out = RunDir(tmp_path / "run")
+    out.path.mkdir()
+    for name in ("run.json", "config.toml"):
+        shutil.copy(Path(run) / name, out.path / name)
+    out.metrics_file.write_text('{"step": 1, "loss_D": 1.0}\n{"step": 2, "lo')
+    assert main(["train", "--resume", "--out", str(out.path), "--steps", "4", "--no-progress"]) == 0
+    assert "no checkpoint yet: the run starts over from iteration 0" in capsys.readouterr().out
+    assert [r["step"] for r in out.read_metrics()] == [1, 2, 3, 4]
+    mine, _ = checkpoint.load(out.checkpoint_path(4))
+    straight, _ = checkpoint.load(RunDir(run).checkpoint_path(4))
+    assert all(np.array_equal(mine[k], straight[k]) for k in straight)  # the same run as one never killed
+
+
+def test_resume_overrides_are_recorded_and_stay_in_force(run, tmp_path):
+    copy = RunDir(tmp_path / "run")
+    shutil.copytree(run, copy.path)
+    started = copy.config_file.read_text()
+    args = ["train", "--resume", "--out", str(copy.path), "--no-progress"]
+    assert main([*args, "--steps", "6", "--set", "optim.lr_g=0.0001", "--set", "optim.beta1=0.6"]) == 0
+    assert main([*args, "--steps", "8"]) == 0  # no overrides: those of the last resume hold
+    assert copy.config_file.read_text() == started  # the config the run started with
+    resumes = [json.loads(line) for line in copy.resumes_file.read_text().splitlines()]
+    assert [r["step"] for r in resumes] == [4, 6]
+    assert resumes[0]["changed"] == {"optim.beta1": [0.5, 0.6], "optim.lr_g": [0.0002, 0.0001]}
+    assert resumes[1]["changed"] == {}
+    _, metadata, config = checkpoint.read(copy.checkpoint_path(8))
+    assert config.optim.lr_g == 0.0001 and config.optim.beta1 == 0.6  # each checkpoint carries the config in force

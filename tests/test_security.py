@@ -1,0 +1,136 @@
+"""Files a user hands the suite are data, never code: a pickle that would run code when loaded
+is refused without running it, wherever a file is read; and a checkpoint's metadata, even one
+crafted with a valid hash, cannot make a command write outside the paths it was given."""
+
+from __future__ import annotations
+
+import builtins
+
+import numpy as np
+import pytest
+import torch
+
+from common import checkpoint
+from common.cli import main
+from common.rundir import RunDir
+
+
+class _Payload:
+    """Unpickling this opens (creates) the marker file: proof that code ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return builtins.open, (str(self.marker), "w")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "run"
+    tiny = ["--preset", "mnist28", "--dataset", "fake", "--set", "model.ngf=4", "--set", "model.ndf=4"]
+    assert main(["train", "--backend", "torch", *tiny, "--batch-size", "4", "--steps", "1", "--no-progress",
+                 "--out", str(out)]) == 0  # fmt: skip
+    return out
+
+
+def _commands(evil, run, tmp_path) -> dict[str, list[str]]:
+    return {
+        "convert --netG": [
+            "convert",
+            "--from-pytorch-examples",
+            "--netG",
+            str(evil),
+            "--preset",
+            "mnist28",
+            "--out",
+            str(tmp_path / "out.safetensors"),
+        ],  # fmt: skip
+        "eval --weights (inception)": [
+            "eval",
+            "--checkpoint",
+            str(run),
+            "--features",
+            "inception",
+            "--weights",
+            str(evil),
+            "--n",
+            "7",
+            "--no-progress",
+        ],  # fmt: skip
+        "sample --noise": [
+            "sample",
+            "--checkpoint",
+            str(run),
+            "--noise",
+            str(evil.with_suffix(".npy")),
+            "--out",
+            str(tmp_path / "grid.png"),
+        ],  # fmt: skip
+        "sample --checkpoint": ["sample", "--checkpoint", str(evil), "--out", str(tmp_path / "grid.png")],
+    }
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "convert --netG",
+        "eval --weights (inception)",
+        "sample --noise",
+        "sample --checkpoint",
+    ],  # fmt: skip
+)
+def test_a_pickle_carrying_code_is_refused_without_running_it(command, run, tmp_path, capsys):
+    marker = tmp_path / "code-ran"
+    evil = tmp_path / "evil.pth"
+    torch.save({"main.0.weight": _Payload(marker)}, evil)
+    np.save(evil.with_suffix(".npy"), np.array([_Payload(marker)], dtype=object), allow_pickle=True)
+    assert not marker.exists()
+    assert main(_commands(evil, run, tmp_path)[command]) == 2
+    err = capsys.readouterr().err
+    assert not marker.exists(), "unpickling ran the file's code"
+    assert "Traceback" not in err and "evil" in err
+    assert not (tmp_path / "out.safetensors").exists() and not (tmp_path / "grid.png").exists()
+
+
+def test_feature_weights_carrying_code_are_refused_without_running_them(tmp_path):
+    """The Fashion-MNIST feature network's --weights (read before any dataset is)."""
+    from common.errors import ConfigError
+    from common.quality.features import load_weights
+
+    marker, evil = tmp_path / "code-ran", tmp_path / "evil.pth"
+    torch.save({"conv1.weight": _Payload(marker)}, evil)
+    with pytest.raises(ConfigError, match="evil.pth"):
+        load_weights(evil)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("preset", "../../../outside"), ("backend", "../../outside"), ("step", "../../outside"), ("config", "x = [")],
+)
+def test_crafted_metadata_cannot_write_outside_the_given_paths(field, value, run, tmp_path, capsys):
+    """The file is re-hashed after the change, so only the values themselves stand in the way."""
+    arrays, metadata = checkpoint.load(RunDir(run).checkpoint_path(1))
+    metadata = {**metadata, field: value}
+    crafted = tmp_path / "given" / "crafted.safetensors"
+    checkpoint.write_atomically(crafted, arrays, {**metadata, "sha256": checkpoint.content_sha256(arrays, metadata)})
+    resumed = tmp_path / "given" / "run"
+    RunDir(resumed).checkpoints_dir.mkdir(parents=True)
+    for name in ("run.json", "config.toml"):
+        (resumed / name).write_bytes((run / name).read_bytes())
+    crafted_in_run = RunDir(resumed).checkpoint_path(5)
+    crafted_in_run.write_bytes(crafted.read_bytes())
+    before = set(tmp_path.rglob("*"))
+    for args, out in (
+        (["sample", "--checkpoint", str(crafted)], tmp_path / "given" / "grid.png"),
+        (["convert", "--checkpoint", str(crafted), "--backend", "torch"], tmp_path / "given" / "conv"),
+        (["train", "--resume", "--steps", "6", "--no-progress"], resumed),
+    ):
+        code = main([*args, "--out", str(out)])
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and (code == 0 or len(err.strip().splitlines()) == 1), (args, err)
+        written = set(tmp_path.rglob("*")) - before
+        assert all(out in p.parents or p == out for p in written), (args, written)  # within --out, if anything
+        before |= written
+    assert not (tmp_path.parent / "outside").exists() and not (tmp_path.parents[1] / "outside").exists()
