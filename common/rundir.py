@@ -95,12 +95,13 @@ class RunDir:
             raise ConfigError("--out", str(self.path), "a new directory, or --resume to continue the run it holds")
         return self.latest_checkpoint()
 
-    def record_resume(self, step: int, before: Config, now: Config) -> dict:
-        """Appends to resumes.jsonl the step a --resume continues from and the config values it
-        changes (dotted keys: [old, new]), so the run's files say which config held when.
-        config.toml stays the config the run started with."""
+    def record_resume(self, step: int, before: Config, now: Config, reason: str = "--resume") -> dict:
+        """Appends to resumes.jsonl the step a resume continues from, why (a --resume, or a
+        rollback after divergence) and the config values it changes (dotted keys: [old, new]),
+        so the run's files say which config held when. config.toml stays the config the run
+        started with."""
         changed = {key: [old, new] for key, (old, new) in _flat_changes(before.to_dict(), now.to_dict()).items()}
-        record = {"step": step, "changed": changed, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        record = {"step": step, "reason": reason, "changed": changed, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         with open(self.resumes_file, "a") as f:
             f.write(json.dumps(record) + "\n")
         return record
@@ -153,19 +154,16 @@ class RunDir:
             yield lambda record: log.write(json.dumps(record) + "\n")
 
     def read_metrics(self) -> list[dict]:
-        """metrics.jsonl's records. A last line cut short (the process killed mid-write) is
-        left out; a bad line anywhere else is refused by name."""
+        """metrics.jsonl's records. A last line with no newline (the process killed mid-write)
+        is left out; a bad line anywhere else is refused by name."""
         if not self.metrics_file.exists():
             return []
-        text = self.metrics_file.read_text()
-        lines = text.splitlines()
+        lines = self.metrics_file.read_text().split("\n")[:-1]  # what follows the last newline was cut short
         records = []
         for number, line in enumerate(lines, 1):
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError:
-                if number == len(lines) and not text.endswith("\n"):
-                    break
                 raise ConfigError(
                     "--out", str(self.path), f"a run whose metrics.jsonl is JSON lines (line {number} is not)"
                 ) from None
@@ -173,11 +171,15 @@ class RunDir:
 
     def truncate(self, step: int) -> None:
         """Drops what came after the step being resumed from, so metrics.jsonl has each step
-        once (a last line cut short by a kill goes too) and no later grid outlives it."""
-        kept = [record for record in self.read_metrics() if record["step"] <= step]
-        tmp = self.metrics_file.with_name(self.metrics_file.name + ".tmp")
-        tmp.write_text("".join(json.dumps(record) + "\n" for record in kept))
-        os.replace(tmp, self.metrics_file)
+        once (a last line cut short by a kill goes too) and no later grid outlives it. The file
+        is cut in place, so a log open for appending (a rollback's) goes on at its new end."""
+        if self.metrics_file.exists():
+            keep = 0
+            for line, record in zip(self.metrics_file.read_bytes().splitlines(keepends=True), self.read_metrics()):
+                if record["step"] > step:
+                    break
+                keep += len(line)
+            os.truncate(self.metrics_file, keep)
         for grid in self.samples_dir.glob("step_*.png"):
             if int(grid.stem.removeprefix("step_")) > step:
                 grid.unlink()

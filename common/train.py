@@ -21,7 +21,7 @@ from tqdm import tqdm
 from common import canonical, checkpoint
 from common.algorithm import data_order, fixed_noise, iteration_noise
 from common.backends import Trainer, load_backend
-from common.config import Config
+from common.config import Config, apply_overrides, validate
 from common.data import ImageDataset, load_dataset
 from common.errors import ConfigError, RunStopped
 from common.rundir import RunDir
@@ -108,7 +108,8 @@ def _train(config: Config, backend_name: str, run_dir: Path, options: RunOptions
     total = options.total_steps(schedule)
     sample_every = options.sample_every or max(1, min(schedule.iterations_per_epoch, math.ceil(total / 10)))
     scorer = Scorer(config, options) if options.eval_every else None  # refuses a dataset it cannot score
-    trainer = load_backend(backend_name, options.precision, options.compile).trainer(config)
+    backend = load_backend(backend_name, options.precision, options.compile)
+    trainer = backend.trainer(config)
     start, elapsed = 0, 0.0
     if resume_from is not None:
         start, elapsed, before = _restore(trainer, config, resume_from)
@@ -141,6 +142,7 @@ def _train(config: Config, backend_name: str, run_dir: Path, options: RunOptions
     watch = Watch(classes=len(np.unique(scorer.space.labels)) if scorer is not None else None)
     records: list[dict] = []
     step = saved = start
+    rollbacks = 0
     session_start = time.perf_counter()
     bar = tqdm(
         total=total,
@@ -162,7 +164,23 @@ def _train(config: Config, backend_name: str, run_dir: Path, options: RunOptions
                 metrics = {k: float(v) for k, v in trainer.train_step(reals, noise.z_d, noise.z_g).items()}
                 seconds = time.perf_counter() - t0
                 if not all(math.isfinite(v) for v in metrics.values()):
-                    check_finite(metrics, step + 1, backend_name, trainer.state_dict())
+                    try:
+                        check_finite(metrics, step + 1, backend_name, trainer.state_dict())
+                    except Diverged as diverged:
+                        latest = run.latest_checkpoint()
+                        if rollbacks == config.optim.divergence_rollbacks or latest is None:
+                            raise
+                        rollbacks += 1
+                        config, trainer, step = _roll_back(backend, config, run, latest, diverged)
+                        bar.write(
+                            f"diverged at iteration {diverged.step}: rolled back to iteration "
+                            f"{step}, learning rates halved (lr_d {config.optim.lr_d:g}, lr_g {config.optim.lr_g:g}); "
+                            f"rollback {rollbacks} of {config.optim.divergence_rollbacks}"
+                        )
+                        records = [r for r in records if r["step"] <= step]
+                        bar.n = saved = step
+                        upcoming = prefetch.submit(_iteration_inputs, dataset, schedule, config, step)
+                        continue
                 step += 1
                 record = {
                     "step": step,
@@ -240,6 +258,18 @@ def _restore(trainer: Trainer, config: Config, file: Path) -> tuple[int, float, 
     trainer.load_state_dict(arrays)
     saved = checkpoint.saved_config(metadata, file, "--resume")
     return (*checkpoint.saved_progress(metadata, file, "--resume"), saved)
+
+
+def _roll_back(backend, config: Config, run: RunDir, latest: Path, diverged: Diverged) -> tuple[Config, Trainer, int]:
+    """optim.divergence_rollbacks: a new trainer from the run's last checkpoint, both learning
+    rates halved; the metrics and grids after it are dropped and resumes.jsonl says why."""
+    o = config.optim
+    halved = validate(apply_overrides(config, {"optim.lr_d": o.lr_d / 2, "optim.lr_g": o.lr_g / 2}))
+    trainer = backend.trainer(halved)
+    step, _, _ = _restore(trainer, halved, latest)
+    run.truncate(step)
+    run.record_resume(step, config, halved, reason=f"rollback after divergence at iteration {diverged.step}")
+    return halved, trainer, step
 
 
 def _iteration_inputs(dataset: ImageDataset, schedule: Schedule, config: Config, step: int):

@@ -23,7 +23,12 @@ COLLAPSE_SHARE = 0.5
 
 
 class Diverged(RunStopped, FloatingPointError):
-    """A loss, a D output or a weight became NaN or infinite; the run stops without saving that state."""
+    """A loss, a D output or a weight became NaN or infinite at iteration `step`; the run
+    stops without saving that state."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
 
 
 def check_finite(metrics: dict, step: int, backend: str, state: dict[str, np.ndarray] | None = None) -> None:
@@ -36,7 +41,8 @@ def check_finite(metrics: dict, step: int, backend: str, state: dict[str, np.nda
         raise Diverged(
             f"error: training diverged on {backend} at iteration {step}: {', '.join(bad)} not finite{where}. "
             "The run's checkpoints are left as they were; resume from the last one with a lower learning rate "
-            "(--resume --set optim.lr_d=... --set optim.lr_g=...)"
+            "(--resume --set optim.lr_d=... --set optim.lr_g=...)",
+            step,
         )
 
 
@@ -46,7 +52,8 @@ def check_finite_state(state: dict[str, np.ndarray], step: int, backend: str) ->
     if networks:
         raise Diverged(
             f"error: training diverged on {backend} by iteration {step}: non-finite weights in "
-            f"{' and '.join(networks)}, so that state is not saved. The run's checkpoints are left as they were"
+            f"{' and '.join(networks)}, so that state is not saved. The run's checkpoints are left as they were",
+            step,
         )
 
 

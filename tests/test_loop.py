@@ -214,6 +214,38 @@ def test_a_diverged_run_stops_cleanly_and_keeps_its_last_checkpoint(tmp_path, mo
     assert int(arrays["steps"]) == 4
 
 
+@pytest.mark.parametrize("rollbacks", [1, 2])
+def test_a_diverged_run_rolls_back_with_halved_learning_rates_when_asked(rollbacks, tmp_path, monkeypatch, capsys):
+    """optim.divergence_rollbacks: back to the last checkpoint, both rates halved. Here the
+    stand-in diverges at step 5 unless lr_d is below 1e-4, so one rollback is not enough and
+    two are."""
+    from types import SimpleNamespace
+
+    from common import train as train_module
+
+    def trainer(config):
+        return _NumpyTrainer(diverge_at=5 if config.optim.lr_d >= 1e-4 else None)
+
+    monkeypatch.setattr(train_module, "load_backend", lambda *a: SimpleNamespace(trainer=trainer))
+    monkeypatch.setattr(train_module.canonical, "validate", lambda *a, **k: None)  # the stand-in's state is its own
+    out = RunDir(tmp_path / "run")
+    args = ["train", "--preset", "mnist28", "--dataset", "fake", "--batch-size", "8", "--steps", "8", "--no-progress"]
+    args += ["--checkpoint-every", "2", "--set", f"optim.divergence_rollbacks={rollbacks}", "--out", str(out.path)]
+    code = main(args)
+    captured = capsys.readouterr()
+    assert "diverged at iteration 5: rolled back to iteration 4, learning rates halved (lr_d 0.0001" in captured.out
+    resumes = [json.loads(line) for line in out.resumes_file.read_text().splitlines()]
+    assert [r["reason"] for r in resumes] == ["rollback after divergence at iteration 5"] * rollbacks
+    assert resumes[0]["changed"] == {"optim.lr_d": [2e-4, 1e-4], "optim.lr_g": [2e-4, 1e-4]}
+    if rollbacks == 1:
+        assert code == 1 and "training diverged on torch at iteration 5" in captured.err
+        assert out.saved_steps() == [4]
+        return
+    assert code == 0 and [r["step"] for r in out.read_metrics()] == list(range(1, 9))  # each step once
+    saved = checkpoint.load(out.checkpoint_path(8))[1]
+    assert "lr_d = 5e-05" in saved["config"]  # the checkpoints carry the rates in force
+
+
 def test_the_watch_warns_once_when_d_wins_outright_or_samples_collapse():
     from common.watch import WIN_STREAK, Watch
 
