@@ -82,7 +82,9 @@ class RunDir:
         if identity is None:
             if resume:
                 raise ConfigError("--out", str(self.path), "a run directory to resume (it has no run.json)")
-            if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+            if self.path.exists() and not self.path.is_dir():
+                raise ConfigError("--out", str(self.path), "a directory for the run (this is a file)")
+            if self.path.exists() and any(self.path.iterdir()):
                 raise ConfigError("--out", str(self.path), "a new or empty directory (this one holds other files)")
             return None
         if identity != (config.preset, backend):

@@ -80,6 +80,9 @@ def test_a_run_directory_is_never_taken_over(tmp_path):
     assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
     with pytest.raises(ConfigError, match="no run.json"):
         RunDir(tmp_path / "new").check(config, "torch", resume=True)
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(ConfigError, match="this is a file"):  # from the library too, not only the CLI
+        RunDir(tmp_path / "file").check(config, "torch", resume=False)
 
 
 def test_train_refuses_another_runs_directory_from_the_cli(tmp_path, capsys):
