@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import flops, report
+from benchmarks import flops, report, scaling
 from benchmarks.modes import MODES, PRECISIONS, skip_reason
 from benchmarks.peak import vendor_peak
 from benchmarks.worker import make_batch
@@ -238,6 +238,22 @@ def test_limit_is_the_iterations_flops_at_the_best_convolution_and_bounds_the_sp
     line = report.limit_line({"records": records}, peak)
     assert "100.0 GFLOP at 50 GFLOP/s = 2.000 s/it (32.0 images/s)" in line and "1.50× reference-loop" in line
     assert report.limit_line({"records": records}, {**peak, "batch_size": 128}) == ""  # nothing timed there
+
+
+def test_scaling_names_where_throughput_stops_gaining_and_the_memory_per_image():
+    batches = [16, 32, 64, 128, 256]
+    speed = [100.0, 180.0, 250.0, 270.0, 272.0]  # within 10% of the best (272) from 64 on
+    points = [
+        {"mode": "jax-jit", "preset": "svhn32", "status": "ok", "batch_size": b, "images_per_s": v,
+         "peak_mem_bytes": 900 * 2**20 + b * 3 * 2**20}
+        for b, v in zip(batches, speed)
+    ]  # fmt: skip
+    found = scaling.series([*reversed(points), {**points[0], "mode": "keras-jax", "status": "failed"}])
+    assert list(found) == [("jax-jit", "svhn32")] and [r["batch_size"] for r in found["jax-jit", "svhn32"]] == batches
+    assert scaling.stops_gaining(points) == 64
+    per_image, fixed = scaling.memory_line(points)
+    assert per_image == pytest.approx(3 * 2**20) and fixed == pytest.approx(900 * 2**20)
+    assert scaling.memory_line(points[:1]) is None
 
 
 def test_bench_rejects_an_unknown_mode_by_name():
