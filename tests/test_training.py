@@ -7,7 +7,7 @@ to 4; and `dcgan sample` from the finished run. A run that is really killed (SIG
 stopped (SIGTERM) and killed again, at different points, and resumed each time, must end
 with the weights of the same run left alone, bit for bit. And a scored run: 2 iterations
 of a tiny mnist28 on the real Fashion-MNIST with --eval-every and --tensorboard, then
-`dcgan eval` of its checkpoint, on the same backend.
+`dcgan eval` of its checkpoint, on the same backend. And `fit` on each Keras backend's GAN.
 """
 
 from __future__ import annotations
@@ -48,23 +48,43 @@ from common.cli import main
 
 done = []
 for args in json.loads(sys.argv[1]):
-    err = io.StringIO()
+    err, out = io.StringIO(), {}
     with contextlib.redirect_stderr(err):
         try:
-            code = main(args)
+            if args[0] == "fit":  # not a dcgan command: FIT_CHECK, in the process that already has Keras
+                exec(FIT_CHECK, {"backend_name": args[1], "out": out})
+                code = 0
+            else:
+                code = main(args)
         except BaseException:
             traceback.print_exc()
             code = -1
-    done.append({"args": args, "code": code, "stderr": err.getvalue()})
+    done.append({"args": args, "code": code, "stderr": err.getvalue(), **out})
 print(json.dumps(done))
+"""
+
+
+# `fit` on a Keras backend's GAN (keras_impl/gan.py, a keras.Model): plain images, noise drawn
+# inside; run as the command ["fit", BACKEND] in that backend's first process.
+FIT_CHECK = """
+import numpy as np
+from common.backends import load_backend
+from common.presets import make_config
+config = make_config("svhn32", {"model.ngf": 4, "model.ndf": 4, "optim.d_steps": 2})
+gan = load_backend(backend_name).trainer(config).gan
+images = np.random.default_rng(0).uniform(-1, 1, (32, 32, 32, 3)).astype("float32")
+before = [np.array(v) for v in gan.generator.trainable_variables]
+out["history"] = gan.fit(images, batch_size=16, epochs=2, verbose=0).history
+out["changed"] = any(not np.array_equal(b, np.array(v)) for b, v in zip(before, gan.generator.trainable_variables))
 """
 
 
 def _dcgan(*commands: list[str]) -> list[dict]:
     """Runs each command's `dcgan` arguments, in order, in one fresh process."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
+    script = f"FIT_CHECK = {FIT_CHECK!r}\n{COMMANDS_SCRIPT}"
     run = subprocess.run(
-        [sys.executable, "-c", COMMANDS_SCRIPT, json.dumps(commands)], cwd=ROOT, env=env, capture_output=True, text=True
+        [sys.executable, "-c", script, json.dumps(commands)], cwd=ROOT, env=env, capture_output=True, text=True
     )
     if run.returncode != 0:
         return [{"args": ["(process)"], "code": run.returncode, "stderr": run.stderr[-3000:]}]
@@ -162,17 +182,20 @@ def _chain(backend: str, root: Path) -> dict:
     planned = {preset: _commands(backend, preset, root) for preset in CASES}
     scored, scored_dir = _scored(backend, root)
     reference, stopped, killed_dir = _killed(backend, root)
-    first = _dcgan(*[command for commands, _, _ in planned.values() for command in commands], *scored, reference)
+    fit = [["fit", backend]] if backend.startswith("keras-") else []
+    first = _dcgan(*[command for commands, _, _ in planned.values() for command in commands], *scored, reference, *fit)
+    fitted = first.pop() if fit and first[-1]["args"] == fit[0] else None
     last_resume = ["train", "--resume", "--out", str(killed_dir), "--steps", str(KILL_STEPS), "--no-progress"]
     resumes = _dcgan(*[resume for _, resume, _ in planned.values()], last_resume)
     died = [done for done in (first, resumes) if done[0]["args"] == ["(process)"]]
     results = {
+        (backend, "fit"): fitted,
         (backend, "killed"): {
             "run": killed_dir,
             "reference": root / f"{backend}-unkilled",
             "stopped": stopped,
             "runs": died[0] if died else [first.pop(), resumes.pop()],
-        }
+        },
     }
     for index, (preset, (_, _, dirs)) in enumerate(planned.items()):
         runs = died[0] if died else first[3 * index : 3 * index + 3] + resumes[index : index + 1]
@@ -314,28 +337,10 @@ def test_eval_scores_a_checkpoint_beside_its_reference_points(scored):
     assert sum(found["class_counts"]) == 32 and 0 <= found["class_kl"]
 
 
-FIT_SCRIPT = """
-import json, sys
-import numpy as np
-from common.backends import load_backend
-from common.presets import make_config
-backend = load_backend(sys.argv[1])
-config = make_config("svhn32", {"model.ngf": 4, "model.ndf": 4, "optim.d_steps": 2})
-gan = backend.trainer(config).gan
-images = np.random.default_rng(0).uniform(-1, 1, (32, 32, 32, 3)).astype("float32")
-before = [np.array(v) for v in gan.generator.trainable_variables]
-history = gan.fit(images, batch_size=16, epochs=2, verbose=0).history
-changed = any(not np.array_equal(b, np.array(v)) for b, v in zip(before, gan.generator.trainable_variables))
-print(json.dumps({"history": history, "changed": changed}))
-"""
-
-
 @pytest.mark.parametrize("backend", [b for b in BACKENDS if b.startswith("keras-")])
-def test_keras_gan_trains_with_fit(backend):
+def test_keras_gan_trains_with_fit(backend, results):
     """The Keras GAN is a keras.Model: `fit` on plain images (noise drawn inside) works on each backend."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
-    run = subprocess.run([sys.executable, "-c", FIT_SCRIPT, backend], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr[-3000:]
-    out = json.loads(run.stdout.strip().splitlines()[-1])
-    assert out["changed"] and set(out["history"]) == set(METRICS)
-    assert all(len(v) == 2 and np.all(np.isfinite(v)) for v in out["history"].values())
+    fitted = results[(backend, "fit")]
+    assert fitted is not None and fitted["code"] == 0, fitted
+    assert fitted["changed"] and set(fitted["history"]) == set(METRICS)
+    assert all(len(v) == 2 and np.all(np.isfinite(v)) for v in fitted["history"].values())
