@@ -151,7 +151,23 @@ class Trainer(Protocol):
         only by that framework."""
 
 
-def load_backend(name: str, precision: str = "float32", compile: str | None = None) -> Backend:
+# Data parallelism (`dcgan train --devices N`): the global batch is N x optim.batch_size, the
+# data order and noise are common's for that global batch, and each engine splits it over N
+# devices. What each backend uses, or why it cannot yet.
+DATA_PARALLEL: dict[str, str] = {
+    "jax": "one jit-compiled step over a Mesh of N devices, the batch sharded by NamedSharding "
+    "(on a CPU, N devices of it through jax_num_cpu_devices)",
+}
+NO_DATA_PARALLEL: dict[str, str] = {
+    "torch": "DistributedDataParallel under torchrun is not built yet",
+    "keras-tensorflow": "tf.distribute.MirroredStrategy is not built yet",
+    "keras-jax": "keras.distribution.DataParallel is not built yet",
+    "keras-torch": "Keras 3.15's distribution API (keras.distribution) has no torch backend; "
+    "see https://github.com/keras-team/keras/issues/23418",
+}
+
+
+def load_backend(name: str, precision: str = "float32", compile: str | None = None, devices: int = 1) -> Backend:
     """The backend `name`, building models in `precision` and training with `compile` (one
     of its COMPILERS, or None). Every option is checked here, once, against what the backend
     offers on its device. Keras and JAX take float64 as a process-wide setting (floatx,
@@ -160,6 +176,11 @@ def load_backend(name: str, precision: str = "float32", compile: str | None = No
         raise ConfigError("backend", name, "one of " + ", ".join(BACKENDS))
     if precision not in TRAINING_PRECISIONS:
         raise ConfigError("precision", precision, "one of " + ", ".join(TRAINING_PRECISIONS))
+    if devices != 1 and name not in DATA_PARALLEL:
+        offered = ", ".join(DATA_PARALLEL)
+        raise ConfigError("--devices", devices, f"1 on {name}: {NO_DATA_PARALLEL[name]} (data-parallel: {offered})")
+    if devices < 1:
+        raise ConfigError("--devices", devices, "a positive number of devices")
     if compile is not None and compile not in COMPILERS[name]:
         offered = ", ".join(COMPILERS[name]) or "none beyond its default step"
         raise ConfigError("compile", compile, f"a compiler {name} offers: {offered}")
@@ -184,7 +205,7 @@ def load_backend(name: str, precision: str = "float32", compile: str | None = No
             name,
             f"an installed framework ({err}); install it with: pip install -e '.[{extra}]'",
         ) from None
-    backend = module.Backend(name, precision, compile)
+    backend = module.Backend(name, precision, compile, devices)
     if precision == "tf32" and backend.device != "gpu":
         raise ConfigError(
             "precision",

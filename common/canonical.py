@@ -162,12 +162,15 @@ def config_hash(config: Config) -> str:
     return hashlib.sha256(config.to_toml().encode()).hexdigest()[:16]
 
 
-def metadata(config: Config, source_backend: str, step: int, elapsed: float = 0.0) -> dict[str, str]:
+def metadata(config: Config, source_backend: str, step: int, elapsed: float = 0.0, devices: int = 1) -> dict[str, str]:
+    """A checkpoint's metadata; `devices` is the data-parallel width it was trained at (the
+    global batch was devices x optim.batch_size)."""
     return {
         "preset": config.preset,
         "backend": source_backend,
         "step": str(step),
         "elapsed": repr(elapsed),
+        "devices": str(devices),
         "config": config.to_toml(),
         "config_hash": config_hash(config),
     }

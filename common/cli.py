@@ -89,6 +89,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         eval_every=args.eval_every,
         eval_n=args.eval_n,
         tensorboard=args.tensorboard,
+        devices=args.devices,
     )
     records = train(config, args.backend, out, options)
     if records:
@@ -302,6 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="iterations between scores (FD (Fashion-MNIST features), KID, PRDC, classes) in metrics.jsonl",
     )
     train.add_argument("--eval-n", type=positive_int, default=10_000, help="images each score uses (10000)")
+    train.add_argument(
+        "--devices",
+        type=positive_int,
+        help="data-parallel devices (default 1, or the run's on --resume): the global batch is N x --batch-size, "
+        "split over N devices by the framework's own engine (jax so far)",
+    )
     train.add_argument("--tensorboard", action="store_true", help="also write TensorBoard events to OUT/tensorboard")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(run=cmd_train)

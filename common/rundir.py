@@ -97,12 +97,16 @@ class RunDir:
             raise ConfigError("--out", str(self.path), "a new directory, or --resume to continue the run it holds")
         return self.latest_checkpoint()
 
-    def record_resume(self, step: int, before: Config, now: Config, reason: str = "--resume") -> dict:
+    def record_resume(
+        self, step: int, before: Config, now: Config, reason: str = "--resume", devices: tuple[int, int] = (1, 1)
+    ) -> dict:
         """Appends to resumes.jsonl the step a resume continues from, why (a --resume, or a
         rollback after divergence) and the config values it changes (dotted keys: [old, new]),
         so the run's files say which config held when. config.toml stays the config the run
         started with."""
         changed = {key: [old, new] for key, (old, new) in _flat_changes(before.to_dict(), now.to_dict()).items()}
+        if devices[0] != devices[1]:  # --devices: the global batch changes with it
+            changed["devices"] = list(devices)
         record = {"step": step, "reason": reason, "changed": changed, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         with open(self.resumes_file, "a") as f:
             f.write(json.dumps(record) + "\n")

@@ -43,6 +43,7 @@ class RunOptions:
     eval_every: int | None = None  # iterations between scores (common/quality/), logged in metrics.jsonl
     eval_n: int = 10_000  # generated images each score is computed on
     tensorboard: bool = False  # also write TensorBoard event files (common/tensorboard.py)
+    devices: int | None = None  # data-parallel width (global batch = devices x batch_size); default: the run's, or 1
 
     def total_steps(self, schedule: Schedule) -> int:
         """The run's total iterations: `steps`, or `epochs` (default 1) passes over the data."""
@@ -65,16 +66,18 @@ class Schedule:
         return self.dataset_size // (self.batch_size * self.d_steps)
 
     @classmethod
-    def for_dataset(cls, config: Config, dataset_size: int) -> Schedule:
+    def for_dataset(cls, config: Config, dataset_size: int, devices: int = 1) -> Schedule:
         """The schedule of `config` on a dataset of `dataset_size` images, which must hold at
-        least one iteration's batches."""
+        least one iteration's batches; on `devices` data-parallel devices a batch is the
+        global one, devices x optim.batch_size."""
         o = config.optim
-        schedule = cls(o.batch_size, o.d_steps, dataset_size)
+        schedule = cls(o.batch_size * devices, o.d_steps, dataset_size)
         if schedule.iterations_per_epoch < 1:
             raise ConfigError(
                 "data.dataset",
                 config.data.dataset,
-                f"at least batch_size x d_steps = {o.batch_size * o.d_steps} images (it has {dataset_size})",
+                f"at least devices x batch_size x d_steps = {schedule.batch_size * o.d_steps} images "
+                f"(it has {dataset_size})",
             )
         return schedule
 
@@ -103,18 +106,20 @@ def train(config: Config, backend_name: str, run_dir: Path, options: RunOptions 
 def _train(config: Config, backend_name: str, run_dir: Path, options: RunOptions, stop: StopOnSignal) -> list[dict]:
     run = RunDir(run_dir)
     resume_from = run.check(config, backend_name, options.resume)
+    saved_devices = int(checkpoint.read_metadata(resume_from).get("devices", 1)) if resume_from else 1
+    devices = options.devices or saved_devices
     dataset = load_dataset(config.data, config.seed)
-    schedule = Schedule.for_dataset(config, len(dataset))
+    schedule = Schedule.for_dataset(config, len(dataset), devices)
     total = options.total_steps(schedule)
     sample_every = options.sample_every or max(1, min(schedule.iterations_per_epoch, math.ceil(total / 10)))
     scorer = Scorer(config, options) if options.eval_every else None  # refuses a dataset it cannot score
-    backend = load_backend(backend_name, options.precision, options.compile)
+    backend = load_backend(backend_name, options.precision, options.compile, devices)
     trainer = backend.trainer(config)
     start, elapsed = 0, 0.0
     if resume_from is not None:
         start, elapsed, before = _restore(trainer, config, resume_from)
         run.truncate(start)
-        run.record_resume(start, before, config)
+        run.record_resume(start, before, config, devices=(saved_devices, devices))
     elif options.resume:  # stopped before its first checkpoint: nothing was kept, so it starts over
         tqdm.write(f"{run.path} has no checkpoint yet: the run starts over from iteration 0")
         run.truncate(0)
@@ -125,7 +130,7 @@ def _train(config: Config, backend_name: str, run_dir: Path, options: RunOptions
     def save_checkpoint(step: int, seconds: float) -> None:
         state = trainer.state_dict()
         check_finite_state(state, step, backend_name)
-        metadata = canonical.metadata(config, backend_name, step, seconds)
+        metadata = canonical.metadata(config, backend_name, step, seconds, devices)
         try:
             run.save_checkpoint(step, state, metadata, options.keep_every)
         except OSError as err:
@@ -185,7 +190,7 @@ def _train(config: Config, backend_name: str, run_dir: Path, options: RunOptions
                 record = {
                     "step": step,
                     **metrics,
-                    "images_per_s": o.batch_size * o.d_steps / seconds,
+                    "images_per_s": schedule.batch_size * o.d_steps / seconds,
                     "time": elapsed + time.perf_counter() - session_start,
                 }
                 if scorer is not None and (step % options.eval_every == 0 or step == total):

@@ -13,11 +13,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from common import backends, canonical
 from common.algorithm import network_seeds
 from common.canonical import nchw_to_nhwc, nhwc_to_nchw
 from common.config import Config
+from common.errors import ConfigError
 from jax_impl.layout import CANONICAL_NAMES, from_canonical, native_name, to_canonical
 from jax_impl.models import Discriminator, Generator
 from jax_impl.step import d_loss, g_loss, train_step
@@ -32,10 +34,33 @@ DTYPES = {
 MOMENTS = {"mu": "exp_avg", "nu": "exp_avg_sq"}  # optax's Adam moments -> canonical names
 
 
+DATA_AXIS = "data"  # the mesh axis the batch is split along
+
+
+def data_parallel_mesh(devices: int) -> Mesh:
+    """A one-axis mesh of the first `devices` devices. On a CPU JAX shows one device unless
+    jax_num_cpu_devices asks for more, which only works before JAX runs anything."""
+    try:
+        jax.config.update("jax_num_cpu_devices", devices)
+    except RuntimeError:  # JAX already running in this process: only the devices it has
+        pass
+    found = jax.devices()
+    if len(found) < devices:
+        raise ConfigError(
+            "--devices",
+            devices,
+            f"at most the {len(found)} {jax.default_backend()} device(s) JAX has in this process "
+            "(on a CPU, ask for the devices before JAX first runs: in a new process)",
+        )
+    return Mesh(np.array(found[:devices]), (DATA_AXIS,))
+
+
 class Backend:
     layout = "NHWC"
 
-    def __init__(self, name: str = "jax", precision: str = "float32", compile: str | None = None):
+    def __init__(self, name: str = "jax", precision: str = "float32", compile: str | None = None, devices: int = 1):
+        self.devices = devices
+        self.mesh = data_parallel_mesh(devices) if devices > 1 else None
         if precision == "float64":
             jax.config.update("jax_enable_x64", True)  # without it JAX silently computes float64 in float32
         jax.config.update("jax_default_matmul_precision", "tensorfloat32" if precision == "tf32" else "highest")
@@ -61,7 +86,7 @@ class Backend:
         return build(jax.random.key(g_seed), jax.random.key(d_seed))
 
     def trainer(self, config: Config) -> Trainer:
-        return Trainer(config, *self.build(config), dtype=self.param_dtype)
+        return Trainer(config, *self.build(config), dtype=self.param_dtype, mesh=self.mesh)
 
     def run_layers(self, network, inputs: np.ndarray, training: bool = True) -> list[tuple[str, str, np.ndarray]]:
         network.train() if training else network.eval()
@@ -87,23 +112,48 @@ class Backend:
 class Trainer(backends.Trainer):
     """G, D and their Adam optimizers; `train_step` runs jax_impl/step.py."""
 
-    def __init__(self, config: Config, generator: Generator, discriminator: Discriminator, dtype=jnp.float32):
+    def __init__(
+        self,
+        config: Config,
+        generator: Generator,
+        discriminator: Discriminator,
+        dtype=jnp.float32,
+        mesh: Mesh | None = None,
+    ):
         o = config.optim
-        self.config, self.dtype = config, dtype
+        self.config, self.dtype, self.mesh = config, dtype, mesh
         self.generator, self.discriminator = generator, discriminator
         adam = dict(b1=o.beta1, b2=o.beta2, eps=o.eps)
         self.g_optimizer = nnx.Optimizer(generator, optax.adam(o.lr_g, **adam), wrt=nnx.Param)
         self.d_optimizer = nnx.Optimizer(discriminator, optax.adam(o.lr_d, **adam), wrt=nnx.Param)
+        self._replicate()
 
-    def _array(self, array: np.ndarray | None, images: bool = False) -> jax.Array | None:
+    def _replicate(self) -> None:
+        """Data parallelism: every device of the mesh holds the whole state. The jitted step
+        then runs SPMD on batches sharded along their batch axis; XLA adds the all-reduces,
+        so gradients, losses and BN's batch statistics are those of the global batch, and the
+        updated state comes out replicated again."""
+        if self.mesh is not None:
+            replicated = NamedSharding(self.mesh, PartitionSpec())
+            for module in (self.generator, self.discriminator, self.g_optimizer, self.d_optimizer):
+                nnx.update(module, jax.device_put(nnx.state(module), replicated))
+
+    def _array(self, array: np.ndarray | None, images: bool = False, batch_axis: int | None = None):
         """A canonical batch on the device at this trainer's precision; images (..., C, H, W)
-        become (..., H, W, C)."""
+        become (..., H, W, C). With a mesh, `batch_axis` is split over its devices."""
         if array is None:
             return None
-        return jnp.asarray(np.moveaxis(array, -3, -1) if images else array, dtype=self.dtype)
+        array = jnp.asarray(np.moveaxis(array, -3, -1) if images else array, dtype=self.dtype)
+        if self.mesh is None or batch_axis is None:
+            return array
+        spec = [None] * array.ndim
+        spec[batch_axis] = DATA_AXIS
+        return jax.device_put(array, NamedSharding(self.mesh, PartitionSpec(*spec)))
 
     def prepare(self, reals: np.ndarray, z_d: np.ndarray, z_g: np.ndarray | None) -> tuple:
-        return self._array(reals, images=True), self._array(z_d), self._array(z_g)
+        # reals (k, N, H, W, C) and z_d (k, N, latent) split along N; z_g (N, latent) too
+        reals = self._array(reals, images=True, batch_axis=1)
+        return reals, self._array(z_d, batch_axis=1), self._array(z_g, batch_axis=0)
 
     def step(self, batch: tuple) -> dict[str, jax.Array]:
         return train_step(
@@ -212,6 +262,7 @@ class Trainer(backends.Trainer):
                 restored.append((path, value))
             if restored:
                 nnx.update(network, nnx.from_flat_state(restored))
+        self._replicate()
 
 
 # Outside the training step, jitted too: run eagerly, JAX compiles and runs each op on its own.

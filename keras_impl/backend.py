@@ -28,7 +28,7 @@ from keras_impl.step import d_loss, g_loss, values
 class Backend:
     layout = "NHWC"
 
-    def __init__(self, name: str, precision: str = "float32", compile: str | None = None):
+    def __init__(self, name: str, precision: str = "float32", compile: str | None = None, devices: int = 1):
         if name != f"keras-{keras.backend.backend()}":
             raise RuntimeError(f"{name} requested but Keras runs on {keras.backend.backend()}; set KERAS_BACKEND first")
         self.device = _configure_framework(precision)
@@ -36,6 +36,7 @@ class Backend:
         # Every layer, variable and optimizer built from here on follows these two settings.
         keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bf16" else keras.config.floatx())
         self.name, self.precision, self.compile = name, precision, compile
+        self.devices = devices  # 1: common.backends.load_backend offers more only where DATA_PARALLEL lists it
 
     def build(self, config: Config) -> tuple[Generator, Discriminator]:
         g_seed, d_seed = network_seeds(config)

@@ -27,8 +27,9 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64, "tf32": torch.floa
 class Backend:
     layout = "NCHW"
 
-    def __init__(self, name: str = "torch", precision: str = "float32", compile: str | None = None):
+    def __init__(self, name: str = "torch", precision: str = "float32", compile: str | None = None, devices: int = 1):
         self.name, self.precision, self.compile = name, precision, compile
+        self.devices = devices  # 1: common.backends.load_backend offers more only where DATA_PARALLEL lists it
         self.dtype = DTYPES[precision]
         self.device = "gpu" if torch.cuda.is_available() else "cpu"
         self.torch_device = torch.device("cuda" if self.device == "gpu" else "cpu")

@@ -191,7 +191,7 @@ def test_a_diverged_run_stops_cleanly_and_keeps_its_last_checkpoint(tmp_path, mo
     from common import train as train_module
 
     backend = SimpleNamespace(trainer=lambda config: _NumpyTrainer(diverge_at=5))
-    monkeypatch.setattr(train_module, "load_backend", lambda name, precision, compile: backend)
+    monkeypatch.setattr(train_module, "load_backend", lambda *args: backend)
     args = [
         "train",
         "--preset",
