@@ -30,6 +30,11 @@ LATENT_DISTRIBUTIONS = ("normal", "uniform")
 INIT_SCHEMES = ("normal", "glorot_uniform")
 LOSSES = ("non_saturating",)
 G_FAKE_BATCH = ("reuse", "fresh")
+# Under data parallelism (--devices N), whose batch BatchNorm normalises by: the global
+# batch's statistics (what one device computes), or each device's shard's (what
+# DistributedDataParallel computes without SyncBatchNorm; on one device, "ghost" BN over N
+# groups). Running statistics move by the mean of the groups' (unbiased) statistics.
+BN_STATISTICS = ("global", "per_device")
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,7 @@ class ModelConfig:
     bn_momentum: float = 0.1  # weight of the new batch statistic (PyTorch); Flax/Keras momentum = 1 - this
     init: str = "normal"  # "normal": DCGAN's N(0, init_std), BN scale N(1, init_std); "glorot_uniform"
     init_std: float = 0.02
+    bn_statistics: str = "global"  # BN_STATISTICS: with --devices N, the global batch's or each device's
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,7 @@ def validate(config: Config) -> Config:
         _positive_int(f"model.{key}", getattr(m, key))
     _one_of("model.latent_dist", m.latent_dist, LATENT_DISTRIBUTIONS)
     _one_of("model.init", m.init, INIT_SCHEMES)
+    _one_of("model.bn_statistics", m.bn_statistics, BN_STATISTICS)
     _in_range("model.leaky_slope", m.leaky_slope, 0.0, 1.0, "a number in [0, 1)", hi_open=True)
     _in_range("model.bn_eps", m.bn_eps, 0.0, math.inf, "a number > 0", lo_open=True)
     _in_range("model.bn_momentum", m.bn_momentum, 0.0, 1.0, "a number in (0, 1)", lo_open=True, hi_open=True)

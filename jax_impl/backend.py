@@ -21,7 +21,7 @@ from common.canonical import nchw_to_nhwc, nhwc_to_nchw
 from common.config import Config
 from common.errors import ConfigError
 from jax_impl.layout import CANONICAL_NAMES, from_canonical, native_name, to_canonical
-from jax_impl.models import Discriminator, Generator
+from jax_impl.models import BatchNorm, Discriminator, Generator
 from jax_impl.step import d_loss, g_loss, train_step
 
 # precision -> (the dtype modules compute in, the dtype of their parameters)
@@ -55,6 +55,14 @@ def data_parallel_mesh(devices: int) -> Mesh:
     return Mesh(np.array(found[:devices]), (DATA_AXIS,))
 
 
+def set_bn_groups(network: nnx.Module, groups: int) -> None:
+    """Every BatchNorm of `network` normalises each 1/groups of its batch on its own: on a mesh
+    of `groups` devices, each device's shard (jax_impl/models.py's BatchNorm)."""
+    for _, module in nnx.iter_graph(network):
+        if isinstance(module, BatchNorm):
+            module.groups = groups
+
+
 class Backend:
     layout = "NHWC"
 
@@ -83,7 +91,11 @@ class Backend:
                 Discriminator(config.model, rngs=nnx.Rngs(d_key), **dtypes),
             )
 
-        return build(jax.random.key(g_seed), jax.random.key(d_seed))
+        generator, discriminator = build(jax.random.key(g_seed), jax.random.key(d_seed))
+        if config.model.bn_statistics == "per_device":  # each device's shard normalised on its own
+            for network in (generator, discriminator):
+                set_bn_groups(network, self.devices)
+        return generator, discriminator
 
     def trainer(self, config: Config) -> Trainer:
         return Trainer(config, *self.build(config), dtype=self.param_dtype, mesh=self.mesh)

@@ -56,7 +56,13 @@ class BatchNorm(nnx.BatchNorm):
     statistics are held in `param_dtype` (nnx.BatchNorm keeps them in float32 regardless).
     Under mixed precision (dtype bfloat16, param_dtype float32) it computes in float32 and
     returns `dtype`, as Flax's own BatchNorm does: statistics of bfloat16 values lose too much.
+
+    `groups` > 1 normalises each 1/groups of the batch by its own statistics ("ghost" batch
+    norm; model.bn_statistics = "per_device" on that many devices, each holding one group),
+    and moves the running statistics by the mean of the groups'.
     """
+
+    groups = 1
 
     def __init__(self, num_features: int, **kwargs):
         super().__init__(num_features, **kwargs)
@@ -64,19 +70,21 @@ class BatchNorm(nnx.BatchNorm):
         self.var = nnx.BatchStat(self.var[...].astype(self.param_dtype))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = x.astype(self.param_dtype)
-        axes = tuple(range(x.ndim - 1))  # all but the channel (feature) axis
+        shape, groups = x.shape, 1 if self.use_running_average else self.groups
+        x = x.astype(self.param_dtype).reshape(groups, shape[0] // groups, *shape[1:])
+        axes = tuple(range(1, x.ndim - 1))  # within a group, all but the channel (feature) axis
         if self.use_running_average:
             mean, var = self.mean[...], self.var[...]
         else:
-            mean = x.mean(axes)
-            var = jnp.square(x - mean).mean(axes)
-            n = x.size // x.shape[-1]
+            mean = x.mean(axes, keepdims=True)
+            var = jnp.square(x - mean).mean(axes, keepdims=True)
+            n = x[0].size // x.shape[-1]  # values per channel in a group
             momentum = self.momentum  # Flax's: the weight of the old statistic
-            self.mean[...] = jax.lax.stop_gradient(momentum * self.mean[...] + (1 - momentum) * mean)
-            self.var[...] = jax.lax.stop_gradient(momentum * self.var[...] + (1 - momentum) * var * n / (n - 1))
+            batch_mean, batch_var = mean.reshape(-1, shape[-1]).mean(0), var.reshape(-1, shape[-1]).mean(0)
+            self.mean[...] = jax.lax.stop_gradient(momentum * self.mean[...] + (1 - momentum) * batch_mean)
+            self.var[...] = jax.lax.stop_gradient(momentum * self.var[...] + (1 - momentum) * batch_var * n / (n - 1))
         y = (x - mean) * jax.lax.rsqrt(var + self.epsilon) * self.scale[...] + self.bias[...]
-        return y.astype(self.dtype)
+        return y.reshape(shape).astype(self.dtype)
 
 
 class ConvTranspose(nnx.ConvTranspose):
