@@ -157,11 +157,12 @@ class Trainer(Protocol):
 DATA_PARALLEL: dict[str, str] = {
     "jax": "one jit-compiled step over a Mesh of N devices, the batch sharded by NamedSharding "
     "(on a CPU, N devices of it through jax_num_cpu_devices)",
+    "keras-jax": "keras.distribution.DataParallel: variables replicated, every input split along its axis 0, "
+    "so the loop's batches come batch first",
 }
 NO_DATA_PARALLEL: dict[str, str] = {
     "torch": "DistributedDataParallel under torchrun is not built yet",
     "keras-tensorflow": "tf.distribute.MirroredStrategy is not built yet",
-    "keras-jax": "keras.distribution.DataParallel is not built yet",
     "keras-torch": "Keras 3.15's distribution API (keras.distribution) has no torch backend; "
     "see https://github.com/keras-team/keras/issues/23418",
 }

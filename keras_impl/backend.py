@@ -17,6 +17,7 @@ from common import backends, canonical
 from common.algorithm import network_seeds
 from common.canonical import nchw_to_nhwc, nhwc_to_nchw
 from common.config import Config
+from common.errors import ConfigError
 from keras_impl.gan import GAN
 from keras_impl.gradients import apply, jit, value_and_grad
 from keras_impl.layout import CANONICAL_NAMES, from_canonical, native_name, to_canonical
@@ -31,22 +32,34 @@ class Backend:
     def __init__(self, name: str, precision: str = "float32", compile: str | None = None, devices: int = 1):
         if name != f"keras-{keras.backend.backend()}":
             raise RuntimeError(f"{name} requested but Keras runs on {keras.backend.backend()}; set KERAS_BACKEND first")
-        self.device = _configure_framework(precision)
+        self.device = _configure_framework(precision, devices)
         keras.config.set_floatx("float64" if precision == "float64" else "float32")
         # Every layer, variable and optimizer built from here on follows these two settings.
         keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bf16" else keras.config.floatx())
         self.name, self.precision, self.compile = name, precision, compile
-        self.devices = devices  # 1: common.backends.load_backend offers more only where DATA_PARALLEL lists it
+        self.devices = devices  # above 1 only where common.backends.DATA_PARALLEL lists this backend
+        if keras.backend.backend() == "jax":  # from here on every variable is replicated over the devices, or not
+            keras.distribution.set_distribution(
+                keras.distribution.DataParallel(devices=keras.distribution.list_devices()[:devices])
+                if devices > 1
+                else None
+            )
 
     def build(self, config: Config) -> tuple[Generator, Discriminator]:
         g_seed, d_seed = network_seeds(config)
         return Generator(config.model, seed=g_seed), Discriminator(config.model, seed=d_seed)
 
     def trainer(self, config: Config) -> Trainer:
+        if config.model.bn_statistics == "per_device" and self.devices > 1:
+            raise ConfigError(
+                "model.bn_statistics",
+                "per_device",
+                f"global on {self.name}: per-device (ghost) batch norm is built for jax only so far",
+            )
         # Keras compiles the step itself: tf.function on TensorFlow (with XLA when "xla" is
         # asked for), jax.jit on JAX; on torch it runs eagerly.
         jit_compile = {"tensorflow": self.compile == "xla", "jax": True, "torch": False}[keras.backend.backend()]
-        return Trainer(config, *self.build(config), jit_compile=jit_compile)
+        return Trainer(config, *self.build(config), jit_compile=jit_compile, batch_first=self.devices > 1)
 
     def run_layers(self, network, inputs: np.ndarray, training: bool = True) -> list[tuple[str, str, np.ndarray]]:
         x = keras.ops.convert_to_tensor(nchw_to_nhwc(inputs), dtype=keras.config.floatx())
@@ -68,12 +81,19 @@ class Trainer(backends.Trainer):
     `train_on_batch`, which runs keras_impl/step.py. Arrays cross this edge as NCHW and are
     NHWC inside."""
 
-    def __init__(self, config: Config, generator: Generator, discriminator: Discriminator, jit_compile: bool = True):
+    def __init__(
+        self,
+        config: Config,
+        generator: Generator,
+        discriminator: Discriminator,
+        jit_compile: bool = True,
+        batch_first: bool = False,
+    ):
         o = config.optim
-        self.config = config
+        self.config, self.batch_first = config, batch_first
         self.generator, self.discriminator = generator, discriminator
         adam = dict(beta_1=o.beta1, beta_2=o.beta2, epsilon=o.eps)
-        self.gan = GAN(generator, discriminator, config)
+        self.gan = GAN(generator, discriminator, config, batch_first=batch_first)
         self.gan.compile(d_optimizer=Adam(o.lr_d, **adam), g_optimizer=Adam(o.lr_g, **adam), jit_compile=jit_compile)
         self.optimizers = {"generator": self.gan.g_optimizer, "discriminator": self.gan.d_optimizer}
 
@@ -82,6 +102,9 @@ class Trainer(backends.Trainer):
         return None if array is None else np.ascontiguousarray(nchw_to_nhwc(array), dtype=keras.config.floatx())
 
     def prepare(self, reals: np.ndarray, z_d: np.ndarray, z_g: np.ndarray | None) -> tuple:
+        if self.batch_first:  # DataParallel splits axis 0 of every input: N must come first, not k
+            reals, z_d = np.swapaxes(reals, 0, 1), np.swapaxes(z_d, 0, 1)
+            return tuple(None if a is None else self._array(a) for a in (reals, z_d, z_g))  # Keras distributes them
         return tuple(None if a is None else keras.ops.convert_to_tensor(self._array(a)) for a in (reals, z_d, z_g))
 
     def step(self, batch: tuple) -> dict[str, float]:
@@ -198,11 +221,18 @@ class Trainer(backends.Trainer):
                 variable.assign(arrays[key])
 
 
-def _configure_framework(precision: str) -> str:
-    """Sets the framework under Keras to `precision` (x64, TF32) and returns its device."""
+def _configure_framework(precision: str, devices: int = 1) -> str:
+    """Sets the framework under Keras to `precision` (x64, TF32) and, on JAX, to `devices`
+    CPU devices where asked (before JAX first runs); returns its device."""
     backend = keras.backend.backend()
     if backend == "jax":
         import jax
+
+        if devices > 1:
+            try:
+                jax.config.update("jax_num_cpu_devices", devices)
+            except RuntimeError:  # JAX already running: DataParallel takes the devices it has
+                pass
 
         if precision == "float64":
             jax.config.update("jax_enable_x64", True)  # without it JAX silently computes float64 in float32

@@ -41,10 +41,15 @@ class GAN(keras.Model):
     (Keras resets them before each `train_on_batch`, which therefore returns its own step's).
     """
 
-    def __init__(self, generator: keras.Model, discriminator: keras.Model, config: Config, **kwargs):
+    def __init__(
+        self, generator: keras.Model, discriminator: keras.Model, config: Config, batch_first: bool = False, **kwargs
+    ):
         super().__init__(**kwargs)
         self.generator, self.discriminator = generator, discriminator
         self.config = config
+        # Under keras.distribution.DataParallel, which splits axis 0 of every input, the loop's
+        # tuple comes batch first: reals (N, k, H, W, C), z_d (N, k, latent).
+        self.batch_first = batch_first
         self.seed_generator = keras.random.SeedGenerator(config.seed)
         self.trackers = [Mean(name=name) for name in METRICS]
         self.built = True  # G and D are built; the GAN adds no weights of its own
@@ -99,12 +104,10 @@ class GAN(keras.Model):
         """(reals, z_d, z_g) from either form of input the class docstring describes."""
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         if isinstance(x, (tuple, list)):
-            reals, z_d, z_g = x
-            return (
-                ops.convert_to_tensor(reals),
-                ops.convert_to_tensor(z_d),
-                (None if z_g is None else ops.convert_to_tensor(z_g)),
-            )
+            reals, z_d, z_g = (None if a is None else ops.convert_to_tensor(a) for a in x)
+            if self.batch_first:
+                reals, z_d = ops.swapaxes(reals, 0, 1), ops.swapaxes(z_d, 0, 1)
+            return reals, z_d, z_g
         k = self.config.optim.d_steps
         reals = ops.reshape(x, (k, -1, *x.shape[1:]))
         n = ops.shape(reals)[1]

@@ -1,8 +1,8 @@
 """`dcgan train --devices N`: on two CPU devices the data-parallel run is the single-device
 run of the same global batch, in float64 within the parity suite's tolerance; the replicas
 stay bit-identical; its checkpoints open on one device and back; `--resume` continues it
-exactly. JAX here (one process, two CPU devices through jax_num_cpu_devices); the backends
-that cannot yet are refused by name.
+exactly. JAX and Keras on JAX here, each in a process of its own with two CPU devices
+(jax_num_cpu_devices); the backends that cannot yet are refused by name.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from common.rundir import RunDir
 ROOT = Path(__file__).resolve().parents[1]
 
 # In a process of its own: JAX takes its CPU device count before it first runs.
-JAX_SCRIPT = """
+SCRIPT = """
 import json, sys
 import numpy as np
 from common import checkpoint
@@ -33,51 +33,64 @@ from common.algorithm import iteration_noise
 from common.backends import load_backend
 from common.cli import main
 from common.presets import make_config
-from common.rundir import RunDir
 
-out = sys.argv[1]
-from jax_impl.backend import set_bn_groups
-config = make_config("mnist28", {"model.ngf": 4, "model.ndf": 4, "optim.batch_size": 4, "optim.d_steps": 2})
-per_device = make_config("mnist28", {"model.ngf": 4, "model.ndf": 4, "optim.batch_size": 4, "optim.d_steps": 2,
-                                     "model.bn_statistics": "per_device"})
-parallel = load_backend("jax", "float64", devices=2).trainer(config)  # per-device batch 4
-single = load_backend("jax", "float64").trainer(config)  # the same global batch, 8, on one device
-parallel_own = load_backend("jax", "float64", devices=2).trainer(per_device)  # each device's BN statistics
-ghost = load_backend("jax", "float64").trainer(per_device)  # one device, BN over each half of the batch
-for network in (ghost.generator, ghost.discriminator):
-    set_bn_groups(network, 2)
+name, out = sys.argv[1], sys.argv[2]
+tiny = {"model.ngf": 4, "model.ndf": 4, "optim.batch_size": 4, "optim.d_steps": 2}
+config = make_config("mnist28", tiny)
 rng = np.random.default_rng(0)
-for step in range(2):
-    reals = rng.uniform(-1, 1, (2, 8, 1, 28, 28))
-    noise = iteration_noise(config, step, 8)
-    for trainer in (parallel, single, parallel_own, ghost):
-        trainer.train_step(reals, noise.z_d, noise.z_g)
+inputs = [(rng.uniform(-1, 1, (2, 8, 1, 28, 28)), iteration_noise(config, step, 8)) for step in range(2)]
 
-def difference(one, other):
-    a, b = one.state_dict(), other.state_dict()
+def trained(config, devices, groups=1):
+    trainer = load_backend(name, "float64", devices=devices).trainer(config)
+    if groups > 1:  # ghost batch norm on one device
+        from jax_impl.backend import set_bn_groups
+        for network in (trainer.generator, trainer.discriminator):
+            set_bn_groups(network, groups)
+    for reals, noise in inputs:
+        trainer.train_step(reals, noise.z_d, noise.z_g)
+    return trainer
+
+def difference(a, b):
     return max(float(np.max(np.abs(a[k] - b[k]))) for k in a if a[k].dtype.kind == "f")
 
-found = {"global": difference(parallel, single), "per_device": difference(parallel_own, ghost),
-         "per_device_vs_global": difference(parallel_own, parallel)}
+def replicas(trainer):
+    if name == "keras-jax":
+        leaves = [v.value for v in trainer.generator.weights + trainer.discriminator.weights]
+    else:
+        from flax import nnx
+        networks = (trainer.generator, trainer.discriminator)
+        leaves = [v[...] for kind in (nnx.Param, nnx.BatchStat) for _, v in nnx.to_flat_state(nnx.state(networks, kind))]
+    shards = [[np.asarray(s.data) for s in x.addressable_shards] for x in leaves]
+    return sorted({len(s) for s in shards}), all(all(np.array_equal(s[0], t) for t in s[1:]) for s in shards)
+
+parallel = trained(config, 2)  # per-device batch 4, global 8
+found = {}
+found["devices_holding_each_parameter"], found["replicas_identical"] = replicas(parallel)
 a = parallel.state_dict()
+found["global"] = difference(a, trained(config, 1).state_dict())  # the global batch, 8, on one device
+per_device = make_config("mnist28", {**tiny, "model.bn_statistics": "per_device"})
+if name == "jax":
+    own = trained(per_device, 2).state_dict()
+    found["per_device"] = difference(own, trained(per_device, 1, groups=2).state_dict())
+    found["per_device_vs_global"] = difference(own, a)
+else:
+    from common.errors import ConfigError
+    try:
+        load_backend(name, "float64", devices=2).trainer(per_device)
+    except ConfigError as err:
+        found["per_device_refused"] = str(err)
 
-from flax import nnx
-params = nnx.state((parallel.generator, parallel.discriminator), nnx.Param)
-shards = [[np.asarray(s.data) for s in v[...].addressable_shards] for _, v in nnx.to_flat_state(params)]
-found["devices_holding_each_parameter"] = sorted({len(s) for s in shards})
-found["replicas_identical"] = all(all(np.array_equal(s[0], t) for t in s[1:]) for s in shards)
-
-moved = load_backend("jax", "float64").trainer(config)  # a data-parallel state on one device, and back
+moved = load_backend(name, "float64").trainer(config)  # a data-parallel state on one device, and back
 moved.load_state_dict(a)
-back = load_backend("jax", "float64", devices=2).trainer(config)
+back = load_backend(name, "float64", devices=2).trainer(config)
 back.load_state_dict(moved.state_dict())
 found["round_trip_exact"] = all(np.array_equal(back.state_dict()[k], a[k]) for k in a)
 
-tiny = ["--backend", "jax", "--preset", "mnist28", "--dataset", "fake", "--set", "model.ngf=4", "--set",
-        "model.ndf=4", "--batch-size", "4", "--devices", "2", "--no-progress", "--checkpoint-every", "2"]
+run = ["--backend", name, "--preset", "mnist28", "--dataset", "fake", "--set", "model.ngf=4", "--set", "model.ndf=4",
+       "--batch-size", "4", "--devices", "2", "--no-progress", "--checkpoint-every", "2"]
 found["codes"] = [
-    main(["train", *tiny, "--steps", "4", "--out", out + "/straight"]),
-    main(["train", *tiny, "--steps", "2", "--out", out + "/resumed"]),
+    main(["train", *run, "--steps", "4", "--out", out + "/straight"]),
+    main(["train", *run, "--steps", "2", "--out", out + "/resumed"]),
     main(["train", "--resume", "--steps", "4", "--no-progress", "--out", out + "/resumed"]),  # its 2 devices
     main(["sample", "--checkpoint", out + "/straight", "--out", out + "/grid.png"]),  # one device
 ]
@@ -85,41 +98,49 @@ print(json.dumps(found))
 """
 
 
-@pytest.fixture(scope="module")
-def jax_run(tmp_path_factory) -> dict:
-    out = tmp_path_factory.mktemp("data-parallel")
+@pytest.fixture(scope="module", params=list(DATA_PARALLEL))
+def run(request, tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp(f"data-parallel-{request.param}")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
-        [sys.executable, "-c", JAX_SCRIPT, str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+        [sys.executable, "-c", SCRIPT, request.param, str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    return {**json.loads(done.stdout.strip().splitlines()[-1]), "out": out}
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "out": out, "backend": request.param}
 
 
-def test_two_devices_compute_the_single_device_run_of_the_global_batch(jax_run):
+def test_two_devices_compute_the_single_device_run_of_the_global_batch(run):
     """model.bn_statistics "global": the global batch's statistics, as on one device."""
-    assert jax_run["global"] <= TOLERANCES["float64"]["5 iterations"].limit
+    assert run["global"] <= TOLERANCES["float64"]["5 iterations"].limit
 
 
-def test_per_device_statistics_are_ghost_batch_norm_on_one_device(jax_run):
+def test_per_device_statistics_are_ghost_batch_norm_on_one_device(run):
     """model.bn_statistics "per_device": each device's shard, which on one device is BN over
     each half of the batch; a different function from "global", by far more than rounding."""
-    assert jax_run["per_device"] <= TOLERANCES["float64"]["5 iterations"].limit
-    assert jax_run["per_device_vs_global"] > 1e-6
+    if run["backend"] != "jax":  # not built there yet: refused by name
+        assert "model.bn_statistics='per_device': global on keras-jax" in run["per_device_refused"]
+        return
+    assert run["per_device"] <= TOLERANCES["float64"]["5 iterations"].limit
+    assert run["per_device_vs_global"] > 1e-6
 
 
-def test_replicas_stay_bit_identical_on_every_device(jax_run):
-    assert jax_run["devices_holding_each_parameter"] == [2] and jax_run["replicas_identical"]
+def test_replicas_stay_bit_identical_on_every_device(run):
+    assert run["devices_holding_each_parameter"] == [2] and run["replicas_identical"]
 
 
-def test_checkpoints_move_between_one_and_two_devices_and_resume_exactly(jax_run):
-    assert jax_run["round_trip_exact"]
-    assert jax_run["codes"] == [0, 0, 0, 0]
-    straight, resumed = RunDir(jax_run["out"] / "straight"), RunDir(jax_run["out"] / "resumed")
+def test_checkpoints_move_between_one_and_two_devices_and_resume_exactly(run):
+    assert run["round_trip_exact"]
+    assert run["codes"] == [0, 0, 0, 0]
+    straight, resumed = RunDir(run["out"] / "straight"), RunDir(run["out"] / "resumed")
     a, metadata = checkpoint.load(straight.checkpoint_path(4))
     b, _ = checkpoint.load(resumed.checkpoint_path(4))
     assert metadata["devices"] == "2" and all(np.array_equal(a[k], b[k]) for k in a)
-    assert (jax_run["out"] / "grid.png").exists()
+    assert (run["out"] / "grid.png").exists()
 
 
 @pytest.mark.parametrize("backend", [b for b in BACKENDS if b not in DATA_PARALLEL])
