@@ -103,6 +103,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="cpu or gpu (default: gpu when nvidia-smi sees one)",
     )
+    parser.add_argument(
+        "--devices",
+        nargs="+",
+        type=positive_int,
+        default=[1],
+        help="data-parallel widths to time (1), as `dcgan train --devices`: the batch size is per device, the "
+        "global batch N times it; scaling efficiency is images/s on N over N x images/s on 1 (benchmarks/scaling.py)",
+    )
     parser.add_argument("--json", type=Path, help="write the records here")
     parser.add_argument("--markdown", type=Path, help="write the table here (default: print it)")
     parser.add_argument("--plot", type=Path, help="write the bar chart (PNG) here")
@@ -147,6 +155,7 @@ def bench(args: argparse.Namespace) -> int:
         interleave=not args.no_interleave,
         peak=not args.no_peak,
         gemm_size=args.gemm_size,
+        devices=args.devices,
     )
     results = run(settings)
     if args.json:

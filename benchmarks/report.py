@@ -52,10 +52,11 @@ def _num(value: float | None, fmt: str) -> str:
     return format(value, fmt) if value is not None else "–"
 
 
-def _groups(records: list[dict]) -> dict[tuple[str, int], list[dict]]:
-    groups: dict[tuple[str, int], list[dict]] = {}
+def _groups(records: list[dict]) -> dict[tuple[str, int, int], list[dict]]:
+    """Records by (preset, batch size per device, devices)."""
+    groups: dict[tuple[str, int, int], list[dict]] = {}
     for r in records:
-        groups.setdefault((r["preset"], r["batch_size"]), []).append(r)
+        groups.setdefault((r["preset"], r["batch_size"], r.get("devices", 1)), []).append(r)
     return groups
 
 
@@ -72,18 +73,19 @@ def markdown(results: dict) -> str:
         f"modes {'interleaved' if settings['interleave'] else 'one after another'}; each mode in a fresh process.",
         "",
     ]
-    for (preset, batch), records in _groups(results["records"]).items():
-        lines += group_lines(results, preset, batch, records)
+    for (preset, batch, devices), records in _groups(results["records"]).items():
+        lines += group_lines(results, preset, batch, records, devices)
     return "\n".join(lines).rstrip() + "\n"
 
 
-def group_lines(results: dict, preset: str, batch: int, records: list[dict]) -> list[str]:
-    """One (preset, batch): the modes that ran or failed, one sentence for those skipped, the
-    machine's peak and limit, and the ratios of `summary`."""
+def group_lines(results: dict, preset: str, batch: int, records: list[dict], devices: int = 1) -> list[str]:
+    """One (preset, batch, devices): the modes that ran or failed, one sentence for those
+    skipped, the machine's peak and limit, and the ratios of `summary`."""
     ok = [r for r in records if r["status"] == "ok"]
     flops = ok[0]["flops_per_iter"] if ok else None
+    width = f" per device on {devices} devices" if devices > 1 else ""
     lines = [
-        f"### {preset}, batch {batch}" + (f" ({flops / 1e9:.1f} GFLOP per iteration)" if flops else ""),
+        f"### {preset}, batch {batch}{width}" + (f" ({flops / 1e9:.1f} GFLOP per iteration)" if flops else ""),
         "",
         "| mode | precision | images/s | median s/it (IQR) | first call s | peak mem MiB | GFLOP/s | "
         "% of peak | × reference |",
@@ -103,7 +105,7 @@ def group_lines(results: dict, preset: str, batch: int, records: list[dict]) -> 
     if skipped := skipped_line(records):
         lines += [skipped, ""]
     for p in results["peaks"]:
-        if (p["preset"], p["batch_size"]) == (preset, batch):
+        if (p["preset"], p["batch_size"]) == (preset, batch) and devices == 1:
             lines += [
                 f"Machine peak, {p['precision']}: largest convolution `{p['conv_layer']}` "
                 f"{p['conv_flops_per_s'] / 1e9:.0f} GFLOP/s ({p['conv_framework']}), GEMM {p['gemm_size']}² "

@@ -42,6 +42,7 @@ class Settings:
     interleave: bool = True
     peak: bool = True
     gemm_size: int = 4096
+    devices: list[int] = field(default_factory=lambda: [1])  # data-parallel widths; batch sizes are per device
     log: callable = field(default=lambda line: print(line, file=sys.stderr, flush=True))
 
 
@@ -129,10 +130,22 @@ def measure_peaks(settings: Settings, preset: str, batch_size: int, precision: s
 
 
 def time_group(
-    settings: Settings, preset: str, batch_size: int, precision: str, cpu_flags: set[str], log_dir: Path
+    settings: Settings,
+    preset: str,
+    batch_size: int,
+    precision: str,
+    cpu_flags: set[str],
+    log_dir: Path,
+    devices: int = 1,
 ) -> list[dict]:
-    """Records of every mode at one (preset, batch size, precision)."""
-    base = {"preset": preset, "batch_size": batch_size, "precision": precision, "device": settings.device}
+    """Records of every mode at one (preset, batch size per device, precision, devices)."""
+    base = {
+        "preset": preset,
+        "batch_size": batch_size,
+        "devices": devices,
+        "precision": precision,
+        "device": settings.device,
+    }
     records, workers = [], {}
 
     def finish(mode: Mode) -> None:
@@ -213,7 +226,7 @@ def summarize(record: dict, flops: int, peaks: dict, device_peak: float | None) 
         iqr_s=float(q75 - q25),
         q25_s=float(q25),
         q75_s=float(q75),
-        images_per_s=record["batch_size"] / median,
+        images_per_s=record["batch_size"] * record.get("devices", 1) / median,
         flops_per_iter=flops,
         gflops_per_s=flops / median / 1e9,
     )
@@ -237,6 +250,7 @@ def run(settings: Settings) -> dict:
             "repeats": settings.repeats,
             "warmup": settings.warmup,
             "interleave": settings.interleave,
+            "devices": settings.devices,
         },
         "peaks": [],
         "records": [],
@@ -265,14 +279,16 @@ def run(settings: Settings) -> dict:
                                     **peaks,
                                 }
                             )
-                    for record in time_group(settings, preset, batch_size, precision, cpu_flags, log_dir):
-                        if record["status"] == "ok":
-                            on_gpu = settings.device == "gpu"
-                            device_peak = vendor_peak(record["device_name"], precision) if on_gpu else None
-                            summarize(record, flops, peaks, device_peak)
-                            if peaks:
-                                record["limit_s"] = flops / peaks["conv_flops_per_s"]
-                        results["records"].append(record)
+                    for devices in settings.devices:
+                        group = time_group(settings, preset, batch_size, precision, cpu_flags, log_dir, devices)
+                        for record in group:
+                            if record["status"] == "ok":
+                                on_gpu = settings.device == "gpu"
+                                device_peak = vendor_peak(record["device_name"], precision) if on_gpu else None
+                                summarize(record, flops * devices, peaks, device_peak)
+                                if peaks and devices == 1:
+                                    record["limit_s"] = flops / peaks["conv_flops_per_s"]
+                            results["records"].append(record)
     add_speedups(results["records"])
     return results
 
@@ -285,6 +301,6 @@ def add_speedups(records: list[dict]) -> None:
         if r["mode"] == "reference-loop" and r["status"] == "ok"
     }
     for r in records:
-        if r["status"] == "ok":
+        if r["status"] == "ok" and r.get("devices", 1) == 1:
             ref = reference.get((r["preset"], r["batch_size"]))
             r["speedup_vs_reference"] = ref / r["median_s"] if ref else None

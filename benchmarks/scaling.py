@@ -34,10 +34,10 @@ PRESET_STYLE = {"mnist28": ("o", ":"), "svhn32": ("s", "--"), "dcgan64": ("^", "
 
 
 def series(records: list[dict]) -> dict[tuple[str, str], list[dict]]:
-    """{(mode, preset): the mode's ok records at every batch size, in batch order}."""
+    """{(mode, preset): the mode's ok one-device records at every batch size, in batch order}."""
     found: dict[tuple[str, str], list[dict]] = {}
     for r in records:
-        if r["status"] == "ok":
+        if r["status"] == "ok" and r.get("devices", 1) == 1:
             found.setdefault((r["mode"], r["preset"]), []).append(r)
     return {key: sorted(points, key=lambda r: r["batch_size"]) for key, points in found.items()}
 
@@ -46,6 +46,19 @@ def stops_gaining(points: list[dict], gain: float = GAIN) -> int:
     """The smallest batch size within `gain` of the best images/s of the sweep."""
     best = max(r["images_per_s"] for r in points)
     return next(r["batch_size"] for r in points if r["images_per_s"] >= (1 - gain) * best)
+
+
+def efficiencies(records: list[dict]) -> list[dict]:
+    """Each data-parallel record's scaling efficiency: its images/s over N times the same
+    mode's at one device (same preset, same batch per device, so N times the work)."""
+    ok = [r for r in records if r["status"] == "ok"]
+    one = {(r["mode"], r["preset"], r["batch_size"]): r["images_per_s"] for r in ok if r.get("devices", 1) == 1}
+    found = []
+    for r in ok:
+        base = one.get((r["mode"], r["preset"], r["batch_size"]))
+        if r.get("devices", 1) > 1 and base:
+            found.append({**r, "efficiency": r["images_per_s"] / (r["devices"] * base), "one_device": base})
+    return found
 
 
 def memory_line(points: list[dict]) -> tuple[float, float] | None:
@@ -92,6 +105,22 @@ def markdown(results: dict) -> str:
                 f"| {key[0]} | " + " | ".join(cells) + f" | {stops_gaining(found[key])} | {per_image} | {fixed} |"
             )
         lines.append("")
+    scaled = efficiencies(results["records"])
+    if scaled:
+        lines += [
+            "### Data parallelism: scaling efficiency",
+            "",
+            "Images/s on N devices over N × images/s on one, the batch per device fixed (weak scaling).",
+            "",
+            "| mode | preset | batch per device | devices | images/s | on one device | efficiency |",
+            "|---|---|---:|---:|---:|---:|---:|",
+            *(
+                f"| {r['mode']} | {r['preset']} | {r['batch_size']} | {r['devices']} | {r['images_per_s']:.1f} "
+                f"| {r['one_device']:.1f} | {r['efficiency']:.2f} |"
+                for r in scaled
+            ),
+            "",
+        ]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -45,6 +45,8 @@ def build(job: dict):
     mode = MODES[job["mode"]]
     config = make_config(job["preset"], {"optim.batch_size": job["batch_size"]})
     if mode.name == "reference-loop":
+        if job.get("devices", 1) > 1:
+            return None, "the tutorials' loop runs on one device"
         import torch
 
         from benchmarks.reference_loop import ReferenceLoop
@@ -56,7 +58,7 @@ def build(job: dict):
     from common.backends import load_backend
 
     try:
-        backend = load_backend(mode.backend, job["precision"], mode.compile)
+        backend = load_backend(mode.backend, job["precision"], mode.compile, job.get("devices", 1))
     except ConfigError as err:
         return None, str(err)
     if backend.device != job["device"]:
@@ -116,7 +118,7 @@ def serve(job: dict, send, receive) -> None:
         send({"status": "skipped", "reason": reason})
         return
     config = make_config(job["preset"], {"optim.batch_size": job["batch_size"]})
-    batch = trainer.prepare(*make_batch(config, job["batch_size"]))
+    batch = trainer.prepare(*make_batch(config, job["batch_size"] * job.get("devices", 1)))  # the global batch
     compile_s, outputs = run_block(trainer, batch, 1)
     warmup_s = [run_block(trainer, batch, 1)[0] for _ in range(job["warmup"])]
     send({"status": "ready", "compile_s": compile_s, "warmup_s": warmup_s, "device_name": device_name(job)})

@@ -254,6 +254,10 @@ def test_scaling_names_where_throughput_stops_gaining_and_the_memory_per_image()
     per_image, fixed = scaling.memory_line(points)
     assert per_image == pytest.approx(3 * 2**20) and fixed == pytest.approx(900 * 2**20)
     assert scaling.memory_line(points[:1]) is None
+    two = {**points[2], "devices": 2, "images_per_s": 300.0}  # twice the work in 1.67x the time
+    assert scaling.series([*points, two])["jax-jit", "svhn32"] == points  # the batch sweep is one device's
+    (found,) = scaling.efficiencies([*points, two])
+    assert found["one_device"] == 250.0 and found["efficiency"] == pytest.approx(300 / (2 * 250))
 
 
 def test_bench_rejects_an_unknown_mode_by_name():
