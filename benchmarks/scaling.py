@@ -2,12 +2,10 @@
 batch size, one line per backend and preset, from a `dcgan bench` run over several batch
 sizes (each point a worker process of its own, as always).
 
-    dcgan bench --preset mnist28 svhn32 dcgan64 --batch-size 16 32 64 128 256 \\
-        --modes torch-eager jax-jit keras-tensorflow keras-jax keras-torch --repeats 5 --warmup 2 \\
-        --json benchmarks/results/scaling/cpu.json --markdown benchmarks/results/scaling/cpu-bench.md
-    python -m benchmarks.scaling benchmarks/results/scaling/cpu.json
+    benchmarks/scaling.sh    # dcgan bench per preset over batch sizes 16 to 256, then --devices 1 2
+    python -m benchmarks.scaling benchmarks/results/scaling/cpu-*.json
 
-writes, beside the JSON, scaling.md (per backend and preset: images/s at each batch size,
+writes, beside the first JSON, scaling.md (per backend and preset: images/s at each batch size,
 the batch size where it stops gaining, and the memory each image costs) and scaling.png
 (the two log-log panels).
 
@@ -34,10 +32,10 @@ PRESET_STYLE = {"mnist28": ("o", ":"), "svhn32": ("s", "--"), "dcgan64": ("^", "
 
 
 def series(records: list[dict]) -> dict[tuple[str, str], list[dict]]:
-    """{(mode, preset): the mode's ok one-device records at every batch size, in batch order}."""
+    """{(mode, preset): the mode's ok one-device records of the batch sweep, in batch order}."""
     found: dict[tuple[str, str], list[dict]] = {}
     for r in records:
-        if r["status"] == "ok" and r.get("devices", 1) == 1:
+        if r["status"] == "ok" and r.get("devices", 1) == 1 and r.get("sweep", True):
             found.setdefault((r["mode"], r["preset"]), []).append(r)
     return {key: sorted(points, key=lambda r: r["batch_size"]) for key, points in found.items()}
 
@@ -163,12 +161,19 @@ def plot(results: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scaling", description=__doc__.splitlines()[0])
-    parser.add_argument("results", type=Path, help="a JSON written by `dcgan bench --json` over several batch sizes")
+    parser.add_argument(
+        "results", type=Path, nargs="+", help="JSONs written by `dcgan bench --json` (one per preset, say)"
+    )
     args = parser.parse_args(argv)
-    results = read_json(args.results)
-    (args.results.parent / "scaling.md").write_text(markdown(results))
-    plot(results, args.results.parent / "scaling.png")
-    print(f"wrote {args.results.parent / 'scaling.md'} and {args.results.parent / 'scaling.png'}")
+    runs = [read_json(path) for path in args.results]
+    for run in runs:  # a run over several widths times its one-device baseline again: not a sweep point
+        for r in run["records"]:
+            r["sweep"] = run["settings"].get("devices", [1]) == [1]
+    results = {**runs[0], "records": [r for run in runs for r in run["records"]]}  # the first run's environment
+    out = args.results[0].parent
+    (out / "scaling.md").write_text(markdown(results))
+    plot(results, out / "scaling.png")
+    print(f"wrote {out / 'scaling.md'} and {out / 'scaling.png'}")
     return 0
 
 
