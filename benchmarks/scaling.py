@@ -50,10 +50,14 @@ def efficiencies(records: list[dict]) -> list[dict]:
     """Each data-parallel record's scaling efficiency: its images/s over N times the same
     mode's at one device (same preset, same batch per device, so N times the work)."""
     ok = [r for r in records if r["status"] == "ok"]
-    one = {(r["mode"], r["preset"], r["batch_size"]): r["images_per_s"] for r in ok if r.get("devices", 1) == 1}
+
+    def key(r: dict) -> tuple:  # the same run's one-device record: speeds compare only within a run
+        return r.get("run", 0), r["mode"], r["preset"], r["batch_size"]
+
+    one = {key(r): r["images_per_s"] for r in ok if r.get("devices", 1) == 1}
     found = []
     for r in ok:
-        base = one.get((r["mode"], r["preset"], r["batch_size"]))
+        base = one.get(key(r))
         if r.get("devices", 1) > 1 and base:
             found.append({**r, "efficiency": r["images_per_s"] / (r["devices"] * base), "one_device": base})
     return found
@@ -166,9 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     runs = [read_json(path) for path in args.results]
-    for run in runs:  # a run over several widths times its one-device baseline again: not a sweep point
+    for index, run in enumerate(runs):  # a run over several widths times its one-device baseline: not a sweep point
         for r in run["records"]:
-            r["sweep"] = run["settings"].get("devices", [1]) == [1]
+            r.update(run=index, sweep=run["settings"].get("devices", [1]) == [1])
     results = {**runs[0], "records": [r for run in runs for r in run["records"]]}  # the first run's environment
     out = args.results[0].parent
     (out / "scaling.md").write_text(markdown(results))
