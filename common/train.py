@@ -144,7 +144,7 @@ def _train(config: Config, backend_name: str, run_dir: Path, options: RunOptions
 
     o = config.optim
     fixed = fixed_noise(config)
-    watch = Watch(classes=len(np.unique(scorer.space.labels)) if scorer is not None else None)
+    watch = Watch()
     records: list[dict] = []
     step = saved = start
     rollbacks = 0

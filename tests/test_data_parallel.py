@@ -59,7 +59,8 @@ def replicas(trainer):
     else:
         from flax import nnx
         networks = (trainer.generator, trainer.discriminator)
-        leaves = [v[...] for kind in (nnx.Param, nnx.BatchStat) for _, v in nnx.to_flat_state(nnx.state(networks, kind))]
+        states = [nnx.state(networks, kind) for kind in (nnx.Param, nnx.BatchStat)]
+        leaves = [v[...] for state in states for _, v in nnx.to_flat_state(state)]
     shards = [[np.asarray(s.data) for s in x.addressable_shards] for x in leaves]
     return sorted({len(s) for s in shards}), all(all(np.array_equal(s[0], t) for t in s[1:]) for s in shards)
 

@@ -252,7 +252,7 @@ def test_a_diverged_run_rolls_back_with_halved_learning_rates_when_asked(rollbac
 def test_the_watch_warns_once_when_d_wins_outright_or_samples_collapse():
     from common.watch import WIN_STREAK, Watch
 
-    watch = Watch(classes=10)
+    watch = Watch()
     fair = {"D_x": 0.8, "D_G_z2": 0.2}
     winning = {"D_x": 0.999, "D_G_z2": 0.001}
     seen = [watch.observe({"step": s, **(winning if s % 50 else fair)}) for s in range(1, 3 * WIN_STREAK)]
@@ -261,10 +261,12 @@ def test_the_watch_warns_once_when_d_wins_outright_or_samples_collapse():
     seen = [watch.observe({"step": s, **winning}) for s in range(1, 2 * WIN_STREAK)]
     warnings = [w for w in seen if w]
     assert len(warnings) == 1 and f"iteration {WIN_STREAK}" in warnings[0] and "D has won outright" in warnings[0]
-    assert watch.observe({"step": 500, **fair, "classes_covered": 6}) is None
-    collapse = watch.observe({"step": 1000, **fair, "classes_covered": 3})
-    assert "cover 3 of the 10 classes" in collapse
-    assert watch.observe({"step": 1500, **fair, "classes_covered": 2}) is None  # once
+    assert watch.observe({"step": 500, **fair, "classes_covered": 3}) is None  # early samples cover few
+    assert watch.observe({"step": 1000, **fair, "classes_covered": 10}) is None
+    assert watch.observe({"step": 1500, **fair, "classes_covered": 6}) is None
+    collapse = watch.observe({"step": 2000, **fair, "classes_covered": 4})
+    assert "cover 4 classes, down from 10 earlier in the run" in collapse
+    assert watch.observe({"step": 2500, **fair, "classes_covered": 2}) is None  # once
 
 
 def test_non_finite_weights_are_named_by_network():
