@@ -76,8 +76,8 @@ class Schedule:
             raise ConfigError(
                 "data.dataset",
                 config.data.dataset,
-                f"at least devices x batch_size x d_steps = {schedule.batch_size * o.d_steps} images "
-                f"(it has {dataset_size})",
+                f"at least {'devices x ' if devices > 1 else ''}batch_size x d_steps = "
+                f"{schedule.batch_size * o.d_steps} images (it has {dataset_size})",
             )
         return schedule
 

@@ -1,8 +1,8 @@
 """`dcgan train --devices N`: on two CPU devices the data-parallel run is the single-device
 run of the same global batch, in float64 within the parity suite's tolerance; the replicas
 stay bit-identical; its checkpoints open on one device and back; `--resume` continues it
-exactly. JAX and Keras on JAX here, each in a process of its own with two CPU devices
-(jax_num_cpu_devices); the backends that cannot yet are refused by name.
+exactly. JAX and Keras on JAX here, in one process with two CPU devices (jax_num_cpu_devices);
+the backends that cannot yet are refused by name.
 """
 
 from __future__ import annotations
@@ -34,11 +34,10 @@ from common.backends import load_backend
 from common.cli import main
 from common.presets import make_config
 
-name, out = sys.argv[1], sys.argv[2]
-tiny = {"model.ngf": 4, "model.ndf": 4, "optim.batch_size": 4, "optim.d_steps": 2}
+tiny = {"model.ngf": 4, "model.ndf": 4, "optim.batch_size": 4}
 config = make_config("mnist28", tiny)
 rng = np.random.default_rng(0)
-inputs = [(rng.uniform(-1, 1, (2, 8, 1, 28, 28)), iteration_noise(config, step, 8)) for step in range(2)]
+inputs = [(rng.uniform(-1, 1, (1, 8, 1, 28, 28)), iteration_noise(config, step, 8)) for step in range(2)]
 
 def trained(config, devices, groups=1):
     trainer = load_backend(name, "float64", devices=devices).trainer(config)
@@ -64,47 +63,52 @@ def replicas(trainer):
     shards = [[np.asarray(s.data) for s in x.addressable_shards] for x in leaves]
     return sorted({len(s) for s in shards}), all(all(np.array_equal(s[0], t) for t in s[1:]) for s in shards)
 
-parallel = trained(config, 2)  # per-device batch 4, global 8
-found = {}
-found["devices_holding_each_parameter"], found["replicas_identical"] = replicas(parallel)
-a = parallel.state_dict()
-found["global"] = difference(a, trained(config, 1).state_dict())  # the global batch, 8, on one device
-per_device = make_config("mnist28", {**tiny, "model.bn_statistics": "per_device"})
-if name == "jax":
-    own = trained(per_device, 2).state_dict()
-    found["per_device"] = difference(own, trained(per_device, 1, groups=2).state_dict())
-    found["per_device_vs_global"] = difference(own, a)
-else:
-    from common.errors import ConfigError
-    try:
-        load_backend(name, "float64", devices=2).trainer(per_device)
-    except ConfigError as err:
-        found["per_device_refused"] = str(err)
+results = {}
+for name in sys.argv[2:]:  # jax first: the process's two CPU devices are asked for before JAX runs
+    out = sys.argv[1] + "/" + name
+    parallel = trained(config, 2)  # per-device batch 4, global 8
+    found = {}
+    found["devices_holding_each_parameter"], found["replicas_identical"] = replicas(parallel)
+    a = parallel.state_dict()
+    found["global"] = difference(a, trained(config, 1).state_dict())  # the global batch, 8, on one device
+    per_device = make_config("mnist28", {**tiny, "model.bn_statistics": "per_device"})
+    if name == "jax":
+        own = trained(per_device, 2).state_dict()
+        found["per_device"] = difference(own, trained(per_device, 1, groups=2).state_dict())
+        found["per_device_vs_global"] = difference(own, a)
+    else:
+        from common.errors import ConfigError
+        try:
+            load_backend(name, "float64", devices=2).trainer(per_device)
+        except ConfigError as err:
+            found["per_device_refused"] = str(err)
 
-moved = load_backend(name, "float64").trainer(config)  # a data-parallel state on one device, and back
-moved.load_state_dict(a)
-back = load_backend(name, "float64", devices=2).trainer(config)
-back.load_state_dict(moved.state_dict())
-found["round_trip_exact"] = all(np.array_equal(back.state_dict()[k], a[k]) for k in a)
+    moved = load_backend(name, "float64").trainer(config)  # a data-parallel state on one device, and back
+    moved.load_state_dict(a)
+    back = load_backend(name, "float64", devices=2).trainer(config)
+    back.load_state_dict(moved.state_dict())
+    found["round_trip_exact"] = all(np.array_equal(back.state_dict()[k], a[k]) for k in a)
 
-run = ["--backend", name, "--preset", "mnist28", "--dataset", "fake", "--set", "model.ngf=4", "--set", "model.ndf=4",
-       "--batch-size", "4", "--devices", "2", "--no-progress", "--checkpoint-every", "2"]
-found["codes"] = [
-    main(["train", *run, "--steps", "4", "--out", out + "/straight"]),
-    main(["train", *run, "--steps", "2", "--out", out + "/resumed"]),
-    main(["train", "--resume", "--steps", "4", "--no-progress", "--out", out + "/resumed"]),  # its 2 devices
-    main(["sample", "--checkpoint", out + "/straight", "--out", out + "/grid.png"]),  # one device
-]
-print(json.dumps(found))
+    run = ["--backend", name, "--preset", "mnist28", "--dataset", "fake", "--set", "model.ngf=4", "--set",
+           "model.ndf=4", "--batch-size", "4", "--devices", "2", "--no-progress", "--checkpoint-every", "2"]
+    found["codes"] = [
+        main(["train", *run, "--steps", "4", "--out", out + "/straight"]),
+        main(["train", *run, "--steps", "2", "--out", out + "/resumed"]),
+        main(["train", "--resume", "--steps", "4", "--no-progress", "--out", out + "/resumed"]),  # its 2 devices
+        main(["sample", "--checkpoint", out + "/straight", "--out", out + "/grid.png"]),  # one device
+    ]
+    results[name] = found
+print(json.dumps(results))
 """
 
 
-@pytest.fixture(scope="module", params=list(DATA_PARALLEL))
-def run(request, tmp_path_factory) -> dict:
-    out = tmp_path_factory.mktemp(f"data-parallel-{request.param}")
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict:
+    """Every data-parallel backend, in one process with two CPU devices."""
+    out = tmp_path_factory.mktemp("data-parallel")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, request.param, str(out)],
+        [sys.executable, "-c", SCRIPT, str(out), *DATA_PARALLEL],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -112,7 +116,13 @@ def run(request, tmp_path_factory) -> dict:
         timeout=900,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    return {**json.loads(done.stdout.strip().splitlines()[-1]), "out": out, "backend": request.param}
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    return {name: {**found[name], "out": out / name, "backend": name} for name in DATA_PARALLEL}
+
+
+@pytest.fixture(params=list(DATA_PARALLEL))
+def run(request, runs) -> dict:
+    return runs[request.param]
 
 
 def test_two_devices_compute_the_single_device_run_of_the_global_batch(run):
