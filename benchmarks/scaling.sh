@@ -12,10 +12,10 @@ mkdir -p "$OUT"
 for preset in mnist28 svhn32 dcgan64; do
     [ -f "$OUT/$DEVICE-$preset.json" ] && continue
     .venv/bin/dcgan bench --device "$DEVICE" --preset "$preset" --batch-size 16 32 64 128 256 \
-        --modes "${MODES[@]}" --repeats 5 --warmup 2 --no-peak \
+        --modes "${MODES[@]}" --repeats 3 --warmup 1 --no-peak \
         --json "$OUT/$DEVICE-$preset.json" --markdown "$OUT/$DEVICE-$preset.md"
 done
 [ -f "$OUT/$DEVICE-devices.json" ] || .venv/bin/dcgan bench --device "$DEVICE" --preset mnist28 dcgan64 \
-    --batch-size 64 --devices 1 2 --modes jax-jit keras-jax --repeats 5 --warmup 2 --no-peak \
+    --batch-size 64 --devices 1 2 --modes jax-jit keras-jax --repeats 3 --warmup 1 --no-peak \
     --json "$OUT/$DEVICE-devices.json" --markdown "$OUT/$DEVICE-devices.md"
 .venv/bin/python -m benchmarks.scaling "$OUT/$DEVICE"-*.json
