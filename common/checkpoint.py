@@ -147,3 +147,11 @@ def saved_progress(metadata: dict[str, str], file: Path, source: str = "--checkp
             f"(it has step={metadata.get('step')!r}, elapsed={metadata.get('elapsed')!r})",
         )
     return step, elapsed
+
+
+def saved_devices(metadata: dict[str, str], file: Path, source: str = "--resume") -> int:
+    """The data-parallel width a checkpoint was trained at (1 where it does not say)."""
+    value = metadata.get("devices", "1")
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(source, str(file), f"a checkpoint whose devices is a whole number >= 1 (it has {value!r})")
+    return int(value)

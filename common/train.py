@@ -106,7 +106,7 @@ def train(config: Config, backend_name: str, run_dir: Path, options: RunOptions 
 def _train(config: Config, backend_name: str, run_dir: Path, options: RunOptions, stop: StopOnSignal) -> list[dict]:
     run = RunDir(run_dir)
     resume_from = run.check(config, backend_name, options.resume)
-    saved_devices = int(checkpoint.read_metadata(resume_from).get("devices", 1)) if resume_from else 1
+    saved_devices = checkpoint.saved_devices(checkpoint.read_metadata(resume_from), resume_from) if resume_from else 1
     devices = options.devices or saved_devices
     dataset = load_dataset(config.data, config.seed)
     schedule = Schedule.for_dataset(config, len(dataset), devices)

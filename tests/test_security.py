@@ -107,7 +107,13 @@ def test_feature_weights_carrying_code_are_refused_without_running_them(tmp_path
 
 @pytest.mark.parametrize(
     "field, value",
-    [("preset", "../../../outside"), ("backend", "../../outside"), ("step", "../../outside"), ("config", "x = [")],
+    [
+        ("preset", "../../../outside"),
+        ("backend", "../../outside"),
+        ("step", "../../outside"),
+        ("config", "x = ["),
+        ("devices", "../2"),
+    ],  # fmt: skip
 )
 def test_crafted_metadata_cannot_write_outside_the_given_paths(field, value, run, tmp_path, capsys):
     """The file is re-hashed after the change, so only the values themselves stand in the way."""
