@@ -3,9 +3,9 @@ processes (Keras fixes its backend per process), all backends at once.
 
 For each backend and two tiny presets (mnist28: fresh noise, dropout, k = 2; dcgan64: the
 G update reuses D's fakes), three runs: 4 iterations straight; 2 iterations then --resume
-to 4; and `dcgan sample` from the finished run. A run that is really killed (SIGKILL),
-stopped (SIGTERM) and killed again, at different points, and resumed each time, must end
-with the weights of the same run left alone, bit for bit. And a scored run: 2 iterations
+to 4; and `dcgan sample` from the finished run. A run that is stopped (SIGTERM), then
+really killed (SIGKILL) twice, at different points, and resumed each time, must end with
+the weights of the same run left alone, bit for bit. And a scored run: 2 iterations
 of a tiny mnist28 on the real Fashion-MNIST with --eval-every and --tensorboard, then
 `dcgan eval` of its checkpoint, on the same backend. And `fit` on each Keras backend's GAN.
 """
@@ -79,16 +79,29 @@ out["changed"] = any(not np.array_equal(b, np.array(v)) for b, v in zip(before, 
 """
 
 
-def _dcgan(*commands: list[str]) -> list[dict]:
-    """Runs each command's `dcgan` arguments, in order, in one fresh process."""
+def _dcgan(*commands: list[str], stop: tuple[Path, int] | None = None) -> list[dict]:
+    """Runs each command's `dcgan` arguments, in order, in one fresh process. With `stop`
+    (metrics.jsonl of one of the runs, a line count), SIGTERM reaches the process once that
+    file has that many lines: the run that writes it stops, the commands after it go on."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
     script = f"FIT_CHECK = {FIT_CHECK!r}\n{COMMANDS_SCRIPT}"
-    run = subprocess.run(
-        [sys.executable, "-c", script, json.dumps(commands)], cwd=ROOT, env=env, capture_output=True, text=True
-    )
+    command = [sys.executable, "-c", script, json.dumps(commands)]
+    with subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as run:
+        if stop is not None:
+            _signal_after(run, *stop, signal.SIGTERM)
+        stdout, stderr = run.communicate()
     if run.returncode != 0:
-        return [{"args": ["(process)"], "code": run.returncode, "stderr": run.stderr[-3000:]}]
-    return json.loads(run.stdout.strip().splitlines()[-1])
+        return [{"args": ["(process)"], "code": run.returncode, "stderr": stderr[-3000:]}]
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def _signal_after(process: subprocess.Popen, metrics: Path, lines: int, signum: int) -> None:
+    """Sends `signum` to `process` once `metrics` has `lines` lines (or the process ended)."""
+    while process.poll() is None:
+        if metrics.exists() and metrics.read_bytes().count(b"\n") >= lines:
+            process.send_signal(signum)
+            return
+        time.sleep(0.005)
 
 
 def _commands(backend: str, preset: str, root: Path) -> tuple[list[list[str]], list[str], dict]:
@@ -145,46 +158,54 @@ def _scored(backend: str, root: Path) -> tuple[list[list[str]], Path]:
     ], run  # fmt: skip
 
 
-# The stopped run: KILL_STEPS iterations, a checkpoint after each, and each process of it
-# stopped by SIGNAL once metrics.jsonl has AFTER lines (the signal lands wherever the run is
-# by then: in a step, a save, a metrics line), then resumed; the last resume runs to the end.
+# The stopped run: KILL_STEPS iterations, a checkpoint after each. SIGTERM stops it in the
+# chain's first process once metrics.jsonl has 4 lines; then each of KILLS' processes resumes
+# it and is killed once the file has AFTER lines (the signal lands wherever the run is by then:
+# in a step, a save, a metrics line); the chain's last process resumes it to the end.
 KILL_STEPS = 30
-KILLS = ((signal.SIGKILL, 4), (signal.SIGTERM, 12), (signal.SIGKILL, 20))
+STOP_AFTER = 4
+KILLS = ((signal.SIGKILL, 12), (signal.SIGKILL, 20))
 
 
-def _killed(backend: str, root: Path) -> tuple[list[str], list[dict], Path]:
-    """The reference run's command, the stopped processes, and the stopped run's directory."""
+def _killed(backend: str, root: Path) -> tuple[list[str], list[str], Path]:
+    """The stopped run's first command, the reference run's, and the stopped run's directory."""
     out = root / f"{backend}-killed"
     tiny = ["--backend", backend, "--preset", "mnist28", "--dataset", "fake", "--no-progress", *CASES["mnist28"]]
     train = ["train", *tiny, "--steps", str(KILL_STEPS), "--checkpoint-every", "1", "--out", str(out)]
+    reference = ["train", *tiny, "--steps", str(KILL_STEPS), "--out", str(root / f"{backend}-unkilled")]
+    return train, reference, out
+
+
+def _kill_resumes(train: list[str], root: Path, backend: str) -> list[dict]:
+    """Each of KILLS: `train --resume` in a process of its own, killed after AFTER lines."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
+    metrics = Path(train[-1]) / "metrics.jsonl"
     stopped = []
     for index, (signum, after) in enumerate(KILLS):
-        command = [sys.executable, "-m", "common.cli", *train, *(["--resume"] if index else [])]
+        command = [sys.executable, "-m", "common.cli", *train, "--resume"]
         with open(root / f"{backend}-killed-{index}.err", "w+") as err:
             process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
-            metrics = out / "metrics.jsonl"
-            while process.poll() is None:
-                if metrics.exists() and metrics.read_bytes().count(b"\n") >= after:
-                    process.send_signal(signum)
-                    break
-                time.sleep(0.005)
+            _signal_after(process, metrics, after, signum)
             process.wait(timeout=600)
             err.seek(0)
             stopped.append({"signal": signum, "after": after, "code": process.returncode, "stderr": err.read()})
-    reference = ["train", *tiny, "--steps", str(KILL_STEPS), "--out", str(root / f"{backend}-unkilled")]
-    return reference, stopped, out
+    return stopped
 
 
 def _chain(backend: str, root: Path) -> dict:
     """Every preset of CASES on one backend, the stopped run and the scored run: one process
-    for the first runs, one for each stopped process, one for the resumes."""
+    for the first runs (the stopped run's SIGTERM among them), one for each kill, one for the
+    resumes."""
     planned = {preset: _commands(backend, preset, root) for preset in CASES}
     scored, scored_dir = _scored(backend, root)
-    reference, stopped, killed_dir = _killed(backend, root)
+    stopped_train, reference, killed_dir = _killed(backend, root)
     fit = [["fit", backend]] if backend.startswith("keras-") else []
-    first = _dcgan(*[command for commands, _, _ in planned.values() for command in commands], *scored, reference, *fit)
+    firsts = [command for commands, _, _ in planned.values() for command in commands]
+    first = _dcgan(*firsts, *scored, stopped_train, reference, *fit, stop=(killed_dir / "metrics.jsonl", STOP_AFTER))
     fitted = first.pop() if fit and first[-1]["args"] == fit[0] else None
+    stopped = first[len(firsts) + len(scored)] if len(first) > 1 else first[0]
+    stopped = [{"signal": signal.SIGTERM, "after": STOP_AFTER, "code": stopped["code"], "stderr": stopped["stderr"]}]
+    stopped += _kill_resumes(stopped_train, root, backend)
     last_resume = ["train", "--resume", "--out", str(killed_dir), "--steps", str(KILL_STEPS), "--no-progress"]
     resumes = _dcgan(*[resume for _, resume, _ in planned.values()], last_resume)
     died = [done for done in (first, resumes) if done[0]["args"] == ["(process)"]]
@@ -200,7 +221,10 @@ def _chain(backend: str, root: Path) -> dict:
     for index, (preset, (_, _, dirs)) in enumerate(planned.items()):
         runs = died[0] if died else first[3 * index : 3 * index + 3] + resumes[index : index + 1]
         results[(backend, preset)] = {**dirs, "runs": runs}
-    results[(backend, "scored")] = {"run": scored_dir, "runs": died[0] if died else first[-len(scored) :]}
+    results[(backend, "scored")] = {
+        "run": scored_dir,
+        "runs": died[0] if died else first[len(firsts) : len(firsts) + len(scored)],
+    }
     return results
 
 
