@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -107,6 +108,7 @@ class Trainer(Protocol):
 
     generator: Any  # the framework's models, as `Backend.build` made them
     discriminator: Any
+    writer: bool = True  # whether this process writes the run's files (with a process per device: process 0)
 
     def train_step(self, reals: np.ndarray, z_d: np.ndarray, z_g: np.ndarray | None) -> dict[str, Any]:
         """One iteration of common/algorithm.py on numpy inputs: `step(prepare(reals, z_d, z_g))`.
@@ -120,6 +122,11 @@ class Trainer(Protocol):
 
     def prepare(self, reals: np.ndarray, z_d: np.ndarray, z_g: np.ndarray | None) -> Any:
         """The batch as this framework's arrays, on its device, in its layout and dtype."""
+
+    def should_stop(self, requested: int | None) -> int | None:
+        """The signal (SIGINT, SIGTERM) that stops the loop after this iteration, or None.
+        With a process per device, the one any process received, so all stop together."""
+        return requested
 
     def step(self, batch: Any) -> dict[str, Any]:
         """The framework's train step (its `step.py`) on a batch `prepare` made: what the
@@ -159,10 +166,28 @@ DATA_PARALLEL: dict[str, str] = {
     "(on a CPU, N devices of it through jax_num_cpu_devices)",
     "keras-jax": "keras.distribution.DataParallel: variables replicated, every input split along its axis 0, "
     "so the loop's batches come batch first",
+    "keras-tensorflow": "tf.distribute.MirroredStrategy: variables mirrored, each replica's shard of the batch "
+    "stepped by Keras's own TensorFlow trainer (on a CPU, N logical devices of it); not with --compile xla",
+    "torch": "DistributedDataParallel, one process per device under torchrun (gloo on CPU, nccl on GPU), "
+    "started by `dcgan train` itself; process 0 writes the run's files",
 }
+# Backends whose data parallelism runs one process per device, and the module that starts them.
+LAUNCHERS = {"torch": "pytorch_impl.distributed"}
+
+
+def launcher(name: str, devices: int) -> Callable[[int, list[str], Config], int] | None:
+    """`launch(devices, argv, config)` of `name`'s launcher where `devices` > 1 needs processes of its
+    own and this process is not yet one of them; None where the command runs here."""
+    if devices < 2 or name not in LAUNCHERS:
+        return None
+    try:
+        module = importlib.import_module(LAUNCHERS[name])
+    except ImportError:  # load_backend refuses it, naming the extra to install
+        return None
+    return None if module.launched() else module.launch
+
+
 NO_DATA_PARALLEL: dict[str, str] = {
-    "torch": "DistributedDataParallel under torchrun is not built yet",
-    "keras-tensorflow": "tf.distribute.MirroredStrategy is not built yet",
     "keras-torch": "Keras 3.15's distribution API (keras.distribution) has no torch backend; "
     "see https://github.com/keras-team/keras/issues/23418",
 }

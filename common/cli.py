@@ -53,7 +53,8 @@ def cmd_describe(args: argparse.Namespace) -> None:
     )
 
 
-def cmd_train(args: argparse.Namespace) -> None:
+def cmd_train(args: argparse.Namespace) -> int | None:
+    from common.backends import launcher
     from common.rundir import RunDir
     from common.train import RunOptions, train
 
@@ -76,6 +77,10 @@ def cmd_train(args: argparse.Namespace) -> None:
         config = run.saved_config(overrides)
     else:  # a new run; or a mismatch, which train() refuses by name
         config = make_config(args.preset, overrides)
+    devices = args.devices or (run.saved_devices() if args.resume else 1)
+    start = launcher(args.backend, devices)
+    if start is not None:  # a process per device (torch's DDP): this command again, in each
+        return start(devices, [*args.argv, *([] if args.devices else ["--devices", str(devices)])], config)
     options = RunOptions(
         steps=args.steps,
         epochs=args.epochs,
@@ -307,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--devices",
         type=positive_int,
         help="data-parallel devices (default 1, or the run's on --resume): the global batch is N x --batch-size, "
-        "split over N devices by the framework's own engine (jax so far)",
+        "split over N devices by the framework's own engine (torch: one process per device, under torchrun)",
     )
     train.add_argument("--tensorboard", action="store_true", help="also write TensorBoard events to OUT/tensorboard")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -432,6 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the table
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what a launcher runs again in each process
     try:
         code = args.run(args)
     except ConfigError as err:

@@ -135,6 +135,11 @@ class RunDir:
         steps = self.saved_steps()
         return self.checkpoint_path(steps[-1]) if steps else None
 
+    def saved_devices(self) -> int:
+        """The data-parallel width of the run's latest checkpoint (1 before the first)."""
+        latest = self.latest_checkpoint()
+        return checkpoint.saved_devices(checkpoint.read_metadata(latest), latest) if latest else 1
+
     def save_checkpoint(
         self, step: int, arrays: dict[str, np.ndarray], metadata: dict[str, str], keep_every: int = 0
     ) -> Path:

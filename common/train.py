@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,7 +107,7 @@ def train(config: Config, backend_name: str, run_dir: Path, options: RunOptions 
 def _train(config: Config, backend_name: str, run_dir: Path, options: RunOptions, stop: StopOnSignal) -> list[dict]:
     run = RunDir(run_dir)
     resume_from = run.check(config, backend_name, options.resume)
-    saved_devices = checkpoint.saved_devices(checkpoint.read_metadata(resume_from), resume_from) if resume_from else 1
+    saved_devices = run.saved_devices() if resume_from else 1
     devices = options.devices or saved_devices
     dataset = load_dataset(config.data, config.seed)
     schedule = Schedule.for_dataset(config, len(dataset), devices)
@@ -115,21 +116,26 @@ def _train(config: Config, backend_name: str, run_dir: Path, options: RunOptions
     scorer = Scorer(config, options) if options.eval_every else None  # refuses a dataset it cannot score
     backend = load_backend(backend_name, options.precision, options.compile, devices)
     trainer = backend.trainer(config)
+    writer = trainer.writer  # with a process per device (torch's DDP), process 0 writes the run's files
     start, elapsed = 0, 0.0
     if resume_from is not None:
         start, elapsed, before = _restore(trainer, config, resume_from)
-        run.truncate(start)
-        run.record_resume(start, before, config, devices=(saved_devices, devices))
+        if writer:
+            run.truncate(start)
+            run.record_resume(start, before, config, devices=(saved_devices, devices))
     elif options.resume:  # stopped before its first checkpoint: nothing was kept, so it starts over
-        tqdm.write(f"{run.path} has no checkpoint yet: the run starts over from iteration 0")
-        run.truncate(0)
-        run.record_resume(0, config, config)
-    else:
+        if writer:
+            tqdm.write(f"{run.path} has no checkpoint yet: the run starts over from iteration 0")
+            run.truncate(0)
+            run.record_resume(0, config, config)
+    elif writer:
         run.create(config, backend_name)
 
     def save_checkpoint(step: int, seconds: float) -> None:
-        state = trainer.state_dict()
+        state = trainer.state_dict()  # on every process: it gathers each one's RNG state
         check_finite_state(state, step, backend_name)
+        if not writer:
+            return
         metadata = canonical.metadata(config, backend_name, step, seconds, devices)
         try:
             run.save_checkpoint(step, state, metadata, options.keep_every)
@@ -149,19 +155,20 @@ def _train(config: Config, backend_name: str, run_dir: Path, options: RunOptions
     step = saved = start
     rollbacks = 0
     session_start = time.perf_counter()
+    stopping = None  # the signal the processes agreed to stop on
     bar = tqdm(
         total=total,
         initial=start,
-        disable=not options.progress,
+        disable=not (options.progress and writer),
         unit="it",
         dynamic_ncols=True,
         desc=f"{config.preset} {backend_name}",
     )
-    board = TensorBoard(run.path / "tensorboard") if options.tensorboard else None
-    with ThreadPoolExecutor(max_workers=1) as prefetch, run.metrics_log() as log:
+    board = TensorBoard(run.path / "tensorboard") if options.tensorboard and writer else None
+    with ThreadPoolExecutor(max_workers=1) as prefetch, run.metrics_log() if writer else _no_log() as log:
         upcoming = prefetch.submit(_iteration_inputs, dataset, schedule, config, step) if step < total else None
         try:
-            while step < total and stop.signal is None:
+            while step < total and (stopping := trainer.should_stop(stop.signal)) is None:
                 reals, noise = upcoming.result()
                 if step + 1 < total:  # prepare the next batch while this step runs
                     upcoming = prefetch.submit(_iteration_inputs, dataset, schedule, config, step + 1)
@@ -193,7 +200,7 @@ def _train(config: Config, backend_name: str, run_dir: Path, options: RunOptions
                     "images_per_s": schedule.batch_size * o.d_steps / seconds,
                     "time": elapsed + time.perf_counter() - session_start,
                 }
-                if scorer is not None and (step % options.eval_every == 0 or step == total):
+                if scorer is not None and writer and (step % options.eval_every == 0 or step == total):
                     record.update(scorer.scores(trainer))
                 records.append(record)
                 log(record)
@@ -206,9 +213,9 @@ def _train(config: Config, backend_name: str, run_dir: Path, options: RunOptions
                     f"{record['images_per_s']:.0f} img/s"
                 )
                 warning = watch.observe(record)
-                if warning:
+                if warning and writer:
                     bar.write(warning)
-                if step % sample_every == 0 or step == total:
+                if writer and (step % sample_every == 0 or step == total):
                     grid = trainer.sample(fixed)
                     run.save_sample(step, grid)
                     if board is not None:
@@ -225,9 +232,10 @@ def _train(config: Config, backend_name: str, run_dir: Path, options: RunOptions
                 board.close()
             if step > saved:  # never lose work: the last finished iteration is always saved
                 save_checkpoint(step, elapsed + time.perf_counter() - session_start)
-    run.write_summaries(f"{config.preset} on {backend_name}, {config.data.dataset}")
-    if stop.signal is not None and step < total:
-        raise Interrupted(stop.signal, step, run.path)
+    if writer:
+        run.write_summaries(f"{config.preset} on {backend_name}, {config.data.dataset}")
+    if stopping is not None and step < total:
+        raise Interrupted(stopping, step, run.path)
     return records
 
 
@@ -272,9 +280,16 @@ def _roll_back(backend, config: Config, run: RunDir, latest: Path, diverged: Div
     halved = validate(apply_overrides(config, {"optim.lr_d": o.lr_d / 2, "optim.lr_g": o.lr_g / 2}))
     trainer = backend.trainer(halved)
     step, _, _ = _restore(trainer, halved, latest)
-    run.truncate(step)
-    run.record_resume(step, config, halved, reason=f"rollback after divergence at iteration {diverged.step}")
+    if trainer.writer:
+        run.truncate(step)
+        run.record_resume(step, config, halved, reason=f"rollback after divergence at iteration {diverged.step}")
     return halved, trainer, step
+
+
+@contextmanager
+def _no_log():
+    """The metrics log of a process that writes no files."""
+    yield lambda record: None
 
 
 def _iteration_inputs(dataset: ImageDataset, schedule: Schedule, config: Config, step: int):

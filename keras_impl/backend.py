@@ -8,6 +8,7 @@ compute), and the framework's own TF32 switch, off unless "tf32" is asked for.
 
 from __future__ import annotations
 
+import contextlib
 from functools import partial
 
 import keras
@@ -18,12 +19,26 @@ from common.algorithm import network_seeds
 from common.canonical import nchw_to_nhwc, nhwc_to_nchw
 from common.config import Config
 from common.errors import ConfigError
+from keras_impl import distribute
 from keras_impl.gan import GAN
 from keras_impl.gradients import apply, jit, value_and_grad
+from keras_impl.layers import BatchNormalization
 from keras_impl.layout import CANONICAL_NAMES, from_canonical, native_name, to_canonical
 from keras_impl.models import Discriminator, Generator
 from keras_impl.optimizers import Adam
 from keras_impl.step import d_loss, g_loss, values
+
+
+def set_bn_groups(network: keras.Model, groups: int) -> None:
+    """Every BatchNormalization of `network` normalises each 1/groups of its batch on its own
+    (keras_impl/layers.py's BatchNormalization.groups): ghost batch norm on one device, and on
+    Keras-JAX's DataParallel over `groups` devices, each device's shard."""
+    for layer in _batch_norms(network):
+        layer.groups = groups
+
+
+def _batch_norms(network: keras.Model) -> list[BatchNormalization]:
+    return [layer for layer in network.layers if isinstance(layer, BatchNormalization)]
 
 
 class Backend:
@@ -38,6 +53,18 @@ class Backend:
         keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bf16" else keras.config.floatx())
         self.name, self.precision, self.compile = name, precision, compile
         self.devices = devices  # above 1 only where common.backends.DATA_PARALLEL lists this backend
+        # On TensorFlow, N devices are a MirroredStrategy (keras_impl/distribute.py), under whose
+        # scope the models, optimizers and GAN are made; on JAX a Keras distribution.
+        tensorflow = keras.backend.backend() == "tensorflow"
+        if tensorflow and devices > 1 and compile == "xla":
+            raise ConfigError(
+                "compile",
+                compile,
+                f"none with --devices {devices} on {name}: an XLA cluster runs on one device and cannot reach "
+                "the MirroredStrategy's copies of the variables on the others "
+                "(https://www.tensorflow.org/xla/known_issues, https://github.com/keras-team/keras/issues/18145)",
+            )
+        self.strategy = distribute.mirrored_strategy(devices) if tensorflow and devices > 1 else None
         if keras.backend.backend() == "jax":  # from here on every variable is replicated over the devices, or not
             keras.distribution.set_distribution(
                 keras.distribution.DataParallel(devices=keras.distribution.list_devices()[:devices])
@@ -47,19 +74,33 @@ class Backend:
 
     def build(self, config: Config) -> tuple[Generator, Discriminator]:
         g_seed, d_seed = network_seeds(config)
-        return Generator(config.model, seed=g_seed), Discriminator(config.model, seed=d_seed)
+        with self._scope():
+            networks = Generator(config.model, seed=g_seed), Discriminator(config.model, seed=d_seed)
+        per_device = config.model.bn_statistics == "per_device"
+        for network in networks:
+            if self.strategy is not None:  # each replica sees its shard: "global" sums statistics over replicas
+                for layer in _batch_norms(network):
+                    layer.synchronized = not per_device
+            elif per_device:  # one step sees the global batch (Keras-JAX's DataParallel): a group per device
+                set_bn_groups(network, self.devices)
+        return networks
 
     def trainer(self, config: Config) -> Trainer:
-        if config.model.bn_statistics == "per_device" and self.devices > 1:
-            raise ConfigError(
-                "model.bn_statistics",
-                "per_device",
-                f"global on {self.name}: per-device (ghost) batch norm is built for jax only so far",
-            )
         # Keras compiles the step itself: tf.function on TensorFlow (with XLA when "xla" is
         # asked for), jax.jit on JAX; on torch it runs eagerly.
         jit_compile = {"tensorflow": self.compile == "xla", "jax": True, "torch": False}[keras.backend.backend()]
-        return Trainer(config, *self.build(config), jit_compile=jit_compile, batch_first=self.devices > 1)
+        with self._scope():
+            return Trainer(
+                config,
+                *self.build(config),
+                jit_compile=jit_compile,
+                batch_first=self.devices > 1 and self.strategy is None,
+                strategy=self.strategy,
+            )
+
+    def _scope(self):
+        """The MirroredStrategy's scope, where variables are created mirrored; else nothing."""
+        return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
 
     def run_layers(self, network, inputs: np.ndarray, training: bool = True) -> list[tuple[str, str, np.ndarray]]:
         x = keras.ops.convert_to_tensor(nchw_to_nhwc(inputs), dtype=keras.config.floatx())
@@ -79,7 +120,13 @@ class Backend:
 class Trainer(backends.Trainer):
     """G, D and their Adam optimizers in a `GAN` (keras_impl/gan.py), stepped with
     `train_on_batch`, which runs keras_impl/step.py. Arrays cross this edge as NCHW and are
-    NHWC inside."""
+    NHWC inside.
+
+    With a tf.distribute `strategy` (made under its scope, by Backend.trainer), `prepare` splits
+    the batch into each replica's shard, and Keras's TensorFlow trainer runs the step on every
+    replica (strategy.run) and averages the logs: each is a tracker (keras_impl/gan.py's Mean)
+    whose variables, created in the scope, are "sum"-aggregated, so after train_on_batch has
+    reset them each replica's result is the mean over replicas of the replicas' values."""
 
     def __init__(
         self,
@@ -88,9 +135,10 @@ class Trainer(backends.Trainer):
         discriminator: Discriminator,
         jit_compile: bool = True,
         batch_first: bool = False,
+        strategy=None,
     ):
         o = config.optim
-        self.config, self.batch_first = config, batch_first
+        self.config, self.batch_first, self.strategy = config, batch_first, strategy
         self.generator, self.discriminator = generator, discriminator
         adam = dict(beta_1=o.beta1, beta_2=o.beta2, epsilon=o.eps)
         self.gan = GAN(generator, discriminator, config, batch_first=batch_first)
@@ -102,6 +150,8 @@ class Trainer(backends.Trainer):
         return None if array is None else np.ascontiguousarray(nchw_to_nhwc(array), dtype=keras.config.floatx())
 
     def prepare(self, reals: np.ndarray, z_d: np.ndarray, z_g: np.ndarray | None) -> tuple:
+        if self.strategy is not None:  # each replica's rows of the batch axis: 1 of reals and z_d, 0 of z_g
+            return distribute.split(self.strategy, tuple(self._array(a) for a in (reals, z_d, z_g)), axes=(1, 1, 0))
         if self.batch_first:  # DataParallel splits axis 0 of every input: N must come first, not k
             reals, z_d = np.swapaxes(reals, 0, 1), np.swapaxes(z_d, 0, 1)
             return tuple(None if a is None else self._array(a) for a in (reals, z_d, z_g))  # Keras distributes them

@@ -23,6 +23,8 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from keras_impl import distribute
+
 
 def mean(x, axis=None):
     """The mean as sum / count. Keras 3.15's ops.mean on JAX averages float64 in float32
@@ -47,25 +49,82 @@ class BatchNormalization(layers.BatchNormalization):
     variables: float32 under mixed_bfloat16, whose bfloat16 statistics would lose too much
     (as Keras's own layer does), and float64 in float64, where Keras's own
     result_type(dtype, "float32") is float32 on JAX and torch (Keras 3.15).
+
+    Data parallelism (model.bn_statistics):
+    * `groups` > 1 normalises each 1/groups of the batch by its own statistics ("ghost" batch
+      norm, as jax_impl/models.py's BatchNorm.groups) and moves the moving statistics by the
+      mean of the groups'. On Keras-JAX's DataParallel, whose step sees the global batch,
+      groups = devices gives each device its own shard's statistics.
+    * `synchronized` (Keras's own flag, TensorFlow only) takes the statistics of the global
+      batch of a tf.distribute strategy's replicas: the sums are all-reduced over replicas.
+      Keras's own synchronized moments compute E[x^2] - E[x]^2; this keeps the two passes.
+    * The moving statistics are "mean"-aggregated variables: under a tf.distribute strategy an
+      assignment in replica context sets every replica's copy to the mean of the replicas'
+      values (tf.VariableAggregation.MEAN), as per-device statistics need; synchronized ones
+      are equal on every replica already. Outside a strategy aggregation changes nothing.
     """
+
+    groups = 1
+
+    def add_weight(self, *args, trainable=True, **kwargs):
+        if not trainable:  # the moving statistics
+            kwargs["aggregation"] = "mean"
+        return super().add_weight(*args, trainable=trainable, **kwargs)
 
     def call(self, inputs, training=None, mask=None):
         inputs = ops.cast(inputs, self.moving_mean.dtype)
-        if training and self.trainable:
-            axes = self._reduction_axes
-            batch_mean = mean(inputs, axis=axes)
-            variance = mean(ops.square(inputs - batch_mean), axis=axes)
-            n = _count(inputs, batch_mean)
-            self.moving_mean.assign(self.moving_mean * self.momentum + batch_mean * (1.0 - self.momentum))
-            self.moving_variance.assign(
-                self.moving_variance * self.momentum + variance * (n / (n - 1.0)) * (1.0 - self.momentum)
-            )
-        else:
-            batch_mean, variance = self.moving_mean, self.moving_variance
+        if not (training and self.trainable):
+            return self._normalize(inputs, self.moving_mean, self.moving_variance)
+        parts = ops.split(inputs, self.groups) if self.groups > 1 else [inputs]
+        statistics = [self._statistics(part) for part in parts]
+        batch_mean = _average([m for m, _, _ in statistics])
+        unbiased = _average([variance * (n / (n - 1.0)) for _, variance, n in statistics])
+        self.moving_mean.assign(self.moving_mean * self.momentum + batch_mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + unbiased * (1.0 - self.momentum))
+        outputs = [self._normalize(part, m, variance) for part, (m, variance, _) in zip(parts, statistics)]
+        return outputs[0] if len(outputs) == 1 else ops.concatenate(outputs)
+
+    def _statistics(self, x):
+        """The mean, biased variance and count of each channel of x; with `synchronized`, of the
+        global batch of all replicas."""
+        axes = self._reduction_axes
+        if not self.synchronized:
+            batch_mean = mean(x, axis=axes)
+            return batch_mean, mean(ops.square(x - batch_mean), axis=axes), _count(x, batch_mean)
+        total = ops.sum(x, axis=axes)
+        n = distribute.all_sum(_count(x, total))
+        batch_mean = distribute.all_sum(total) / n
+        return batch_mean, distribute.all_sum(ops.sum(ops.square(x - batch_mean), axis=axes)) / n, n
+
+    def _normalize(self, x, batch_mean, variance):
         outputs = ops.batch_normalization(
-            inputs, batch_mean, variance, axis=-1, offset=self.beta, scale=self.gamma, epsilon=self.epsilon
+            x, batch_mean, variance, axis=-1, offset=self.beta, scale=self.gamma, epsilon=self.epsilon
         )
         return ops.cast(outputs, self.compute_dtype)
+
+
+def _average(values: list):
+    """The mean of a list of tensors (the one tensor itself, exactly, for a list of one)."""
+    return values[0] if len(values) == 1 else sum(values[1:], values[0]) / len(values)
+
+
+class Dropout(layers.Dropout):
+    """keras.layers.Dropout, with a different mask on each replica of a tf.distribute strategy.
+
+    Keras's Dropout draws its mask from its seed generator, whose state is mirrored, so every
+    replica would draw the same mask for its shard. Under a strategy each replica draws the
+    mask of the global batch (the same on every replica) and keeps its own rows of it: the
+    mask a single device draws for the global batch, so a data-parallel run is the
+    single-device run here too. One replica (every single-device run, and Keras-JAX, whose
+    step sees the global batch) takes Keras's own path."""
+
+    def call(self, inputs, training=False):
+        replicas, replica = distribute.replica()
+        if not (training and self.rate > 0) or replicas == 1:
+            return super().call(inputs, training=training)
+        size = ops.shape(inputs)[0]
+        mask = super().call(ops.ones((replicas * size, *inputs.shape[1:]), inputs.dtype), training=True)
+        return inputs * ops.slice(mask, (replica * size,) + (0,) * (len(inputs.shape) - 1), ops.shape(inputs))
 
 
 class LeakyReLU(layers.LeakyReLU):

@@ -17,7 +17,7 @@ from keras import layers
 
 from common.config import ModelConfig
 from common.spec import Init, Layer, NetworkSpec, discriminator_spec, generator_spec
-from keras_impl.layers import BatchNormalization, Conv2DTranspose, Dense, LeakyReLU, Tanh
+from keras_impl.layers import BatchNormalization, Conv2DTranspose, Dense, Dropout, LeakyReLU, Tanh
 
 
 class DrawnFlat(keras.initializers.Initializer):
@@ -107,7 +107,7 @@ def make_layers(layer: Layer, init: Init, seed: int) -> list[layers.Layer]:
             return [LeakyReLU(negative_slope=layer.negative_slope, name=name)]
         return [Tanh(name=name)] if layer.fn == "tanh" else [layers.Activation(layer.fn, name=name)]
     if layer.kind == "dropout":
-        return [layers.Dropout(layer.rate, seed=seed, name=name)]
+        return [Dropout(layer.rate, seed=seed, name=name)]
     if layer.kind == "reshape":  # view the vector as CHW, as PyTorch does, then move channels last
         return [layers.Reshape(layer.shape, name=f"{name}_chw"), layers.Permute((2, 3, 1), name=name)]
     if layer.kind == "flatten":  # channels first again, so the vector has PyTorch's order

@@ -17,6 +17,7 @@ from functools import partial
 import keras
 from keras import ops
 
+from keras_impl import distribute
 from keras_impl.gradients import value_and_grad
 from keras_impl.layers import mean
 
@@ -51,6 +52,23 @@ def g_loss(generator: keras.Model, discriminator: keras.Model, g_trainable, g_st
     return bce(logits, 1.0), (g_state, d_state, mean(ops.sigmoid(logits)))
 
 
+def replica_share(loss_fn):
+    """fn(*args) -> (loss, aux)  becomes  fn(*args) -> (loss / R, (loss, aux)): what each of R
+    replicas of a tf.distribute strategy differentiates. In replica context the optimizer SUMS
+    the replicas' gradients (MirroredStrategy all-reduces them before applying), so each
+    replica's loss, the mean over its shard, is divided by R for the sum to be the gradient of
+    the global batch's mean loss, as the TensorFlow guide "Custom training with
+    tf.distribute.Strategy" scales it. The unscaled loss is the replica's metric. One replica
+    (no strategy, or Keras-JAX, whose step sees the global batch) differentiates the loss itself."""
+    replicas, _ = distribute.replica()
+
+    def shared(*args):
+        loss, aux = loss_fn(*args)
+        return (loss if replicas == 1 else loss / replicas), (loss, aux)
+
+    return shared
+
+
 def values(variables) -> list:
     """The variables' current values as tensors (under a StatelessScope: the scope's values)."""
     return [ops.convert_to_tensor(v) for v in variables]
@@ -78,7 +96,7 @@ def train_step(
         )
         if z_g is not None or j < k - 1:  # with "reuse", the G step's forward pass makes this update
             _assign(generator.non_trainable_variables, g_state)
-        (loss_D, (d_state, D_x, D_G_z1)), grads = value_and_grad(partial(d_loss, discriminator))(
+        (_, (loss_D, (d_state, D_x, D_G_z1))), grads = value_and_grad(replica_share(partial(d_loss, discriminator)))(
             values(discriminator.trainable_variables),
             values(discriminator.non_trainable_variables),
             reals[j],
@@ -91,7 +109,9 @@ def train_step(
     # G's forward pass again, from the state before fake_{k-1} was made when reusing it:
     # train-mode BN normalises with batch statistics, so the images are the same, and G's BN
     # statistics are updated once for them. Through the updated D, in train mode.
-    (loss_G, (g_state, d_state, D_G_z2)), grads = value_and_grad(partial(g_loss, generator, discriminator))(
+    (_, (loss_G, (g_state, d_state, D_G_z2))), grads = value_and_grad(
+        replica_share(partial(g_loss, generator, discriminator))
+    )(
         values(generator.trainable_variables),
         values(generator.non_trainable_variables),
         values(discriminator.trainable_variables),

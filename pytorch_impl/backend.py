@@ -29,10 +29,15 @@ class Backend:
 
     def __init__(self, name: str = "torch", precision: str = "float32", compile: str | None = None, devices: int = 1):
         self.name, self.precision, self.compile = name, precision, compile
-        self.devices = devices  # 1: common.backends.load_backend offers more only where DATA_PARALLEL lists it
+        self.devices = devices
         self.dtype = DTYPES[precision]
         self.device = "gpu" if torch.cuda.is_available() else "cpu"
-        self.torch_device = torch.device("cuda" if self.device == "gpu" else "cpu")
+        if devices > 1:  # one process per device, under torchrun (pytorch_impl/distributed.py)
+            from pytorch_impl.distributed import init_process_group
+
+            self.torch_device = init_process_group(devices)
+        else:
+            self.torch_device = torch.device("cuda" if self.device == "gpu" else "cpu")
         # Strict float32 unless TF32 is asked for (cuDNN's convolutions default to TF32).
         tf32 = precision == "tf32"
         torch.backends.cuda.matmul.allow_tf32 = tf32
@@ -45,9 +50,13 @@ class Backend:
         )
 
     def trainer(self, config: Config) -> Trainer:
-        return Trainer(
-            config, *self.build(config), device=self.torch_device, precision=self.precision, compile=self.compile
-        )
+        options = dict(device=self.torch_device, precision=self.precision, compile=self.compile)
+        if self.devices > 1:
+            from pytorch_impl.distributed import DistributedTrainer, check_bn_statistics
+
+            check_bn_statistics(config, self.torch_device)
+            return DistributedTrainer(config, *self.build(config), **options)
+        return Trainer(config, *self.build(config), **options)
 
     @torch.no_grad()
     def run_layers(self, network, inputs: np.ndarray, training: bool = True) -> list[tuple[str, str, np.ndarray]]:

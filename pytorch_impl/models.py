@@ -10,10 +10,52 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from common.config import ModelConfig
 from common.spec import Init, Layer, NetworkSpec, discriminator_spec, generator_spec
+
+
+class GhostBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """PyTorch's batch norm; with `groups` > 1, in training, each 1/groups of the batch is
+    normalised by its own statistics ("ghost" batch norm), and the running statistics move by
+    the mean of the groups'. That is what model.bn_statistics = "per_device" computes on
+    `groups` DDP processes (pytorch_impl/distributed.py), on one device: the reference the
+    data-parallel tests hold DDP to."""
+
+    groups = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.groups == 1 or not self.training:
+            return super().forward(x)
+        # Each group moves copies of the statistics (batch norm's backward pass keeps the
+        # tensors it was given, so the buffers themselves are not updated in place mid-pass).
+        outputs, moved = [], []
+        for chunk in x.chunk(self.groups):
+            mean, var = self.running_mean.clone(), self.running_var.clone()
+            outputs.append(F.batch_norm(chunk, mean, var, self.weight, self.bias, True, self.momentum, self.eps))
+            moved.append((mean, var))
+        with torch.no_grad():
+            self.running_mean.copy_(torch.stack([m for m, _ in moved]).mean(0))
+            self.running_var.copy_(torch.stack([v for _, v in moved]).mean(0))
+            self.num_batches_tracked.add_(1)
+        return torch.cat(outputs)
+
+
+class BatchNorm1d(GhostBatchNorm, nn.BatchNorm1d):
+    pass
+
+
+class BatchNorm2d(GhostBatchNorm, nn.BatchNorm2d):
+    pass
+
+
+def set_bn_groups(network: nn.Module, groups: int) -> None:
+    """Every batch norm of `network` normalises each 1/groups of its batch on its own."""
+    for module in network.modules():
+        if isinstance(module, GhostBatchNorm):
+            module.groups = groups
 
 
 def make_layer(layer: Layer) -> nn.Module:
@@ -29,7 +71,7 @@ def make_layer(layer: Layer) -> nn.Module:
             layer.in_channels, layer.out_channels, layer.kernel, layer.stride, layer.padding, bias=layer.bias
         )
     if layer.kind == "batch_norm":
-        norm = nn.BatchNorm2d if len(layer.in_shape) == 3 else nn.BatchNorm1d
+        norm = BatchNorm2d if len(layer.in_shape) == 3 else BatchNorm1d
         return norm(layer.features, eps=layer.eps, momentum=layer.momentum)
     if layer.kind == "activation":
         return (

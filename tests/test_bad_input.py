@@ -327,6 +327,18 @@ CASES = [
         _without("keras"),
     ),
     case(
+        "train-devices-keras-torch",
+        f"{TRAIN} --backend keras-torch --devices 2",
+        "--devices=2",
+        "1 on keras-torch: Keras 3.15's distribution API",
+    ),
+    case(  # refused before torchrun starts a process
+        "train-devices-torch-global-statistics-on-cpu",
+        f"{TRAIN} --backend torch --devices 2",
+        "model.bn_statistics='global'",
+        "per_device on torch's CPU",
+    ),
+    case(
         "sample-backend-not-installed",
         "sample --checkpoint {ckpt} --backend jax --out {tmp}/grid.png",
         "backend='jax'",

@@ -32,6 +32,8 @@ LAZY_EXCEPTIONS = {
     # on Keras-JAX, Conv2DTranspose uses jax_impl's transposed convolution, whose gradient XLA's CPU
     # backend computes far faster than that of Keras's own lax.conv_transpose (docs/benchmarks.md)
     "keras_impl/layers.py": {"jax_impl"},
+    # data parallelism on Keras-TensorFlow is tf.distribute's MirroredStrategy, which Keras 3 wraps no API around
+    "keras_impl/distribute.py": {"tensorflow"},
     # `dcgan eval` measures every backend's samples in one feature space: pytorch_impl's classifier
     "common/quality/evaluate.py": {"pytorch_impl"},
     "common/quality/features.py": {"pytorch_impl"},

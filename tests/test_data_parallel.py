@@ -1,16 +1,20 @@
 """`dcgan train --devices N`: on two CPU devices the data-parallel run is the single-device
 run of the same global batch, in float64 within the parity suite's tolerance; the replicas
 stay bit-identical; its checkpoints open on one device and back; `--resume` continues it
-exactly. JAX and Keras on JAX here, in one process with two CPU devices (jax_num_cpu_devices);
-the backends that cannot yet are refused by name.
+exactly. JAX and Keras on JAX in one process with two CPU devices (jax_num_cpu_devices);
+Keras on TensorFlow with two logical CPU devices (MirroredStrategy); PyTorch's DDP in two
+processes under torchrun (gloo), which on CPU offers per-device statistics only; Keras on
+torch, which has no distribution API, is refused by name.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +28,8 @@ from common.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# In a process of its own: JAX takes its CPU device count before it first runs.
+# In a process of its own: JAX takes its CPU device count, and TensorFlow its logical CPU
+# devices, before they first run; the Keras backend is one per process.
 SCRIPT = """
 import json, sys
 import numpy as np
@@ -42,7 +47,10 @@ inputs = [(rng.uniform(-1, 1, (1, 8, 1, 28, 28)), iteration_noise(config, step, 
 def trained(config, devices, groups=1):
     trainer = load_backend(name, "float64", devices=devices).trainer(config)
     if groups > 1:  # ghost batch norm on one device
-        from jax_impl.backend import set_bn_groups
+        if name == "jax":
+            from jax_impl.backend import set_bn_groups
+        else:
+            from keras_impl.backend import set_bn_groups
         for network in (trainer.generator, trainer.discriminator):
             set_bn_groups(network, groups)
     for reals, noise in inputs:
@@ -53,6 +61,12 @@ def difference(a, b):
     return max(float(np.max(np.abs(a[k] - b[k]))) for k in a if a[k].dtype.kind == "f")
 
 def replicas(trainer):
+    if name == "keras-tensorflow":  # every mirrored variable's copies
+        gan = trainer.gan
+        variables = [*trainer.generator.variables, *trainer.discriminator.variables, *gan.d_optimizer.variables,
+                     *gan.g_optimizer.variables, gan.seed_generator.state]
+        copies = [[np.asarray(c) for c in trainer.strategy.experimental_local_results(v.value)] for v in variables]
+        return sorted({len(c) for c in copies}), all(all(np.array_equal(c[0], x) for x in c[1:]) for c in copies)
     if name == "keras-jax":
         leaves = [v.value for v in trainer.generator.weights + trainer.discriminator.weights]
     else:
@@ -64,7 +78,7 @@ def replicas(trainer):
     return sorted({len(s) for s in shards}), all(all(np.array_equal(s[0], t) for t in s[1:]) for s in shards)
 
 results = {}
-for name in sys.argv[2:]:  # jax first: the process's two CPU devices are asked for before JAX runs
+for name in sys.argv[2:]:  # each asks for two devices before its framework first runs
     out = sys.argv[1] + "/" + name
     parallel = trained(config, 2)  # per-device batch 4, global 8
     found = {}
@@ -72,16 +86,9 @@ for name in sys.argv[2:]:  # jax first: the process's two CPU devices are asked 
     a = parallel.state_dict()
     found["global"] = difference(a, trained(config, 1).state_dict())  # the global batch, 8, on one device
     per_device = make_config("mnist28", {**tiny, "model.bn_statistics": "per_device"})
-    if name == "jax":
-        own = trained(per_device, 2).state_dict()
-        found["per_device"] = difference(own, trained(per_device, 1, groups=2).state_dict())
-        found["per_device_vs_global"] = difference(own, a)
-    else:
-        from common.errors import ConfigError
-        try:
-            load_backend(name, "float64", devices=2).trainer(per_device)
-        except ConfigError as err:
-            found["per_device_refused"] = str(err)
+    own = trained(per_device, 2).state_dict()
+    found["per_device"] = difference(own, trained(per_device, 1, groups=2).state_dict())
+    found["per_device_vs_global"] = difference(own, a)
 
     moved = load_backend(name, "float64").trainer(config)  # a data-parallel state on one device, and back
     moved.load_state_dict(a)
@@ -102,21 +109,105 @@ print(json.dumps(results))
 """
 
 
+# Each of torchrun's two processes runs this: DDP against ghost batch norm on one device (svhn32:
+# no dropout, whose masks each process draws on its own), the stop both processes agree on, and
+# `dcgan train --devices 2` as one of torchrun's processes; process 0 reports.
+TORCH_SCRIPT = """
+import json, signal, sys
+import numpy as np
+import torch.distributed as dist
+from common.algorithm import iteration_noise
+from common.backends import load_backend
+from common.cli import main
+from common.errors import ConfigError
+from common.presets import make_config
+from pytorch_impl.models import set_bn_groups
+
+out = sys.argv[1]
+tiny = {"model.ngf": 4, "model.ndf": 4, "optim.batch_size": 4}
+config = make_config("svhn32", {**tiny, "model.bn_statistics": "per_device"})
+rng = np.random.default_rng(0)
+inputs = [(rng.uniform(-1, 1, (1, 8, 3, 32, 32)), iteration_noise(config, step, 8)) for step in range(2)]
+
+def trained(config, devices, groups=1):
+    trainer = load_backend("torch", "float64", devices=devices).trainer(config)
+    for network in (trainer.generator, trainer.discriminator):
+        set_bn_groups(network, groups)
+    for reals, noise in inputs:
+        trainer.train_step(reals, noise.z_d, noise.z_g)
+    return trainer
+
+def difference(a, b):
+    return max(float(np.max(np.abs(a[k] - b[k]))) for k in b if b[k].dtype.kind == "f")
+
+found = {}
+parallel = trained(config, 2)
+a = parallel.state_dict()
+rank = dist.get_rank()
+np.savez(f"{out}/rank{rank}.npz", **{k: v for k, v in a.items() if not k.startswith("rng.")})
+found["per_device"] = difference(a, trained(config, 1, groups=2).state_dict())
+found["per_device_vs_global"] = difference(a, trained(make_config("svhn32", tiny), 1).state_dict())
+try:
+    load_backend("torch", "float64", devices=2).trainer(make_config("svhn32", tiny))
+except ConfigError as err:
+    found["global_refused"] = str(err)
+moved = load_backend("torch", "float64").trainer(config)  # a data-parallel state on one device, and back
+moved.load_state_dict(a)
+parallel.load_state_dict(moved.state_dict())
+b = parallel.state_dict()
+found["round_trip_exact"] = all(np.array_equal(b[k], a[k]) for k in a if not k.startswith("rng.torch.rank"))
+found["agreed_stop"] = parallel.should_stop(signal.SIGTERM if rank == 1 else None)
+
+run = ["--backend", "torch", "--preset", "svhn32", "--dataset", "fake", "--set", "model.ngf=4", "--set",
+       "model.ndf=4", "--set", "model.bn_statistics=per_device", "--batch-size", "4", "--devices", "2",
+       "--no-progress", "--checkpoint-every", "2"]
+found["codes"] = [
+    main(["train", *run, "--steps", "4", "--out", out + "/straight"]),
+    main(["train", *run, "--steps", "2", "--out", out + "/resumed"]),
+]
+if rank == 0:
+    print(json.dumps(found))
+"""
+
+
+def _run(command: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def _jax_and_keras(out: Path, names: list[str]) -> dict:
+    return json.loads(_run([sys.executable, "-c", SCRIPT, str(out), *names]).stdout.strip().splitlines()[-1])
+
+
+def _torch(out: Path) -> dict:
+    """TORCH_SCRIPT under torchrun; then the user's commands: `dcgan` starts torchrun itself,
+    at the width the run's checkpoint records, and a data-parallel checkpoint samples on one device."""
+    out.mkdir()
+    script = out / "ddp_check.py"
+    script.write_text(TORCH_SCRIPT)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    found = json.loads(_run([*torchrun, "--local-ranks-filter=0", str(script), str(out)]).stdout.splitlines()[-1])
+    resume = ["train", "--resume", "--steps", "4", "--no-progress", "--out", str(out / "resumed")]
+    sample = ["sample", "--checkpoint", str(out / "straight"), "--out", str(out / "grid.png")]
+    for command in (resume, sample):
+        found["codes"].append(_run([sys.executable, "-m", "common.cli", *command]).returncode)
+    return found
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict:
-    """Every data-parallel backend, in one process with two CPU devices."""
+    """Every data-parallel backend, three processes at once: JAX and Keras-JAX in one with two
+    CPU devices, Keras-TensorFlow in one with two logical CPU devices, torch's DDP as two."""
     out = tmp_path_factory.mktemp("data-parallel")
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(out), *DATA_PARALLEL],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    found = json.loads(done.stdout.strip().splitlines()[-1])
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        jobs = [
+            pool.submit(_jax_and_keras, out, ["jax", "keras-jax"]),
+            pool.submit(_jax_and_keras, out, ["keras-tensorflow"]),
+            pool.submit(lambda: {"torch": _torch(out / "torch")}),
+        ]
+        found = {name: result for job in jobs for name, result in job.result().items()}
     return {name: {**found[name], "out": out / name, "backend": name} for name in DATA_PARALLEL}
 
 
@@ -126,22 +217,32 @@ def run(request, runs) -> dict:
 
 
 def test_two_devices_compute_the_single_device_run_of_the_global_batch(run):
-    """model.bn_statistics "global": the global batch's statistics, as on one device."""
+    """model.bn_statistics "global": the global batch's statistics, as on one device; DDP
+    offers them through SyncBatchNorm, on GPUs only, and refuses them on CPU by name."""
+    if run["backend"] == "torch":
+        assert "model.bn_statistics='global': per_device on torch's CPU" in run["global_refused"]
+        return
     assert run["global"] <= TOLERANCES["float64"]["5 iterations"].limit
 
 
 def test_per_device_statistics_are_ghost_batch_norm_on_one_device(run):
     """model.bn_statistics "per_device": each device's shard, which on one device is BN over
     each half of the batch; a different function from "global", by far more than rounding."""
-    if run["backend"] != "jax":  # not built there yet: refused by name
-        assert "model.bn_statistics='per_device': global on keras-jax" in run["per_device_refused"]
-        return
     assert run["per_device"] <= TOLERANCES["float64"]["5 iterations"].limit
     assert run["per_device_vs_global"] > 1e-6
 
 
 def test_replicas_stay_bit_identical_on_every_device(run):
+    if run["backend"] == "torch":  # each process's state after training
+        ranks = [np.load(run["out"] / f"rank{r}.npz") for r in (0, 1)]
+        assert ranks[0].files and all(np.array_equal(ranks[0][k], ranks[1][k]) for k in ranks[0].files)
+        return
     assert run["devices_holding_each_parameter"] == [2] and run["replicas_identical"]
+
+
+def test_a_signal_in_one_process_stops_every_process_after_the_same_iteration(runs):
+    """With a process per device (torch's DDP), SIGTERM seen by process 1 alone stops process 0 too."""
+    assert runs["torch"]["agreed_stop"] == signal.SIGTERM
 
 
 def test_checkpoints_move_between_one_and_two_devices_and_resume_exactly(run):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common import checkpoint
+from common import backends, checkpoint
 from common.algorithm import bce_with_logits, fixed_noise, iteration_noise
 from common.cli import main
 from common.errors import ConfigError
@@ -164,7 +164,7 @@ def test_resume_takes_preset_and_backend_from_the_run(tmp_path, capsys):
     assert "holds a svhn32 run on keras-jax" in capsys.readouterr().err
 
 
-class _NumpyTrainer:
+class _NumpyTrainer(backends.Trainer):
     """A stand-in backend for the loop's own behaviour: counts steps, diverges when told to."""
 
     def __init__(self, diverge_at: int | None):
