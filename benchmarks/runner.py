@@ -10,6 +10,7 @@ whichever ran last. Only one worker computes at any moment; the others wait on a
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -25,6 +26,7 @@ from benchmarks.environment import environment
 from benchmarks.flops import iteration_flops, largest_layer
 from benchmarks.modes import MODES, Mode, skip_reason
 from benchmarks.peak import FRAMEWORKS, vendor_peak
+from common.backends import LAUNCHERS
 from common.presets import make_config
 
 MIN_BLOCK_S = 0.05  # a timed block runs enough iterations to last this long (one, on a CPU)
@@ -57,6 +59,15 @@ def worker_env(device: str, compile_cache: Path) -> dict[str, str]:
     return env
 
 
+def _launcher(job: dict) -> list[str]:
+    """How `python -m` starts the worker: itself, or torchrun where the mode's data
+    parallelism runs a process per device (torch's DDP), whose process 0 answers."""
+    backend = MODES[job["mode"]].backend if "mode" in job else None
+    if job.get("devices", 1) > 1 and backend in LAUNCHERS:
+        return importlib.import_module(LAUNCHERS[backend]).python_m(job["devices"])
+    return []
+
+
 class Worker:
     """One worker process and its JSON-lines pipe."""
 
@@ -65,7 +76,7 @@ class Worker:
         self.stderr_path = log_dir / f"{job.get('mode', job.get('framework'))}-{job['precision']}.log"
         with open(self.stderr_path, "w") as stderr:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.worker", json.dumps(job)],
+                [sys.executable, "-m", *_launcher(job), "benchmarks.worker", json.dumps(job)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=stderr,

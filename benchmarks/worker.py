@@ -38,12 +38,19 @@ def make_batch(config, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     return reals, noise.z_d, noise.z_g
 
 
+def job_config(job: dict):
+    """The preset at the job's batch size (per device). On several devices, per-device BN
+    statistics on every backend: what DDP computes, and the one both engines offer on CPU."""
+    several = {"model.bn_statistics": "per_device"} if job.get("devices", 1) > 1 else {}
+    return make_config(job["preset"], {"optim.batch_size": job["batch_size"], **several})
+
+
 def build(job: dict):
     """(trainer, "") or (None, why the mode cannot run on the job's device here): the framework
     runs on another device, or load_backend refuses the mode's precision or compiler there
     (TF32 in a framework that sees no GPU). Frameworks are imported here."""
     mode = MODES[job["mode"]]
-    config = make_config(job["preset"], {"optim.batch_size": job["batch_size"]})
+    config = job_config(job)
     if mode.name == "reference-loop":
         if job.get("devices", 1) > 1:
             return None, "the tutorials' loop runs on one device"
@@ -100,7 +107,24 @@ def peak_memory(job: dict) -> tuple[int, str]:
         import tensorflow as tf
 
         return tf.config.experimental.get_memory_info("GPU:0")["peak"], "gpu allocator peak"
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak RSS of the worker process"
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if _process_group() is None:
+        return rss, "peak RSS of the worker process"
+    import torch
+    import torch.distributed as dist
+
+    total = torch.tensor([rss], dtype=torch.int64)
+    dist.all_reduce(total)
+    return int(total.item()), f"peak RSS summed over the {dist.get_world_size()} worker processes"
+
+
+def _process_group():
+    """torch.distributed, where this worker is one of torchrun's processes; else None."""
+    if "WORLD_SIZE" not in os.environ:
+        return None
+    import torch.distributed as dist
+
+    return dist if dist.is_initialized() else None
 
 
 def run_block(trainer, batch, iterations: int):
@@ -117,7 +141,7 @@ def serve(job: dict, send, receive) -> None:
     if trainer is None:
         send({"status": "skipped", "reason": reason})
         return
-    config = make_config(job["preset"], {"optim.batch_size": job["batch_size"]})
+    config = job_config(job)
     batch = trainer.prepare(*make_batch(config, job["batch_size"] * job.get("devices", 1)))  # the global batch
     compile_s, outputs = run_block(trainer, batch, 1)
     warmup_s = [run_block(trainer, batch, 1)[0] for _ in range(job["warmup"])]
@@ -145,13 +169,21 @@ def main() -> None:
     out = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # frameworks' prints go to stderr
 
+    rank = int(os.environ.get("RANK", 0))  # under torchrun: process 0 talks to the runner
+
     def send(message: dict) -> None:
-        out.write(json.dumps(message) + "\n")
-        out.flush()
+        if rank == 0:
+            out.write(json.dumps(message) + "\n")
+            out.flush()
 
     def receive() -> dict:
-        line = sys.stdin.readline()
-        return json.loads(line) if line else {"do": "stop"}
+        message = [None]
+        if rank == 0:
+            line = sys.stdin.readline()
+            message[0] = json.loads(line) if line else {"do": "stop"}
+        if (dist := _process_group()) is not None:  # the other processes do as process 0 is told
+            dist.broadcast_object_list(message, src=0)
+        return message[0]
 
     try:
         if job.get("kind") == "peak":

@@ -502,3 +502,17 @@ def test_profile_lists_the_ops_of_a_torch_mode():
         [sys.executable, "-m", "benchmarks.profile", "--mode", "jax-jit"], cwd=ROOT, capture_output=True, text=True
     )
     assert refused.returncode == 2 and "jax-jit" in refused.stderr and "torch-eager" in refused.stderr
+
+
+def test_a_process_per_device_mode_is_timed_through_its_first_process(tmp_path):
+    """torch at --devices 2: the worker runs as two processes under torchrun, process 0 answers
+    the runner, the other does as it is told, and the memory is the two processes' sum."""
+    command = [sys.executable, "-m", "benchmarks", "--preset", "mnist28", "--batch-size", "2", "--devices", "2",
+               "--modes", "torch-eager", "--repeats", "1", "--warmup", "0", "--device", "cpu", "--no-peak",
+               "--json", str(tmp_path / "bench.json")]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (record,) = json.loads((tmp_path / "bench.json").read_text())["records"]
+    assert (record["status"], record["devices"], record["batch_size"]) == ("ok", 2, 2), record
+    assert record["images_per_s"] == pytest.approx(4 / record["median_s"]) and record["finite"]
+    assert record["peak_mem_kind"] == "peak RSS summed over the 2 worker processes"
