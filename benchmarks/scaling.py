@@ -137,7 +137,7 @@ def plot(results: dict, path: Path) -> None:
     found = series(results["records"])
     modes = [m for m in MODES if any(key[0] == m for key in found)]
     colours = dict(zip(modes, plt.get_cmap("tab10").colors))
-    fig, (speed, memory) = plt.subplots(1, 2, figsize=(13, 5.5))
+    fig, (speed, memory) = plt.subplots(1, 2, figsize=(13, 6.5))
     for (mode, preset), points in sorted(found.items(), key=lambda kv: (modes.index(kv[0][0]), kv[0][1])):
         marker, style = PRESET_STYLE.get(preset, ("x", "-."))
         batch = [r["batch_size"] for r in points]
@@ -152,13 +152,14 @@ def plot(results: dict, path: Path) -> None:
         ax.set_xlabel("batch size")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
-    speed.legend(fontsize=6, ncol=2, loc="lower right")
     speed.set_title("throughput", fontsize=10)
     memory.set_title("memory", fontsize=10)
     env = results["environment"]
     device = env["gpus"][0] if env["gpus"] else f"{env['cpu']['model']}, {env['cpu']['usable_cpus']} CPUs"
     fig.suptitle(f"DCGAN training iteration against batch size, float32: {device}", fontsize=10)
-    fig.tight_layout()
+    # Below both panels, one column per mode: inside, it hid lines wherever it was put.
+    fig.legend(*speed.get_legend_handles_labels(), loc="lower center", ncol=len(modes), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
