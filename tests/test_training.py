@@ -3,9 +3,9 @@ processes (Keras fixes its backend per process), all backends at once.
 
 For each backend and two tiny presets (mnist28: fresh noise, dropout, k = 2; dcgan64: the
 G update reuses D's fakes), three runs: 4 iterations straight; 2 iterations then --resume
-to 4; and `dcgan sample` from the finished run. A run that is stopped (SIGTERM), then
-really killed (SIGKILL) twice, at different points, and resumed each time, must end with
-the weights of the same run left alone, bit for bit. And a scored run: 2 iterations
+to 4; and `dcgan sample` from the finished run. A run that is really killed (SIGKILL),
+stopped (SIGTERM) and killed again, at different points, and resumed each time, must end
+with the weights of the same run left alone, bit for bit. And a scored run: 2 iterations
 of a tiny mnist28 on the real Fashion-MNIST with --eval-every and --tensorboard, then
 `dcgan eval` of its checkpoint, on the same backend. And `fit` on each Keras backend's GAN.
 """
@@ -18,6 +18,7 @@ import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -41,26 +42,28 @@ CASES = {
 
 # Runs `dcgan` commands in-process (common.cli.main) in one interpreter: a process per backend
 # and phase instead of one per command, since starting Python with a framework costs seconds.
-# The resume runs in a process of its own, as a user's `--resume` would.
+# The resume runs in a process of its own, as a user's `--resume` would. Each command's result
+# is a line of the results file as soon as it ends, so a process killed in its last command
+# keeps the others'.
 COMMANDS_SCRIPT = """
 import contextlib, io, json, sys, traceback
 from common.cli import main
 
-done = []
-for args in json.loads(sys.argv[1]):
-    err, out = io.StringIO(), {}
-    with contextlib.redirect_stderr(err):
-        try:
-            if args[0] == "fit":  # not a dcgan command: FIT_CHECK, in the process that already has Keras
-                exec(FIT_CHECK, {"backend_name": args[1], "out": out})
-                code = 0
-            else:
-                code = main(args)
-        except BaseException:
-            traceback.print_exc()
-            code = -1
-    done.append({"args": args, "code": code, "stderr": err.getvalue(), **out})
-print(json.dumps(done))
+with open(sys.argv[2], "a") as results:
+    for args in json.loads(sys.argv[1]):
+        err, out = io.StringIO(), {}
+        with contextlib.redirect_stderr(err):
+            try:
+                if args[0] == "fit":  # not a dcgan command: FIT_CHECK, in the process that already has Keras
+                    exec(FIT_CHECK, {"backend_name": args[1], "out": out})
+                    code = 0
+                else:
+                    code = main(args)
+            except BaseException:
+                traceback.print_exc()
+                code = -1
+        results.write(json.dumps({"args": args, "code": code, "stderr": err.getvalue(), **out}) + "\\n")
+        results.flush()
 """
 
 
@@ -79,20 +82,21 @@ out["changed"] = any(not np.array_equal(b, np.array(v)) for b, v in zip(before, 
 """
 
 
-def _dcgan(*commands: list[str], stop: tuple[Path, int] | None = None) -> list[dict]:
-    """Runs each command's `dcgan` arguments, in order, in one fresh process. With `stop`
-    (metrics.jsonl of one of the runs, a line count), SIGTERM reaches the process once that
-    file has that many lines: the run that writes it stops, the commands after it go on."""
+def _dcgan(*commands: list[str], signals: tuple = ()) -> tuple[list[dict], int, str]:
+    """Runs each command's `dcgan` arguments, in order, in one fresh process; returns the
+    results of the commands that ended, the process's exit code and its stderr. `signals`:
+    (metrics.jsonl of one of the runs, a line count, a signal), each sent to the process, in
+    order, once that file has that many lines."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
     script = f"FIT_CHECK = {FIT_CHECK!r}\n{COMMANDS_SCRIPT}"
-    command = [sys.executable, "-c", script, json.dumps(commands)]
-    with subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as run:
-        if stop is not None:
-            _signal_after(run, *stop, signal.SIGTERM)
-        stdout, stderr = run.communicate()
-    if run.returncode != 0:
-        return [{"args": ["(process)"], "code": run.returncode, "stderr": stderr[-3000:]}]
-    return json.loads(stdout.strip().splitlines()[-1])
+    with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as results, tempfile.TemporaryFile("w+") as err:
+        command = [sys.executable, "-c", script, json.dumps(commands), results.name]
+        with subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err) as run:
+            for metrics, lines, signum in signals:
+                _signal_after(run, metrics, lines, signum)
+            run.wait()
+        err.seek(0)
+        return [json.loads(line) for line in results.read().splitlines()], run.returncode, err.read()[-3000:]
 
 
 def _signal_after(process: subprocess.Popen, metrics: Path, lines: int, signum: int) -> None:
@@ -158,17 +162,17 @@ def _scored(backend: str, root: Path) -> tuple[list[list[str]], Path]:
     ], run  # fmt: skip
 
 
-# The stopped run: KILL_STEPS iterations, a checkpoint after each. SIGTERM stops it in the
-# chain's first process once metrics.jsonl has 4 lines; then each of KILLS' processes resumes
-# it and is killed once the file has AFTER lines (the signal lands wherever the run is by then:
-# in a step, a save, a metrics line); the chain's last process resumes it to the end.
+# The stopped run: KILL_STEPS iterations, a checkpoint after each, killed (SIGKILL) as the last
+# command of the chain's first process once metrics.jsonl has 4 lines; resumed in the second,
+# stopped (SIGTERM, which main catches) at 12 lines, resumed again in the same process after
+# the other runs' resumes and killed at 20 lines; resumed to the end in the third. Each signal
+# lands wherever the run is by then: in a step, a save, a metrics line.
 KILL_STEPS = 30
-STOP_AFTER = 4
-KILLS = ((signal.SIGKILL, 12), (signal.SIGKILL, 20))
+KILLS = ((4, signal.SIGKILL), (12, signal.SIGTERM), (20, signal.SIGKILL))
 
 
 def _killed(backend: str, root: Path) -> tuple[list[str], list[str], Path]:
-    """The stopped run's first command, the reference run's, and the stopped run's directory."""
+    """The stopped run's command, the reference run's, and the stopped run's directory."""
     out = root / f"{backend}-killed"
     tiny = ["--backend", backend, "--preset", "mnist28", "--dataset", "fake", "--no-progress", *CASES["mnist28"]]
     train = ["train", *tiny, "--steps", str(KILL_STEPS), "--checkpoint-every", "1", "--out", str(out)]
@@ -176,56 +180,53 @@ def _killed(backend: str, root: Path) -> tuple[list[str], list[str], Path]:
     return train, reference, out
 
 
-def _kill_resumes(train: list[str], root: Path, backend: str) -> list[dict]:
-    """Each of KILLS: `train --resume` in a process of its own, killed after AFTER lines."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
-    metrics = Path(train[-1]) / "metrics.jsonl"
-    stopped = []
-    for index, (signum, after) in enumerate(KILLS):
-        command = [sys.executable, "-m", "common.cli", *train, "--resume"]
-        with open(root / f"{backend}-killed-{index}.err", "w+") as err:
-            process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
-            _signal_after(process, metrics, after, signum)
-            process.wait(timeout=600)
-            err.seek(0)
-            stopped.append({"signal": signum, "after": after, "code": process.returncode, "stderr": err.read()})
-    return stopped
-
-
 def _chain(backend: str, root: Path) -> dict:
-    """Every preset of CASES on one backend, the stopped run and the scored run: one process
-    for the first runs (the stopped run's SIGTERM among them), one for each kill, one for the
-    resumes."""
+    """Every preset of CASES on one backend, the stopped run and the scored run, in three
+    processes: the first runs (the stopped run killed last), the resumes, the last resume."""
     planned = {preset: _commands(backend, preset, root) for preset in CASES}
     scored, scored_dir = _scored(backend, root)
-    stopped_train, reference, killed_dir = _killed(backend, root)
+    train, reference, killed_dir = _killed(backend, root)
+    metrics = killed_dir / "metrics.jsonl"
     fit = [["fit", backend]] if backend.startswith("keras-") else []
     firsts = [command for commands, _, _ in planned.values() for command in commands]
-    first = _dcgan(*firsts, *scored, stopped_train, reference, *fit, stop=(killed_dir / "metrics.jsonl", STOP_AFTER))
-    fitted = first.pop() if fit and first[-1]["args"] == fit[0] else None
-    stopped = first[len(firsts) + len(scored)] if len(first) > 1 else first[0]
-    stopped = [{"signal": signal.SIGTERM, "after": STOP_AFTER, "code": stopped["code"], "stderr": stopped["stderr"]}]
-    stopped += _kill_resumes(stopped_train, root, backend)
-    last_resume = ["train", "--resume", "--out", str(killed_dir), "--steps", str(KILL_STEPS), "--no-progress"]
-    resumes = _dcgan(*[resume for _, resume, _ in planned.values()], last_resume)
-    died = [done for done in (first, resumes) if done[0]["args"] == ["(process)"]]
+    resumes = [resume for _, resume, _ in planned.values()]
+    final = ["train", "--resume", "--out", str(killed_dir), "--steps", str(KILL_STEPS), "--no-progress"]
+    kill, term = [(metrics, *KILLS[0])], [(metrics, *k) for k in KILLS[1:]]
+    first = _dcgan(*firsts, *scored, reference, *fit, train, signals=kill)
+    second = _dcgan([*train, "--resume"], *resumes, [*train, "--resume"], signals=term)
+    third = _dcgan(final)
+    first_done, second_done = first[0], second[0]
+    stopped_by_term = second_done[0] if second_done and second_done[0]["args"][-1] == "--resume" else None
+    stopped = [
+        {"signal": KILLS[0][1], "after": KILLS[0][0], "code": first[1], "stderr": first[2]},
+        {"signal": KILLS[1][1], "after": KILLS[1][0], **(stopped_by_term or {"code": None, "stderr": second[2]})},
+        {"signal": KILLS[2][1], "after": KILLS[2][0], "code": second[1], "stderr": second[2]},
+    ]
+    second_done = second_done[1:]
+    fitted = next((done for done in first_done if done["args"] == ["fit", backend]), None)
+    at = {"scored": len(firsts), "reference": len(firsts) + len(scored)}
     results = {
         (backend, "fit"): fitted,
         (backend, "killed"): {
             "run": killed_dir,
             "reference": root / f"{backend}-unkilled",
             "stopped": stopped,
-            "runs": died[0] if died else [first.pop(), resumes.pop()],
+            "runs": _ran([reference], first_done[at["reference"] :], first[2]) + _ran([final], third[0], third[2]),
         },
     }
     for index, (preset, (_, _, dirs)) in enumerate(planned.items()):
-        runs = died[0] if died else first[3 * index : 3 * index + 3] + resumes[index : index + 1]
+        runs = _ran(firsts[3 * index : 3 * index + 3], first_done[3 * index : 3 * index + 3], first[2])
+        runs += _ran(resumes[index : index + 1], second_done[index : index + 1], second[2])
         results[(backend, preset)] = {**dirs, "runs": runs}
-    results[(backend, "scored")] = {
-        "run": scored_dir,
-        "runs": died[0] if died else first[len(firsts) : len(firsts) + len(scored)],
-    }
+    runs = _ran(scored, first_done[at["scored"] : at["reference"]], first[2])
+    results[(backend, "scored")] = {"run": scored_dir, "runs": runs}
     return results
+
+
+def _ran(commands: list[list[str]], done: list[dict], stderr: str) -> list[dict]:
+    """The results of `commands`: those the process reported, and for each it never reached,
+    a failure that shows the process's stderr."""
+    return done[: len(commands)] + [{"args": c, "code": "never ran", "stderr": stderr} for c in commands[len(done) :]]
 
 
 @pytest.fixture(scope="module")
