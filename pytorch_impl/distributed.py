@@ -35,6 +35,7 @@ The GAN's DDP pitfalls, and the choice made for each:
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import torch
@@ -68,8 +69,11 @@ def launch(devices: int, argv: list[str], config: Config) -> int:
     try:
         run(args)
     except ChildFailedError as err:
-        _, first = err.get_first_failure()
-        return first.exitcode if first.exitcode > 0 else 128 - first.exitcode  # -n: killed by signal n
+        rank, first = err.get_first_failure()
+        code = first.exitcode if first.exitcode > 0 else 128 - first.exitcode  # -n: killed by signal n
+        if rank != 0:  # only process 0's output is shown, so say which other one failed
+            print(f"dcgan: error: process {rank} of {devices} failed first (exit code {code})", file=sys.stderr)
+        return code
     except SignalException as err:  # torchrun passed the signal on; the processes saved and stopped
         return 128 + err.sigval
     return 0
