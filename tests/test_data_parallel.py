@@ -28,37 +28,47 @@ from common.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# In a process of its own: JAX takes its CPU device count, and TensorFlow its logical CPU
-# devices, before they first run; the Keras backend is one per process.
-SCRIPT = """
-import json, sys
+# What both scripts share: trained(...) runs two iterations of `batches` (global batches of 8)
+# in float64 on `devices` devices, or ghost batch norm over `groups` on one; difference(a, b)
+# is the largest float difference over b's keys.
+SHARED = """
+import importlib, json, signal, sys
 import numpy as np
-from common import checkpoint
 from common.algorithm import iteration_noise
 from common.backends import load_backend
 from common.cli import main
+from common.errors import ConfigError
 from common.presets import make_config
 
-tiny = {"model.ngf": 4, "model.ndf": 4, "optim.batch_size": 4}
-config = make_config("mnist28", tiny)
-rng = np.random.default_rng(0)
-inputs = [(rng.uniform(-1, 1, (1, 8, 1, 28, 28)), iteration_noise(config, step, 8)) for step in range(2)]
+GHOST_BN = {"jax": "jax_impl.backend", "keras-jax": "keras_impl.backend",
+            "keras-tensorflow": "keras_impl.backend", "torch": "pytorch_impl.models"}  # set_bn_groups
 
-def trained(config, devices, groups=1):
+def batches(config):
+    m = config.model
+    rng = np.random.default_rng(0)
+    shape = (1, 8, m.channels, m.image_size, m.image_size)
+    return [(rng.uniform(-1, 1, shape), iteration_noise(config, step, 8)) for step in range(2)]
+
+def trained(name, config, devices, groups=1):
     trainer = load_backend(name, "float64", devices=devices).trainer(config)
     if groups > 1:  # ghost batch norm on one device
-        if name == "jax":
-            from jax_impl.backend import set_bn_groups
-        else:
-            from keras_impl.backend import set_bn_groups
         for network in (trainer.generator, trainer.discriminator):
-            set_bn_groups(network, groups)
-    for reals, noise in inputs:
+            importlib.import_module(GHOST_BN[name]).set_bn_groups(network, groups)
+    for reals, noise in batches(config):
         trainer.train_step(reals, noise.z_d, noise.z_g)
     return trainer
 
 def difference(a, b):
-    return max(float(np.max(np.abs(a[k] - b[k]))) for k in a if a[k].dtype.kind == "f")
+    return max(float(np.max(np.abs(a[k] - b[k]))) for k in b if b[k].dtype.kind == "f")
+"""
+
+# In a process of its own: JAX takes its CPU device count, and TensorFlow its logical CPU
+# devices, before they first run; the Keras backend is one per process.
+SCRIPT = (
+    SHARED
+    + """
+tiny = {"model.ngf": 4, "model.ndf": 4, "optim.batch_size": 4}
+config = make_config("mnist28", tiny)
 
 def replicas(trainer):
     if name == "keras-tensorflow":  # every mirrored variable's copies
@@ -80,14 +90,14 @@ def replicas(trainer):
 results = {}
 for name in sys.argv[2:]:  # each asks for two devices before its framework first runs
     out = sys.argv[1] + "/" + name
-    parallel = trained(config, 2)  # per-device batch 4, global 8
+    parallel = trained(name, config, 2)  # per-device batch 4, global 8
     found = {}
     found["devices_holding_each_parameter"], found["replicas_identical"] = replicas(parallel)
     a = parallel.state_dict()
-    found["global"] = difference(a, trained(config, 1).state_dict())  # the global batch, 8, on one device
+    found["global"] = difference(a, trained(name, config, 1).state_dict())  # the global batch, 8, on one device
     per_device = make_config("mnist28", {**tiny, "model.bn_statistics": "per_device"})
-    own = trained(per_device, 2).state_dict()
-    found["per_device"] = difference(own, trained(per_device, 1, groups=2).state_dict())
+    own = trained(name, per_device, 2).state_dict()
+    found["per_device"] = difference(own, trained(name, per_device, 1, groups=2).state_dict())
     found["per_device_vs_global"] = difference(own, a)
 
     moved = load_backend(name, "float64").trainer(config)  # a data-parallel state on one device, and back
@@ -107,46 +117,28 @@ for name in sys.argv[2:]:  # each asks for two devices before its framework firs
     results[name] = found
 print(json.dumps(results))
 """
+)
 
 
 # Each of torchrun's two processes runs this: DDP against ghost batch norm on one device (svhn32:
 # no dropout, whose masks each process draws on its own), the stop both processes agree on, and
 # `dcgan train --devices 2` as one of torchrun's processes; process 0 reports.
-TORCH_SCRIPT = """
-import json, signal, sys
-import numpy as np
+TORCH_SCRIPT = (
+    SHARED
+    + """
 import torch.distributed as dist
-from common.algorithm import iteration_noise
-from common.backends import load_backend
-from common.cli import main
-from common.errors import ConfigError
-from common.presets import make_config
-from pytorch_impl.models import set_bn_groups
 
 out = sys.argv[1]
 tiny = {"model.ngf": 4, "model.ndf": 4, "optim.batch_size": 4}
 config = make_config("svhn32", {**tiny, "model.bn_statistics": "per_device"})
-rng = np.random.default_rng(0)
-inputs = [(rng.uniform(-1, 1, (1, 8, 3, 32, 32)), iteration_noise(config, step, 8)) for step in range(2)]
-
-def trained(config, devices, groups=1):
-    trainer = load_backend("torch", "float64", devices=devices).trainer(config)
-    for network in (trainer.generator, trainer.discriminator):
-        set_bn_groups(network, groups)
-    for reals, noise in inputs:
-        trainer.train_step(reals, noise.z_d, noise.z_g)
-    return trainer
-
-def difference(a, b):
-    return max(float(np.max(np.abs(a[k] - b[k]))) for k in b if b[k].dtype.kind == "f")
 
 found = {}
-parallel = trained(config, 2)
+parallel = trained("torch", config, 2)
 a = parallel.state_dict()
 rank = dist.get_rank()
 np.savez(f"{out}/rank{rank}.npz", **{k: v for k, v in a.items() if not k.startswith("rng.")})
-found["per_device"] = difference(a, trained(config, 1, groups=2).state_dict())
-found["per_device_vs_global"] = difference(a, trained(make_config("svhn32", tiny), 1).state_dict())
+found["per_device"] = difference(a, trained("torch", config, 1, groups=2).state_dict())
+found["per_device_vs_global"] = difference(a, trained("torch", make_config("svhn32", tiny), 1).state_dict())
 try:
     load_backend("torch", "float64", devices=2).trainer(make_config("svhn32", tiny))
 except ConfigError as err:
@@ -168,6 +160,7 @@ found["codes"] = [
 if rank == 0:
     print(json.dumps(found))
 """
+)
 
 
 def _run(command: list[str]) -> subprocess.CompletedProcess:
