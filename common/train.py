@@ -173,7 +173,11 @@ def _train(config: Config, backend_name: str, run_dir: Path, options: RunOptions
                 if step + 1 < total:  # prepare the next batch while this step runs
                     upcoming = prefetch.submit(_iteration_inputs, dataset, schedule, config, step + 1)
                 t0 = time.perf_counter()
-                metrics = {k: float(v) for k, v in trainer.train_step(reals, noise.z_d, noise.z_g).items()}
+                try:
+                    metrics = {k: float(v) for k, v in trainer.train_step(reals, noise.z_d, noise.z_g).items()}
+                except BaseException:  # the step may have updated part of the state (D, not G): never saved
+                    saved = step
+                    raise
                 seconds = time.perf_counter() - t0
                 if not all(math.isfinite(v) for v in metrics.values()):
                     try:
@@ -230,7 +234,7 @@ def _train(config: Config, backend_name: str, run_dir: Path, options: RunOptions
             bar.close()
             if board is not None:
                 board.close()
-            if step > saved:  # never lose work: the last finished iteration is always saved
+            if step > saved:  # never lose work: the last finished iteration is saved, unless a step failed after it
                 save_checkpoint(step, elapsed + time.perf_counter() - session_start)
     if writer:
         run.write_summaries(f"{config.preset} on {backend_name}, {config.data.dataset}")

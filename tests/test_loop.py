@@ -167,11 +167,13 @@ def test_resume_takes_preset_and_backend_from_the_run(tmp_path, capsys):
 class _NumpyTrainer(backends.Trainer):
     """A stand-in backend for the loop's own behaviour: counts steps, diverges when told to."""
 
-    def __init__(self, diverge_at: int | None):
-        self.steps, self.diverge_at = np.zeros((), np.int64), diverge_at
+    def __init__(self, diverge_at: int | None, fail_at: int | None = None):
+        self.steps, self.diverge_at, self.fail_at = np.zeros((), np.int64), diverge_at, fail_at
 
     def train_step(self, reals, z_d, z_g):
         self.steps = self.steps + 1
+        if self.steps == self.fail_at:  # half-way through its update, as D's before G's
+            raise RuntimeError("Gloo all-reduce failed: Connection reset by peer")
         value = float("nan") if self.steps == self.diverge_at else 1.0
         return {"loss_D": value, "loss_G": 0.5, "D_x": 0.5, "D_G_z1": 0.5, "D_G_z2": 0.5}
 
@@ -215,6 +217,23 @@ def test_a_diverged_run_stops_cleanly_and_keeps_its_last_checkpoint(tmp_path, mo
     assert RunDir(tmp_path / "run").saved_steps() == [2, 4]  # nothing saved from the diverged state
     arrays, _ = checkpoint.load(RunDir(tmp_path / "run").checkpoint_path(4))
     assert int(arrays["steps"]) == 4
+
+
+def test_a_step_that_fails_half_way_is_not_saved(tmp_path, monkeypatch):
+    """A step that raises (a peer process lost, memory) may have updated part of the state, so
+    the loop saves nothing after it: the last checkpoint stays the run's latest, whole."""
+    from types import SimpleNamespace
+
+    from common import train as train_module
+
+    backend = SimpleNamespace(trainer=lambda config: _NumpyTrainer(diverge_at=None, fail_at=6))
+    monkeypatch.setattr(train_module, "load_backend", lambda *args: backend)
+    out = tmp_path / "run"
+    args = ["train", "--preset", "mnist28", "--dataset", "fake", "--batch-size", "8", "--steps", "8"]
+    with pytest.raises(RuntimeError, match="Connection reset by peer"):
+        main([*args, "--checkpoint-every", "4", "--no-progress", "--out", str(out)])
+    assert RunDir(out).saved_steps() == [4]  # not iteration 5 with 6's half update in it
+    assert int(checkpoint.load(RunDir(out).checkpoint_path(4))[0]["steps"]) == 4
 
 
 @pytest.mark.parametrize("rollbacks", [1, 2])
