@@ -26,7 +26,7 @@ from benchmarks.environment import environment
 from benchmarks.flops import iteration_flops, largest_layer
 from benchmarks.modes import MODES, Mode, skip_reason
 from benchmarks.peak import FRAMEWORKS, vendor_peak
-from common.backends import LAUNCHERS
+from common.backends import LAUNCHERS, PROCESS_PER_DEVICE
 from common.presets import make_config
 
 MIN_BLOCK_S = 0.05  # a timed block runs enough iterations to last this long (one, on a CPU)
@@ -63,8 +63,9 @@ def _launcher(job: dict) -> list[str]:
     """How `python -m` starts the worker: itself, or torchrun where the mode's data
     parallelism runs a process per device (torch's DDP), whose process 0 answers."""
     backend = MODES[job["mode"]].backend if "mode" in job else None
-    if job.get("devices", 1) > 1 and backend in LAUNCHERS:
-        return importlib.import_module(LAUNCHERS[backend]).python_m(job["devices"])
+    devices = job.get("devices", 1)
+    if backend in PROCESS_PER_DEVICE and devices > 1:
+        return importlib.import_module(LAUNCHERS[backend]).python_m(devices)
     return []
 
 

@@ -54,7 +54,7 @@ def cmd_describe(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int | None:
-    from common.backends import launcher
+    from common.backends import join, launcher, processes
     from common.rundir import RunDir
     from common.train import RunOptions, train
 
@@ -78,9 +78,14 @@ def cmd_train(args: argparse.Namespace) -> int | None:
     else:  # a new run; or a mismatch, which train() refuses by name
         config = make_config(args.preset, overrides)
     devices = args.devices or (run.saved_devices() if args.resume else 1)
-    start = launcher(args.backend, devices)
-    if start is not None:  # a process per device (torch's DDP): this command again, in each
-        return start(devices, [*args.argv, *([] if args.devices else ["--devices", str(devices)])], config)
+    count = processes(args.backend, devices, args.processes, args.process_id)
+    if args.coordinator and args.process_id is None:
+        raise ConfigError("--coordinator", args.coordinator, "given with --process-id (each process's own)")
+    if args.process_id is not None:  # one of the processes, started by a launcher or by hand
+        join(args.backend, devices, count, args.process_id, args.coordinator)
+    start = launcher(args.backend, count)
+    if start is not None:  # several processes (torch's DDP; jax's --processes): this command again, in each
+        return start(devices, count, [*args.argv, *([] if args.devices else ["--devices", str(devices)])], config)
     options = RunOptions(
         steps=args.steps,
         epochs=args.epochs,
@@ -313,6 +318,24 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         help="data-parallel devices (default 1, or the run's on --resume): the global batch is N x --batch-size, "
         "split over N devices by the framework's own engine (torch: one process per device, under torchrun)",
+    )
+    train.add_argument(
+        "--processes",
+        type=positive_int,
+        help="processes the devices are spread over, each holding devices / processes: torch's DDP runs one "
+        "per device; jax 1 by default, or several joined by jax.distributed, started on this host by dcgan",
+    )
+    train.add_argument(
+        "--process-id",
+        type=non_negative_int,
+        help="this is process I of --processes, started by hand on several hosts (jax; "
+        "jax_impl/distributed.py shows the commands); without it dcgan starts the processes here",
+    )
+    train.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="with --process-id: process 0's address, which every process can reach "
+        "(default: JAX_COORDINATOR_ADDRESS, or what JAX detects under Slurm, Open MPI or Kubernetes)",
     )
     train.add_argument("--tensorboard", action="store_true", help="also write TensorBoard events to OUT/tensorboard")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from common import backends, canonical
@@ -38,18 +39,20 @@ DATA_AXIS = "data"  # the mesh axis the batch is split along
 
 
 def data_parallel_mesh(devices: int) -> Mesh:
-    """A one-axis mesh of the first `devices` devices. On a CPU JAX shows one device unless
-    jax_num_cpu_devices asks for more, which only works before JAX runs anything."""
-    try:
-        jax.config.update("jax_num_cpu_devices", devices)
-    except RuntimeError:  # JAX already running in this process: only the devices it has
-        pass
+    """A one-axis mesh of the first `devices` devices, of every process (jax_impl/distributed.py).
+    On a CPU JAX shows one device unless jax_num_cpu_devices asks for more, which only works
+    before JAX runs anything; with several processes, joining them asked for this one's."""
+    if not jax.distributed.is_initialized():
+        try:
+            jax.config.update("jax_num_cpu_devices", devices)
+        except RuntimeError:  # JAX already running in this process: only the devices it has
+            pass
     found = jax.devices()
     if len(found) < devices:
         raise ConfigError(
             "--devices",
             devices,
-            f"at most the {len(found)} {jax.default_backend()} device(s) JAX has in this process "
+            f"at most the {len(found)} {jax.default_backend()} device(s) JAX has "
             "(on a CPU, ask for the devices before JAX first runs: in a new process)",
         )
     return Mesh(np.array(found[:devices]), (DATA_AXIS,))
@@ -122,7 +125,10 @@ class Backend:
 
 
 class Trainer(backends.Trainer):
-    """G, D and their Adam optimizers; `train_step` runs jax_impl/step.py."""
+    """G, D and their Adam optimizers; `train_step` runs jax_impl/step.py.
+
+    With several processes (jax_impl/distributed.py) every process runs each step over the
+    global Mesh; the state is replicated, so each reads its own copy of it (`_local`)."""
 
     def __init__(
         self,
@@ -140,6 +146,17 @@ class Trainer(backends.Trainer):
         self.d_optimizer = nnx.Optimizer(discriminator, optax.adam(o.lr_d, **adam), wrt=nnx.Param)
         self._replicate()
 
+    @property
+    def writer(self) -> bool:
+        return jax.process_index() == 0
+
+    def should_stop(self, requested: int | None) -> int | None:
+        """With several processes, the highest signal any of them received, so all stop after
+        the same iteration (the steps are collectives every process must run)."""
+        if jax.process_count() == 1:
+            return requested
+        return int(multihost_utils.process_allgather(np.int32(requested or 0)).max()) or None
+
     def _replicate(self) -> None:
         """Data parallelism: every device of the mesh holds the whole state. The jitted step
         then runs SPMD on batches sharded along their batch axis; XLA adds the all-reduces,
@@ -148,19 +165,20 @@ class Trainer(backends.Trainer):
         if self.mesh is not None:
             replicated = NamedSharding(self.mesh, PartitionSpec())
             for module in (self.generator, self.discriminator, self.g_optimizer, self.d_optimizer):
-                nnx.update(module, jax.device_put(nnx.state(module), replicated))
+                nnx.update(module, jax.tree.map(lambda x: _global(x, replicated), nnx.state(module)))
 
     def _array(self, array: np.ndarray | None, images: bool = False, batch_axis: int | None = None):
         """A canonical batch on the device at this trainer's precision; images (..., C, H, W)
-        become (..., H, W, C). With a mesh, `batch_axis` is split over its devices."""
+        become (..., H, W, C). With a mesh, `batch_axis` is split over its devices; each process
+        holds the whole global batch and hands JAX its own devices' rows of it."""
         if array is None:
             return None
-        array = jnp.asarray(np.moveaxis(array, -3, -1) if images else array, dtype=self.dtype)
         if self.mesh is None or batch_axis is None:
-            return array
+            return jnp.asarray(np.moveaxis(array, -3, -1) if images else array, dtype=self.dtype)
+        array = np.asarray(np.moveaxis(array, -3, -1) if images else array, dtype=self.dtype)
         spec = [None] * array.ndim
         spec[batch_axis] = DATA_AXIS
-        return jax.device_put(array, NamedSharding(self.mesh, PartitionSpec(*spec)))
+        return _global(array, NamedSharding(self.mesh, PartitionSpec(*spec)))
 
     def prepare(self, reals: np.ndarray, z_d: np.ndarray, z_g: np.ndarray | None) -> tuple:
         # reals (k, N, H, W, C) and z_d (k, N, latent) split along N; z_g (N, latent) too
@@ -176,11 +194,17 @@ class Trainer(backends.Trainer):
         jax.block_until_ready(outputs)
 
     def sample(self, z: np.ndarray) -> np.ndarray:
-        self.generator.eval()  # BN normalises with its running statistics
+        """G in eval mode; with several processes, this process's copy on its first device, so
+        that process 0 samples alone."""
+        generator = self.generator
+        if jax.process_count() > 1:
+            graph, state = nnx.split(generator)
+            generator = nnx.merge(graph, jax.tree.map(_local, state))
+        generator.eval()  # BN normalises with its running statistics
         try:
-            return nhwc_to_nchw(np.asarray(self.generator(self._array(z)))).astype(np.float32)
+            return nhwc_to_nchw(np.asarray(generator(self._array(z)))).astype(np.float32)
         finally:
-            self.generator.train()
+            generator.train()
 
     def gradients(self, real: np.ndarray, z: np.ndarray) -> dict[str, np.ndarray]:
         """See common/backends.py: canonical gradients of loss_D (D's) and loss_G (G's)."""
@@ -225,17 +249,17 @@ class Trainer(backends.Trainer):
         arrays = {}
         for role, network, optimizer in self._roles():
             for e in canonical.entries(self.config, role):
-                arrays[e.key] = to_canonical(e.layer.kind, e.name, _variable(network, e)[...])
+                arrays[e.key] = to_canonical(e.layer.kind, e.name, _local(_variable(network, e)[...]))
             adam = dict(nnx.to_flat_state(nnx.state(optimizer)))
-            arrays[canonical.step_key(role)] = np.array(adam[("opt_state", 0, "count")][...], dtype=np.int64)
+            arrays[canonical.step_key(role)] = np.array(_local(adam[("opt_state", 0, "count")][...]), dtype=np.int64)
             for path, entry in self._parameter_entries(role).items():
                 for field, moment in MOMENTS.items():
-                    value = adam[("opt_state", 0, field, *path)][...]
+                    value = _local(adam[("opt_state", 0, field, *path)][...])
                     arrays[canonical.moment_key(role, moment, entry)] = to_canonical(
                         entry.layer.kind, entry.name, value
                     )
             for path, variable in nnx.to_flat_state(nnx.state(network, nnx.RngState)):
-                value = variable[...]
+                value = _local(variable[...])
                 if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
                     value = jax.random.key_data(value)  # a typed key has no numpy form; its raw bits do
                 arrays[_rng_key(role, path)] = np.asarray(value)
@@ -275,6 +299,20 @@ class Trainer(backends.Trainer):
             if restored:
                 nnx.update(network, nnx.from_flat_state(restored))
         self._replicate()
+
+
+def _global(array: jax.Array, sharding: NamedSharding) -> jax.Array:
+    """`array`, whole and equal on every process, as one array of `sharding` over every process's
+    devices: each process gives its own devices their parts (device_put reaches its own alone)."""
+    if jax.dtypes.issubdtype(array.dtype, jax.dtypes.prng_key):  # a typed key: its raw bits, wrapped again
+        return jax.random.wrap_key_data(_global(jax.random.key_data(array), sharding), impl=jax.random.key_impl(array))
+    host = np.asarray(array)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def _local(array: jax.Array) -> jax.Array:
+    """This process's copy of a replicated array: what it reads without the other processes."""
+    return array if array.is_fully_addressable else array.addressable_data(0)
 
 
 # Outside the training step, jitted too: run eagerly, JAX compiles and runs each op on its own.

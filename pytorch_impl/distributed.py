@@ -53,9 +53,10 @@ def launched() -> bool:
     return "WORLD_SIZE" in os.environ
 
 
-def launch(devices: int, argv: list[str], config: Config) -> int:
+def launch(devices: int, processes: int, argv: list[str], config: Config) -> int:
     """Runs `python -m common.cli ARGV` as `devices` processes under torchrun on this host;
     returns the exit code of the first process that failed, or 0. Only process 0 prints.
+    `processes` is `devices`: one per device.
     `config`, the run's, is checked first, so a refusal comes before any process starts."""
     check_bn_statistics(config, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     from torch.distributed.elastic.multiprocessing.api import SignalException

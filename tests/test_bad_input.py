@@ -339,6 +339,42 @@ CASES = [
         "per_device on torch's CPU",
     ),
     case(
+        "train-processes-not-dividing-devices",
+        f"{TRAIN} --backend jax --devices 3 --processes 2",
+        "--processes=2",
+        "a divisor of --devices 3",
+    ),
+    case(
+        "train-processes-on-keras",
+        f"{TRAIN} --backend keras-jax --devices 2 --processes 2",
+        "--processes=2",
+        "1 on keras-jax: its data parallelism runs in one process",
+    ),
+    case(
+        "train-processes-torch-not-one-per-device",
+        f"{TRAIN} --backend torch --devices 2 --processes 1",
+        "--processes=1",
+        "2 on torch, one per device",
+    ),
+    case(
+        "train-process-id-out-of-range",
+        f"{TRAIN} --backend jax --devices 2 --processes 2 --process-id 2",
+        "--process-id=2",
+        "0 to 1, one per process",
+    ),
+    case(
+        "train-process-id-on-torch",
+        f"{TRAIN} --backend torch --devices 2 --process-id 0",
+        "--process-id=0",
+        "none on torch: torchrun numbers its processes",
+    ),
+    case(
+        "train-coordinator-without-process-id",
+        f"{TRAIN} --backend jax --devices 2 --processes 2 --coordinator localhost:1234",
+        "--coordinator='localhost:1234'",
+        "given with --process-id",
+    ),
+    case(
         "sample-backend-not-installed",
         "sample --checkpoint {ckpt} --backend jax --out {tmp}/grid.png",
         "backend='jax'",

@@ -1,7 +1,8 @@
 """`dcgan train --devices N`: on two CPU devices the data-parallel run is the single-device
 run of the same global batch, in float64 within the parity suite's tolerance; the replicas
 stay bit-identical; its checkpoints open on one device and back; `--resume` continues it
-exactly. JAX and Keras on JAX in one process with two CPU devices (jax_num_cpu_devices);
+exactly. JAX and Keras on JAX in one process with two CPU devices (jax_num_cpu_devices), and
+JAX in two processes of one CPU device each (jax.distributed, gloo);
 Keras on TensorFlow with two logical CPU devices (MirroredStrategy); PyTorch's DDP in two
 processes under torchrun (gloo), which on CPU offers per-device statistics only; Keras on
 torch, which has no distribution API, is refused by name.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -90,8 +92,17 @@ def replicas(trainer):
 results = {}
 for name in sys.argv[2:]:  # each asks for two devices before its framework first runs
     out = sys.argv[1] + "/" + name
-    parallel = trained(name, config, 2)  # per-device batch 4, global 8
     found = {}
+    # The user's commands first, in float32: float64 (below) is a process-wide setting of JAX and Keras.
+    run = ["--backend", name, "--preset", "mnist28", "--dataset", "fake", "--set", "model.ngf=4", "--set",
+           "model.ndf=4", "--batch-size", "4", "--devices", "2", "--no-progress", "--checkpoint-every", "2"]
+    found["codes"] = [
+        main(["train", *run, "--steps", "4", "--out", out + "/straight"]),
+        main(["train", *run, "--steps", "2", "--out", out + "/resumed"]),
+        main(["train", "--resume", "--steps", "4", "--no-progress", "--out", out + "/resumed"]),  # its 2 devices
+        main(["sample", "--checkpoint", out + "/straight", "--out", out + "/grid.png"]),  # one device
+    ]
+    parallel = trained(name, config, 2)  # per-device batch 4, global 8
     found["devices_holding_each_parameter"], found["replicas_identical"] = replicas(parallel)
     a = parallel.state_dict()
     found["global"] = difference(a, trained(name, config, 1).state_dict())  # the global batch, 8, on one device
@@ -106,14 +117,6 @@ for name in sys.argv[2:]:  # each asks for two devices before its framework firs
     back.load_state_dict(moved.state_dict())
     found["round_trip_exact"] = all(np.array_equal(back.state_dict()[k], a[k]) for k in a)
 
-    run = ["--backend", name, "--preset", "mnist28", "--dataset", "fake", "--set", "model.ngf=4", "--set",
-           "model.ndf=4", "--batch-size", "4", "--devices", "2", "--no-progress", "--checkpoint-every", "2"]
-    found["codes"] = [
-        main(["train", *run, "--steps", "4", "--out", out + "/straight"]),
-        main(["train", *run, "--steps", "2", "--out", out + "/resumed"]),
-        main(["train", "--resume", "--steps", "4", "--no-progress", "--out", out + "/resumed"]),  # its 2 devices
-        main(["sample", "--checkpoint", out + "/straight", "--out", out + "/grid.png"]),  # one device
-    ]
     results[name] = found
 print(json.dumps(results))
 """
@@ -163,6 +166,40 @@ if rank == 0:
 )
 
 
+# Each of two processes, one CPU device each, joined by jax.distributed, runs this: the global
+# batch over both against one device, the stop both agree on, and `dcgan train --processes 2`
+# as one of the processes started by hand (--process-id); process 0 reports.
+JAX_PROCESSES_SCRIPT = (
+    SHARED
+    + """
+from common.backends import join
+
+out, process_id, coordinator = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+join("jax", 2, 2, process_id, coordinator)
+tiny = {"model.ngf": 4, "model.ndf": 4, "optim.batch_size": 4}
+config = make_config("mnist28", tiny)
+
+found = {}
+# The user's commands first, in float32: float64 (below) is a process-wide setting of JAX.
+run = ["--backend", "jax", "--preset", "mnist28", "--dataset", "fake", "--set", "model.ngf=4", "--set",
+       "model.ndf=4", "--batch-size", "4", "--devices", "2", "--processes", "2", "--process-id", str(process_id),
+       "--coordinator", coordinator, "--no-progress", "--checkpoint-every", "2"]
+found["codes"] = [
+    main(["train", *run, "--steps", "4", "--out", out + "/straight"]),
+    main(["train", *run, "--steps", "2", "--out", out + "/resumed"]),
+]
+
+parallel = trained("jax", config, 2)
+a = parallel.state_dict()
+np.savez(f"{out}/process{process_id}.npz", **a)
+found["global"] = difference(a, trained("jax", config, 1).state_dict())  # on this process's device alone
+found["agreed_stop"] = parallel.should_stop(signal.SIGTERM if process_id == 1 else None)
+if process_id == 0:
+    print(json.dumps(found))
+"""
+)
+
+
 def _run(command: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
@@ -189,19 +226,44 @@ def _torch(out: Path) -> dict:
     return found
 
 
+def _jax_processes(out: Path) -> dict:
+    """JAX_PROCESSES_SCRIPT as two processes; then the user's commands: `dcgan train
+    --processes 2` starts both itself, and their checkpoint samples on one device."""
+    out.mkdir()
+    coordinator = f"127.0.0.1:{_free_port()}"
+    command = [sys.executable, "-c", JAX_PROCESSES_SCRIPT, str(out)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        done = list(pool.map(lambda i: _run([*command, str(i), coordinator]), (0, 1)))
+    found = json.loads(done[0].stdout.strip().splitlines()[-1])
+    resume = ["train", "--resume", "--steps", "4", "--processes", "2", "--no-progress", "--out", str(out / "resumed")]
+    sample = ["sample", "--checkpoint", str(out / "straight"), "--out", str(out / "grid.png")]
+    for command in (resume, sample):
+        found["codes"].append(_run([sys.executable, "-m", "common.cli", *command]).returncode)
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict:
-    """Every data-parallel backend, three processes at once: JAX and Keras-JAX in one with two
-    CPU devices, Keras-TensorFlow in one with two logical CPU devices, torch's DDP as two."""
+    """Every data-parallel backend, four jobs at once: JAX and Keras-JAX in one process with two
+    CPU devices, Keras-TensorFlow in one with two logical CPU devices, torch's DDP as two
+    processes, and JAX as two processes of one device each."""
     out = tmp_path_factory.mktemp("data-parallel")
-    with ThreadPoolExecutor(max_workers=3) as pool:
+    with ThreadPoolExecutor(max_workers=4) as pool:
         jobs = [
             pool.submit(_jax_and_keras, out, ["jax", "keras-jax"]),
             pool.submit(_jax_and_keras, out, ["keras-tensorflow"]),
             pool.submit(lambda: {"torch": _torch(out / "torch")}),
+            pool.submit(lambda: {"jax-processes": _jax_processes(out / "jax-processes")}),
         ]
         found = {name: result for job in jobs for name, result in job.result().items()}
-    return {name: {**found[name], "out": out / name, "backend": name} for name in DATA_PARALLEL}
+    names = [*DATA_PARALLEL, "jax-processes"]
+    return {name: {**found[name], "out": out / name, "backend": name} for name in names}
 
 
 @pytest.fixture(params=list(DATA_PARALLEL))
@@ -252,3 +314,28 @@ def test_checkpoints_move_between_one_and_two_devices_and_resume_exactly(run):
 def test_backends_without_data_parallelism_refuse_by_name(backend):
     with pytest.raises(ConfigError, match=f"--devices=2: 1 on {backend}"):
         load_backend(backend, devices=2)
+
+
+def test_jax_in_two_processes_computes_the_single_device_run_of_the_global_batch(runs):
+    """jax.distributed: two processes of one CPU device each, gloo between them, run the same
+    step over the Mesh of both devices; each process holds the same state."""
+    found = runs["jax-processes"]
+    assert found["global"] <= TOLERANCES["float64"]["5 iterations"].limit
+    processes = [np.load(found["out"] / f"process{i}.npz") for i in (0, 1)]
+    assert processes[0].files and all(np.array_equal(processes[0][k], processes[1][k]) for k in processes[0].files)
+    assert found["agreed_stop"] == signal.SIGTERM
+
+
+def test_jax_in_two_processes_is_the_run_of_one_process_with_two_devices_and_resumes_exactly(runs):
+    """`dcgan train --processes 2` started by hand (--process-id) and by dcgan itself (the
+    resume): the checkpoint process 0 wrote equals the one-process run's on two devices."""
+    found = runs["jax-processes"]
+    assert found["codes"] == [0, 0, 0, 0]
+    step4 = [
+        checkpoint.load(RunDir(path).checkpoint_path(4))
+        for path in (found["out"] / "straight", found["out"] / "resumed", runs["jax"]["out"] / "straight")
+    ]
+    (a, metadata), (b, _), (one_process, _) = step4
+    assert metadata["devices"] == "2" and all(np.array_equal(a[k], b[k]) for k in a)
+    assert all(np.array_equal(a[k], one_process[k]) for k in one_process)
+    assert (found["out"] / "grid.png").exists()
