@@ -54,7 +54,7 @@ def join(devices: int, processes: int, process_id: int, coordinator: str | None)
     jax.config.update("jax_num_cpu_devices", devices // processes)  # a CPU's devices; a GPU's are its own
     try:
         jax.distributed.initialize(coordinator, num_processes=processes, process_id=process_id)
-    except ValueError as err:  # JAX names what it could not find: the coordinator's address
+    except (ValueError, RuntimeError) as err:  # no address found, or none answered in time
         raise ConfigError(
             "--coordinator",
             coordinator,
