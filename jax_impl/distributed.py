@@ -64,24 +64,25 @@ def join(devices: int, processes: int, process_id: int, coordinator: str | None)
 
 def launch(devices: int, processes: int, argv: list[str], config: Config) -> int:
     """Runs `python -m common.cli ARGV --process-id I` for I < `processes` on this host, with
-    a coordinator on a free local port; returns the exit code of the first process that
-    failed, or 0. Only process 0 prints; another's error output is shown if it fails first.
-    SIGINT and SIGTERM are passed on once to every process, which stop together and save."""
+    a coordinator on a free local port (see `run_processes`); on GPUs each process sees its
+    own devices / processes of them."""
     coordinator = f"127.0.0.1:{_free_port()}"
     per_process = devices // processes
     gpus = os.environ.get("CUDA_VISIBLE_DEVICES", ",".join(map(str, range(devices)))).split(",")
-    children, logs = [], []
+    commands, envs = [], []
     for i in range(processes):
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(gpus[i * per_process : (i + 1) * per_process])}
-        log = None if i == 0 else tempfile.TemporaryFile()
-        command = [sys.executable, "-m", "common.cli", *argv, PROCESS_ID, str(i), "--coordinator", coordinator]
-        # A session of its own: a Ctrl-C reaches this launcher only, which passes it on once.
-        children.append(
-            subprocess.Popen(command, env=env, stdout=log or None, stderr=log or None, start_new_session=True)
-        )
-        logs.append(log)
+        commands.append([sys.executable, "-m", "common.cli", *argv, PROCESS_ID, str(i), "--coordinator", coordinator])
+        envs.append({**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(gpus[i * per_process : (i + 1) * per_process])})
+    return run_processes(commands, envs)
 
-    stopping = []
+
+def run_processes(commands: list[list[str]], envs: list[dict[str, str]]) -> int:
+    """Runs one process per command and returns the run's exit code: 0, or that of the first
+    process that failed, whose number (and, where it is not process 0, last lines) it prints;
+    the others are then ended, as they would wait for it in a collective. Only process 0
+    prints as it goes. SIGINT and SIGTERM are passed on once to every process, which stop
+    together and save; the run's code is then process 0's."""
+    children, logs, stopping = [], [], []
 
     def forward(signum, frame):
         stopping.append(signum)
@@ -91,21 +92,25 @@ def launch(devices: int, processes: int, argv: list[str], config: Config) -> int
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        for i, (command, env) in enumerate(zip(commands, envs)):
+            log = None if i == 0 else tempfile.TemporaryFile()
+            # A session of its own: a Ctrl-C reaches this launcher only, which passes it on once.
+            children.append(
+                subprocess.Popen(command, env=env, stdout=log or None, stderr=log or None, start_new_session=True)
+            )
+            logs.append(log)
         return _wait(children, logs, stopping)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-        for child in children:  # one failed: the others would wait for it in a collective
+        for child in children:
             if child.poll() is None:
                 child.kill()
                 child.wait()
 
 
 def _wait(children: list[subprocess.Popen], logs: list, stopping: list[int]) -> int:
-    """Waits for every process. After a signal (`stopping`), all stop together and process 0's
-    code is the run's. Otherwise the first failure is the run's: it says which process failed
-    (with its last lines, where it was not process 0) and returns its code; the caller ends
-    the others, which would wait for it in a collective."""
+    """Waits for every process, or for the first failure where no signal (`stopping`) came."""
     running = set(range(len(children)))
     while running:
         for i in sorted(running):

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -339,3 +340,49 @@ def test_jax_in_two_processes_is_the_run_of_one_process_with_two_devices_and_res
     assert metadata["devices"] == "2" and all(np.array_equal(a[k], b[k]) for k in a)
     assert all(np.array_equal(a[k], one_process[k]) for k in one_process)
     assert (found["out"] / "grid.png").exists()
+
+
+def _python(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+def test_the_first_process_to_fail_is_named_and_the_others_are_ended(capsys):
+    """jax_impl/distributed.py's launcher: process 1 fails while process 0 waits (as it would
+    in a collective); the run's code is process 1's, with its last line, and process 0 ends."""
+    from jax_impl.distributed import run_processes
+
+    waiting = _python("import time; time.sleep(600)")
+    failing = _python("import sys; print('gloo: connection refused', file=sys.stderr); sys.exit(3)")
+    assert run_processes([waiting, failing], [dict(os.environ)] * 2) == 3
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["dcgan: error: process 1 of 2 failed first (exit code 3)", "gloo: connection refused"]
+
+
+def test_a_signal_to_the_launcher_reaches_every_process_once(tmp_path):
+    """SIGTERM to the launcher is passed on once to each process; they stop in their own time
+    (process 0 saving), and the run's code is process 0's."""
+    import threading
+
+    from jax_impl.distributed import run_processes
+
+    stopping = (
+        "import signal, sys, time, pathlib\n"
+        "seen = []\n"
+        "signal.signal(signal.SIGTERM, lambda *a: seen.append(1))\n"
+        "pathlib.Path(sys.argv[1]).touch()\n"
+        "while not seen: time.sleep(0.01)\n"
+        "time.sleep(0.3 if sys.argv[2] == '0' else 0)\n"  # process 0 saves; 1 is done at once
+        "pathlib.Path(sys.argv[1]).write_text(str(len(seen)))\n"
+        "sys.exit(143)\n"
+    )
+    marks = [tmp_path / f"process{i}" for i in (0, 1)]
+    commands = [[*_python(stopping), str(mark), str(i)] for i, mark in enumerate(marks)]
+
+    def terminate_when_started():
+        while not all(mark.exists() for mark in marks):
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=terminate_when_started, daemon=True).start()
+    assert run_processes(commands, [dict(os.environ)] * 2) == 143
+    assert [mark.read_text() for mark in marks] == ["1", "1"]  # both finished, each signalled once
