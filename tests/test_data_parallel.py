@@ -193,8 +193,9 @@ found["codes"] = [
 parallel = trained("jax", config, 2)
 a = parallel.state_dict()
 np.savez(f"{out}/process{process_id}.npz", **a)
-found["global"] = difference(a, trained("jax", config, 1).state_dict())  # on this process's device alone
 found["agreed_stop"] = parallel.should_stop(signal.SIGTERM if process_id == 1 else None)
+if process_id == 0:  # the global batch on this process's device alone
+    found["global"] = difference(a, trained("jax", config, 1).state_dict())
 if process_id == 0:
     print(json.dumps(found))
 """
@@ -228,8 +229,9 @@ def _torch(out: Path) -> dict:
 
 
 def _jax_processes(out: Path) -> dict:
-    """JAX_PROCESSES_SCRIPT as two processes; then the user's commands: `dcgan train
-    --processes 2` starts both itself, and their checkpoint samples on one device."""
+    """JAX_PROCESSES_SCRIPT as two processes; then the user's command: `dcgan train --resume
+    --processes 2` starts both itself. (Their checkpoint is the one-process run's, bit for bit,
+    whose sampling on one device SCRIPT tests.)"""
     out.mkdir()
     coordinator = f"127.0.0.1:{_free_port()}"
     command = [sys.executable, "-c", JAX_PROCESSES_SCRIPT, str(out)]
@@ -237,9 +239,7 @@ def _jax_processes(out: Path) -> dict:
         done = list(pool.map(lambda i: _run([*command, str(i), coordinator]), (0, 1)))
     found = json.loads(done[0].stdout.strip().splitlines()[-1])
     resume = ["train", "--resume", "--steps", "4", "--processes", "2", "--no-progress", "--out", str(out / "resumed")]
-    sample = ["sample", "--checkpoint", str(out / "straight"), "--out", str(out / "grid.png")]
-    for command in (resume, sample):
-        found["codes"].append(_run([sys.executable, "-m", "common.cli", *command]).returncode)
+    found["codes"].append(_run([sys.executable, "-m", "common.cli", *resume]).returncode)
     return found
 
 
@@ -331,7 +331,7 @@ def test_jax_in_two_processes_is_the_run_of_one_process_with_two_devices_and_res
     """`dcgan train --processes 2` started by hand (--process-id) and by dcgan itself (the
     resume): the checkpoint process 0 wrote equals the one-process run's on two devices."""
     found = runs["jax-processes"]
-    assert found["codes"] == [0, 0, 0, 0]
+    assert found["codes"] == [0, 0, 0]
     step4 = [
         checkpoint.load(RunDir(path).checkpoint_path(4))
         for path in (found["out"] / "straight", found["out"] / "resumed", runs["jax"]["out"] / "straight")
@@ -339,7 +339,6 @@ def test_jax_in_two_processes_is_the_run_of_one_process_with_two_devices_and_res
     (a, metadata), (b, _), (one_process, _) = step4
     assert metadata["devices"] == "2" and all(np.array_equal(a[k], b[k]) for k in a)
     assert all(np.array_equal(a[k], one_process[k]) for k in one_process)
-    assert (found["out"] / "grid.png").exists()
 
 
 def _python(code: str) -> list[str]:
