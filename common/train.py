@@ -95,7 +95,8 @@ class Schedule:
 
 
 def train(config: Config, backend_name: str, run_dir: Path, options: RunOptions = RunOptions()) -> list[dict]:
-    """Trains until the run has `options.steps` iterations; returns this session's metrics.
+    """Trains until the run has `options.steps` iterations; returns this session's metrics (on
+    the process that writes the run's files; with several processes the others return none).
 
     SIGINT and SIGTERM stop it after the iteration in progress: the loop saves that step's
     checkpoint and the summaries and raises Interrupted. A second signal ends the process at
@@ -240,7 +241,7 @@ def _train(config: Config, backend_name: str, run_dir: Path, options: RunOptions
         run.write_summaries(f"{config.preset} on {backend_name}, {config.data.dataset}")
     if stopping is not None and step < total:
         raise Interrupted(stopping, step, run.path)
-    return records
+    return records if writer else []
 
 
 class Scorer:

@@ -238,6 +238,7 @@ def _jax_processes(out: Path) -> dict:
     with ThreadPoolExecutor(max_workers=2) as pool:
         done = list(pool.map(lambda i: _run([*command, str(i), coordinator]), (0, 1)))
     found = json.loads(done[0].stdout.strip().splitlines()[-1])
+    found["summaries"] = ["loss.png" in process.stdout for process in done]  # the files are process 0's
     resume = ["train", "--resume", "--steps", "4", "--processes", "2", "--no-progress", "--out", str(out / "resumed")]
     found["codes"].append(_run([sys.executable, "-m", "common.cli", *resume]).returncode)
     return found
@@ -332,6 +333,7 @@ def test_jax_in_two_processes_is_the_run_of_one_process_with_two_devices_and_res
     resume): the checkpoint process 0 wrote equals the one-process run's on two devices."""
     found = runs["jax-processes"]
     assert found["codes"] == [0, 0, 0]
+    assert found["summaries"] == [True, False]  # only process 0, which wrote them, names the run's files
     step4 = [
         checkpoint.load(RunDir(path).checkpoint_path(4))
         for path in (found["out"] / "straight", found["out"] / "resumed", runs["jax"]["out"] / "straight")
