@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -210,6 +210,21 @@ def launcher(name: str, processes: int) -> Callable[[int, int, list[str], Config
     except ImportError:  # load_backend refuses it, naming the extra to install
         return None
     return None if module.launched() else module.launch
+
+
+def exit_status(returncode: int) -> int:
+    """A process's exit code as a shell gives it: a child killed by signal n (returncode -n) is 128 + n."""
+    return returncode if returncode >= 0 else 128 - returncode
+
+
+def failed_first(process: int, processes: int, returncode: int, lines: Sequence[str] = ()) -> int:
+    """The exit code of a run of `processes` processes whose process `process` failed first.
+    Only process 0's output is shown, so another one is named, with its last `lines`."""
+    code = exit_status(returncode)
+    if process != 0:
+        message = f"dcgan: error: process {process} of {processes} failed first (exit code {code})"
+        print(message, *lines, sep="\n", file=sys.stderr)
+    return code
 
 
 def join(name: str, devices: int, processes: int, process_id: int, coordinator: str | None) -> None:

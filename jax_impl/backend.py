@@ -173,9 +173,9 @@ class Trainer(backends.Trainer):
         holds the whole global batch and hands JAX its own devices' rows of it."""
         if array is None:
             return None
-        if self.mesh is None or batch_axis is None:
-            return jnp.asarray(np.moveaxis(array, -3, -1) if images else array, dtype=self.dtype)
         array = np.asarray(np.moveaxis(array, -3, -1) if images else array, dtype=self.dtype)
+        if self.mesh is None or batch_axis is None:
+            return jnp.asarray(array)
         spec = [None] * array.ndim
         spec[batch_axis] = DATA_AXIS
         return _global(array, NamedSharding(self.mesh, PartitionSpec(*spec)))

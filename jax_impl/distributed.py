@@ -32,10 +32,9 @@ import subprocess
 import sys
 import tempfile
 
+from common.backends import exit_status, failed_first
 from common.config import Config
 from common.errors import ConfigError
-
-PROCESS_ID = "--process-id"  # the option that makes a process one of the P, not their launcher
 
 
 def launched() -> bool:
@@ -66,12 +65,14 @@ def launch(devices: int, processes: int, argv: list[str], config: Config) -> int
     """Runs `python -m common.cli ARGV --process-id I` for I < `processes` on this host, with
     a coordinator on a free local port (see `run_processes`); on GPUs each process sees its
     own devices / processes of them."""
-    coordinator = f"127.0.0.1:{_free_port()}"
+    coordinator = f"127.0.0.1:{free_port()}"
     per_process = devices // processes
     gpus = os.environ.get("CUDA_VISIBLE_DEVICES", ",".join(map(str, range(devices)))).split(",")
     commands, envs = [], []
     for i in range(processes):
-        commands.append([sys.executable, "-m", "common.cli", *argv, PROCESS_ID, str(i), "--coordinator", coordinator])
+        commands.append(
+            [sys.executable, "-m", "common.cli", *argv, "--process-id", str(i), "--coordinator", coordinator]
+        )
         envs.append({**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(gpus[i * per_process : (i + 1) * per_process])})
     return run_processes(commands, envs)
 
@@ -121,22 +122,16 @@ def _wait(children: list[subprocess.Popen], logs: list, stopping: list[int]) -> 
             running.discard(i)
             if code == 0 or stopping:
                 continue
-            code = code if code > 0 else 128 - code  # -n: killed by signal n
+            tail = []
             if i != 0:
                 logs[i].seek(0)
                 tail = logs[i].read().decode(errors="replace").strip().splitlines()[-5:]
-                print(
-                    f"dcgan: error: process {i} of {len(children)} failed first (exit code {code})",
-                    *tail,
-                    sep="\n",
-                    file=sys.stderr,
-                )
-            return code
-    code = children[0].returncode
-    return code if code >= 0 else 128 - code
+            return failed_first(i, len(children), code, tail)
+    return exit_status(children[0].returncode)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on this host that is free now, for a coordinator."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

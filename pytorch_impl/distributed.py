@@ -35,7 +35,6 @@ The GAN's DDP pitfalls, and the choice made for each:
 from __future__ import annotations
 
 import os
-import sys
 
 import numpy as np
 import torch
@@ -43,6 +42,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from common import canonical
+from common.backends import failed_first
 from common.config import Config
 from common.errors import ConfigError
 from pytorch_impl.backend import Trainer
@@ -71,10 +71,7 @@ def launch(devices: int, processes: int, argv: list[str], config: Config) -> int
         run(args)
     except ChildFailedError as err:
         rank, first = err.get_first_failure()
-        code = first.exitcode if first.exitcode > 0 else 128 - first.exitcode  # -n: killed by signal n
-        if rank != 0:  # only process 0's output is shown, so say which other one failed
-            print(f"dcgan: error: process {rank} of {devices} failed first (exit code {code})", file=sys.stderr)
-        return code
+        return failed_first(rank, devices, first.exitcode)
     except SignalException as err:  # torchrun passed the signal on; the processes saved and stopped
         return 128 + err.sigval
     return 0

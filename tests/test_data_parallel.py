@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from common.backends import BACKENDS, DATA_PARALLEL, load_backend
 from common.errors import ConfigError
 from common.parity import TOLERANCES
 from common.rundir import RunDir
+from jax_impl.distributed import free_port, run_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -196,7 +196,6 @@ np.savez(f"{out}/process{process_id}.npz", **a)
 found["agreed_stop"] = parallel.should_stop(signal.SIGTERM if process_id == 1 else None)
 if process_id == 0:  # the global batch on this process's device alone
     found["global"] = difference(a, trained("jax", config, 1).state_dict())
-if process_id == 0:
     print(json.dumps(found))
 """
 )
@@ -233,7 +232,7 @@ def _jax_processes(out: Path) -> dict:
     --processes 2` starts both itself. (Their checkpoint is the one-process run's, bit for bit,
     whose sampling on one device SCRIPT tests.)"""
     out.mkdir()
-    coordinator = f"127.0.0.1:{_free_port()}"
+    coordinator = f"127.0.0.1:{free_port()}"
     command = [sys.executable, "-c", JAX_PROCESSES_SCRIPT, str(out)]
     with ThreadPoolExecutor(max_workers=2) as pool:
         done = list(pool.map(lambda i: _run([*command, str(i), coordinator]), (0, 1)))
@@ -242,12 +241,6 @@ def _jax_processes(out: Path) -> dict:
     resume = ["train", "--resume", "--steps", "4", "--processes", "2", "--no-progress", "--out", str(out / "resumed")]
     found["codes"].append(_run([sys.executable, "-m", "common.cli", *resume]).returncode)
     return found
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -350,8 +343,6 @@ def _python(code: str) -> list[str]:
 def test_the_first_process_to_fail_is_named_and_the_others_are_ended(capsys):
     """jax_impl/distributed.py's launcher: process 1 fails while process 0 waits (as it would
     in a collective); the run's code is process 1's, with its last line, and process 0 ends."""
-    from jax_impl.distributed import run_processes
-
     waiting = _python("import time; time.sleep(600)")
     failing = _python("import sys; print('gloo: connection refused', file=sys.stderr); sys.exit(3)")
     assert run_processes([waiting, failing], [dict(os.environ)] * 2) == 3
@@ -363,8 +354,6 @@ def test_a_signal_to_the_launcher_reaches_every_process_once(tmp_path):
     """SIGTERM to the launcher is passed on once to each process; they stop in their own time
     (process 0 saving), and the run's code is process 0's."""
     import threading
-
-    from jax_impl.distributed import run_processes
 
     stopping = (
         "import signal, sys, time, pathlib\n"
