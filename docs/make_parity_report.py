@@ -1,19 +1,23 @@
-"""Writes docs/parity.md: the numeric parity tables of every preset, measured here.
+"""Writes docs/parity.md, the numeric parity tables of every preset measured here, and
+benchmarks/results/parity.json, the same comparisons as data (the site's headline table reads it).
 
 Usage: .venv/bin/python docs/make_parity_report.py   (all presets, all backends, both precisions)
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 from provenance import made_by
 
+from benchmarks.environment import environment
 from common import parity
 from common.presets import PRESETS, make_config
 
 OUT = Path(__file__).with_name("parity.md")
+DATA = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "parity.json"
 
 
 def main() -> None:
@@ -23,9 +27,22 @@ def main() -> None:
     seconds = time.perf_counter() - start
     sections = []
     worst: dict[tuple[str, str], float] = {}
+    records = []
     for preset, compared in results.items():
         comparisons, measured = compared.comparisons, compared.results
         for c in comparisons:
+            records.append(
+                {
+                    "preset": preset,
+                    "pair": list(c.pair),
+                    "precision": c.precision,
+                    "check": c.check,
+                    "diff": c.diff,
+                    "tolerance": c.tolerance,
+                    "result": c.verdict,
+                    "worst": c.key if not c.not_run else c.detail,
+                }
+            )
             if not c.not_run:
                 worst[(c.precision, c.check)] = max(worst.get((c.precision, c.check), 0.0), c.diff)
         sections.append(parity.format_table(comparisons, f"## {preset}"))
@@ -54,7 +71,19 @@ def main() -> None:
         + "\n\n".join(sections)
         + "\n"
     )
-    print(f"wrote {OUT} in {seconds:.0f} s")
+    DATA.write_text(
+        json.dumps(
+            {
+                "command": ".venv/bin/python docs/make_parity_report.py",
+                "environment": environment(),
+                "seconds": round(seconds, 1),
+                "comparisons": records,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
+    print(f"wrote {OUT} and {DATA} in {seconds:.0f} s")
 
 
 if __name__ == "__main__":
