@@ -52,6 +52,39 @@ def generate(generator: Generator, z: jax.Array):
     return fake, lambda grad_fake: pullback(grad_fake)[0]
 
 
+def d_step(
+    generator: Generator,
+    discriminator: Discriminator,
+    d_optimizer: nnx.Optimizer,
+    real: jax.Array,
+    z: jax.Array,
+    real_label: float,
+):
+    """One D update on a real batch and G(z). Returns G(z) with its pullback (the G step
+    reuses both), and D's loss, D(x) and D(G(z))."""
+    fake, pullback = generate(generator, z)
+    (loss_D, (D_x, D_G_z1)), grads = nnx.value_and_grad(d_loss, has_aux=True)(
+        discriminator, real, jax.lax.stop_gradient(fake), real_label
+    )
+    d_optimizer.update(discriminator, grads)
+    return (fake, pullback), (loss_D, D_x, D_G_z1)
+
+
+def g_step(
+    generator: Generator,
+    discriminator: Discriminator,
+    g_optimizer: nnx.Optimizer,
+    fake: jax.Array,
+    pullback,
+):
+    """One G update through the (already updated) D, in train mode (its BN statistics and
+    dropout stream advance): D's gradient w.r.t. the fakes, pulled back through G's forward
+    pass. Returns G's loss and D(G(z))."""
+    (loss_G, D_G_z2), grad_fake = nnx.value_and_grad(g_loss, argnums=1, has_aux=True)(discriminator, fake)
+    g_optimizer.update(generator, pullback(grad_fake))
+    return loss_G, D_G_z2
+
+
 @nnx.jit
 def train_step(
     generator: Generator,
@@ -64,17 +97,13 @@ def train_step(
     real_label: float,
 ) -> dict[str, jax.Array]:
     k = reals.shape[0]
-    d_grad = nnx.value_and_grad(d_loss, has_aux=True)
     for j in range(k):
         # Every D step keeps a pullback; only the last one's can be used (by "reuse"),
         # and XLA drops the others as dead code.
-        fake, pullback = generate(generator, z_d[j])
-        (loss_D, (D_x, D_G_z1)), grads = d_grad(discriminator, reals[j], jax.lax.stop_gradient(fake), real_label)
-        d_optimizer.update(discriminator, grads)
-
+        (fake, pullback), (loss_D, D_x, D_G_z1) = d_step(
+            generator, discriminator, d_optimizer, reals[j], z_d[j], real_label
+        )
     if z_g is not None:
         fake, pullback = generate(generator, z_g)
-    # Through the updated D, in train mode: its BN statistics and dropout stream advance.
-    (loss_G, D_G_z2), grad_fake = nnx.value_and_grad(g_loss, argnums=1, has_aux=True)(discriminator, fake)
-    g_optimizer.update(generator, pullback(grad_fake))
+    loss_G, D_G_z2 = g_step(generator, discriminator, g_optimizer, fake, pullback)
     return {"loss_D": loss_D, "loss_G": loss_G, "D_x": D_x, "D_G_z1": D_G_z1, "D_G_z2": D_G_z2}

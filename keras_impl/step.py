@@ -79,6 +79,49 @@ def _assign(variables, new_values) -> None:
         variable.assign(value)
 
 
+def d_step(
+    generator: keras.Model, discriminator: keras.Model, d_optimizer, real, z, real_label: float, keep_fake: bool
+):
+    """One D update on a real batch and G(z). G's BN statistics move for this forward pass
+    unless `keep_fake`: then the G step's forward pass of the same z moves them, once.
+    Returns D's loss, D(x) and D(G(z))."""
+    fake, g_state = generator.stateless_call(
+        values(generator.trainable_variables), values(generator.non_trainable_variables), z, training=True
+    )
+    if not keep_fake:
+        _assign(generator.non_trainable_variables, g_state)
+    (_, (loss_D, (d_state, D_x, D_G_z1))), grads = value_and_grad(replica_share(partial(d_loss, discriminator)))(
+        values(discriminator.trainable_variables),
+        values(discriminator.non_trainable_variables),
+        real,
+        ops.stop_gradient(fake),
+        real_label,
+    )
+    d_optimizer.apply(grads, discriminator.trainable_variables)
+    _assign(discriminator.non_trainable_variables, d_state)
+    return loss_D, D_x, D_G_z1
+
+
+def g_step(generator: keras.Model, discriminator: keras.Model, g_optimizer, z):
+    """One G update through the (already updated) D, in train mode. G's forward pass runs
+    again here, from the state before the D step's fakes of the same z when reusing them:
+    train-mode BN normalises with batch statistics, so the images are the same. Returns G's
+    loss and D(G(z))."""
+    (_, (loss_G, (g_state, d_state, D_G_z2))), grads = value_and_grad(
+        replica_share(partial(g_loss, generator, discriminator))
+    )(
+        values(generator.trainable_variables),
+        values(generator.non_trainable_variables),
+        values(discriminator.trainable_variables),
+        values(discriminator.non_trainable_variables),
+        z,
+    )
+    g_optimizer.apply(grads, generator.trainable_variables)
+    _assign(generator.non_trainable_variables, g_state)
+    _assign(discriminator.non_trainable_variables, d_state)
+    return loss_G, D_G_z2
+
+
 def train_step(
     generator: keras.Model,
     discriminator: keras.Model,
@@ -91,34 +134,7 @@ def train_step(
 ) -> dict:
     k = reals.shape[0]
     for j in range(k):
-        fake, g_state = generator.stateless_call(
-            values(generator.trainable_variables), values(generator.non_trainable_variables), z_d[j], training=True
-        )
-        if z_g is not None or j < k - 1:  # with "reuse", the G step's forward pass makes this update
-            _assign(generator.non_trainable_variables, g_state)
-        (_, (loss_D, (d_state, D_x, D_G_z1))), grads = value_and_grad(replica_share(partial(d_loss, discriminator)))(
-            values(discriminator.trainable_variables),
-            values(discriminator.non_trainable_variables),
-            reals[j],
-            ops.stop_gradient(fake),
-            real_label,
-        )
-        d_optimizer.apply(grads, discriminator.trainable_variables)
-        _assign(discriminator.non_trainable_variables, d_state)
-
-    # G's forward pass again, from the state before fake_{k-1} was made when reusing it:
-    # train-mode BN normalises with batch statistics, so the images are the same, and G's BN
-    # statistics are updated once for them. Through the updated D, in train mode.
-    (_, (loss_G, (g_state, d_state, D_G_z2))), grads = value_and_grad(
-        replica_share(partial(g_loss, generator, discriminator))
-    )(
-        values(generator.trainable_variables),
-        values(generator.non_trainable_variables),
-        values(discriminator.trainable_variables),
-        values(discriminator.non_trainable_variables),
-        z_d[k - 1] if z_g is None else z_g,
-    )
-    g_optimizer.apply(grads, generator.trainable_variables)
-    _assign(generator.non_trainable_variables, g_state)
-    _assign(discriminator.non_trainable_variables, d_state)
+        keep_fake = z_g is None and j == k - 1
+        loss_D, D_x, D_G_z1 = d_step(generator, discriminator, d_optimizer, reals[j], z_d[j], real_label, keep_fake)
+    loss_G, D_G_z2 = g_step(generator, discriminator, g_optimizer, z_d[k - 1] if z_g is None else z_g)
     return {"loss_D": loss_D, "loss_G": loss_G, "D_x": D_x, "D_G_z1": D_G_z1, "D_G_z2": D_G_z2}

@@ -39,6 +39,44 @@ def g_loss(discriminator: nn.Module, fake: torch.Tensor):
     return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits)), torch.sigmoid(logits).mean()
 
 
+def d_step(
+    generator: nn.Module,
+    discriminator: nn.Module,
+    d_optimizer: torch.optim.Optimizer,
+    real: torch.Tensor,
+    z: torch.Tensor,
+    real_label: float,
+    keep_fake: bool,
+    autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+):
+    """One D update on a real batch and G(z). Returns G(z), with G's graph when `keep_fake`
+    (the G step reuses it), and D's loss, D(x) and D(G(z))."""
+    with torch.set_grad_enabled(keep_fake), autocast():
+        fake = generator(z)
+    d_optimizer.zero_grad(set_to_none=True)
+    with autocast():
+        loss_D, D_x, D_G_z1 = d_loss(discriminator, real, fake.detach(), real_label)
+    loss_D.backward()
+    d_optimizer.step()
+    return fake, (loss_D, D_x, D_G_z1)
+
+
+def g_step(
+    discriminator: nn.Module,
+    g_optimizer: torch.optim.Optimizer,
+    fake: torch.Tensor,
+    autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+):
+    """One G update through the (already updated) D, from fakes that carry G's graph.
+    Returns G's loss and D(G(z))."""
+    with autocast():
+        loss_G, D_G_z2 = g_loss(discriminator, fake)
+    g_optimizer.zero_grad(set_to_none=True)
+    loss_G.backward()
+    g_optimizer.step()
+    return loss_G, D_G_z2
+
+
 def train_step(
     generator: nn.Module,
     discriminator: nn.Module,
@@ -52,22 +90,14 @@ def train_step(
 ) -> dict[str, torch.Tensor]:
     k = reals.shape[0]
     for j in range(k):
-        reuse_this_fake = z_g is None and j == k - 1
-        with torch.set_grad_enabled(reuse_this_fake), autocast():  # keep G's graph only for the fake G reuses
-            fake = generator(z_d[j])
-        d_optimizer.zero_grad(set_to_none=True)
+        keep_fake = z_g is None and j == k - 1  # keep G's graph only for the fake G reuses
+        fake, (loss_D, D_x, D_G_z1) = d_step(
+            generator, discriminator, d_optimizer, reals[j], z_d[j], real_label, keep_fake, autocast
+        )
+    if z_g is not None:
         with autocast():
-            loss_D, D_x, D_G_z1 = d_loss(discriminator, reals[j], fake.detach(), real_label)
-        loss_D.backward()
-        d_optimizer.step()
-
-    with autocast():
-        if z_g is not None:
             fake = generator(z_g)
-        loss_G, D_G_z2 = g_loss(discriminator, fake)
-    g_optimizer.zero_grad(set_to_none=True)
-    loss_G.backward()
-    g_optimizer.step()
+    loss_G, D_G_z2 = g_step(discriminator, g_optimizer, fake, autocast)
     return {
         "loss_D": loss_D.detach(),
         "loss_G": loss_G.detach(),

@@ -80,7 +80,7 @@ def test_packages_import_only_their_own_framework(package):
 SAME_NAMES = {
     "models": {"Generator", "Discriminator", "Network"},
     "backend": {"Backend", "Trainer"},
-    "step": {"train_step", "d_loss", "g_loss"},
+    "step": {"train_step", "d_step", "g_step", "d_loss", "g_loss"},
     "layout": {"native_name", "to_canonical", "from_canonical"},
 }
 SAME_SIGNATURES = {"layout": {"native_name", "to_canonical", "from_canonical"}}
