@@ -48,6 +48,11 @@ def _mib(value: int | None) -> str:
     return f"{value / 2**20:,.0f}" if value else "–"
 
 
+def _s(seconds: float) -> str:
+    """Seconds with three decimals, four below 0.1 s (a GPU's iterations take milliseconds)."""
+    return f"{seconds:.3f}" if seconds >= 0.1 else f"{seconds:.4f}"
+
+
 def _num(value: float | None, fmt: str) -> str:
     return format(value, fmt) if value is not None else "–"
 
@@ -94,7 +99,7 @@ def group_lines(results: dict, preset: str, batch: int, records: list[dict], dev
     for r in sorted(ok, key=lambda r: (r["precision"], -r["images_per_s"])):
         fraction = f"{100 * r['peak_fraction']:.0f}%" if r.get("peak_fraction") is not None else "–"
         lines.append(
-            f"| {r['mode']} | {r['precision']} | {r['images_per_s']:.1f} | {r['median_s']:.3f} ({r['iqr_s']:.3f}) | "
+            f"| {r['mode']} | {r['precision']} | {r['images_per_s']:.1f} | {_s(r['median_s'])} ({_s(r['iqr_s'])}) | "
             f"{r['compile_s']:.1f} | {_mib(r.get('peak_mem_bytes'))} | {r['gflops_per_s']:.0f} | {fraction} | "
             f"{_num(r.get('speedup_vs_reference'), '.2f')} |"
         )
@@ -166,7 +171,7 @@ def limit_line(results: dict, peak: dict) -> str:
     limit_s, flops = limited[0]["limit_s"], limited[0]["flops_per_iter"]
     line = (
         f"Limit, {peak['precision']}: {flops / 1e9:.1f} GFLOP at {flops / limit_s / 1e9:.0f} GFLOP/s = "
-        f"{limit_s:.3f} s/it ({peak['batch_size'] / limit_s:.1f} images/s)"
+        f"{_s(limit_s)} s/it ({peak['batch_size'] / limit_s:.1f} images/s)"
     )
     reference = next((r for r in same if r["mode"] == "reference-loop"), None)
     if reference:
@@ -225,7 +230,7 @@ def summary(preset: str, batch: int, records: list[dict]) -> dict | None:
 def summary_lines(found: dict) -> list[str]:
     """`summary`'s figures: a sentence and a table by backend (with bf16 columns where bf16 ran)."""
     bf16 = any(b["bf16_speedup"] for b in found["backends"])
-    line = f"The fastest float32 mode, {found['fastest_mode']} ({found['fastest_median_s']:.3f} s/it)"
+    line = f"The fastest float32 mode, {found['fastest_mode']} ({_s(found['fastest_median_s'])} s/it)"
     if found["limit_fraction"] is not None:
         line += f", runs at {100 * found['limit_fraction']:.0f}% of the float32 limit's speed"
     line += ". Each backend's best float32 mode, its time as a multiple of the fastest's"
@@ -237,7 +242,7 @@ def summary_lines(found: dict) -> list[str]:
         "|---|---|---:|---:|" + ("---|---:|" if bf16 else ""),
     ]
     for b in found["backends"]:
-        row = f"| {b['backend']} | {b['float32_mode']} | {b['float32_median_s']:.3f} | {b['vs_fastest']:.2f} |"
+        row = f"| {b['backend']} | {b['float32_mode']} | {_s(b['float32_median_s'])} | {b['vs_fastest']:.2f} |"
         if bf16:
             row += f" {b['bf16_mode'] or '–'} | {_num(b['bf16_speedup'], '.2f')} |"
         lines.append(row)

@@ -56,6 +56,11 @@ def worker_env(device: str, compile_cache: Path) -> dict[str, str]:
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
     if device == "cpu":
         env.update(CUDA_VISIBLE_DEVICES="", JAX_PLATFORMS="cpu")
+    else:
+        # The workers share the GPU and stay alive until every mode is timed; JAX's default,
+        # taking 75% of the GPU's memory when it starts, would leave the workers started after
+        # jax-jit (keras-jax, keras-torch) too little. JAX allocates as it needs instead.
+        env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     return env
 
 
