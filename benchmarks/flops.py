@@ -1,6 +1,7 @@
 """FLOPs of one training iteration, counted from the architecture spec.
 
 The counting rule, the one PyTorch's FLOP counter (torch.utils.flop_counter) uses:
+
 - a linear, convolution or transposed convolution costs 2 FLOPs (a multiply and an add)
   per multiply-accumulate. A convolution does out_h·out_w·out_c·in_c·k² of them per example;
   a transposed one in_h·in_w·in_c·out_c·k² (every input pixel times the whole kernel, the

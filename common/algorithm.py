@@ -4,7 +4,7 @@ Every framework's `train_step` implements exactly this, and `common` feeds it th
 inputs (real batches and noise drawn here, from one seeded generator), so two backends
 given the same seed see the same data and the same noise.
 
-One iteration, with k = config.optim.d_steps:
+One iteration, with k = config.optim.d_steps::
 
     for j in 0 .. k-1:                                   # k discriminator updates
         fake_j  = G(z_d[j])                              # train mode: G's BN statistics update
@@ -83,6 +83,6 @@ def data_order(config: Config, epoch: int, n_examples: int) -> np.ndarray:
 
 
 def bce_with_logits(logits: np.ndarray, target: float) -> float:
-    """Mean binary cross-entropy on logits, the stable form: max(x, 0) - x·t + log(1 + e^-|x|)."""
+    """Mean binary cross-entropy on logits, the stable form: ``max(x, 0) - x·t + log(1 + e^-|x|)``."""
     x = np.asarray(logits, dtype=np.float64)
     return float(np.mean(np.maximum(x, 0) - x * target + np.log1p(np.exp(-np.abs(x)))))

@@ -4,7 +4,7 @@ Every backend exports its trainer to this form and imports from it (`Trainer.sta
 `load_state_dict`), so any checkpoint opens on any backend. `common` owns the names and
 the layouts; each `*_impl/layout.py` owns only its framework's transposes.
 
-Keys, with the spec's layer names (common/spec.py):
+Keys, with the spec's layer names (common/spec.py)::
 
     generator.convt1.weight              a weighted layer's weight, in the layout below
     generator.convt1.bias                its bias (out_channels,), where the layer has one

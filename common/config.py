@@ -46,42 +46,46 @@ class Block:
     activation, dropout, [reshape after a generator's linear projection].
     """
 
-    layer: str  # "linear" | "conv" | "conv_transpose"
+    layer: str  # the weighted layer: "linear" | "conv" | "conv_transpose"
     width: int  # output channels as a multiple of ngf/ndf; 0 marks the network's output layer
-    kernel: int = 4
-    stride: int = 2
+    kernel: int = 4  # square kernel side (conv and conv_transpose; a linear layer has none)
+    stride: int = 2  # conv and conv_transpose only
     padding: int = 1  # PyTorch's Conv2d / ConvTranspose2d `padding`
-    bias: bool = False
-    batch_norm: bool = False
-    activation: str = "none"  # "relu" | "leaky_relu" | "tanh" | "none"
-    dropout: float = 0.0
+    bias: bool = False  # whether the weighted layer adds a bias
+    batch_norm: bool = False  # BatchNorm after the weighted layer (model.bn_eps, model.bn_momentum)
+    activation: str = "none"  # after batch_norm: "relu" | "leaky_relu" | "tanh" | "none"
+    dropout: float = 0.0  # probability of dropping, after the activation; 0 means no dropout layer
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    image_size: int = 64
-    channels: int = 3
-    latent_dim: int = 100
+    """The two networks: image shape, latent, layer plans and the layers' conventions (`[model]`)."""
+
+    image_size: int = 64  # side of the square images, in pixels
+    channels: int = 3  # 3 for RGB, 1 for grey
+    latent_dim: int = 100  # length of the latent vector z
     latent_dist: str = "normal"  # z ~ N(0, 1) or U(-1, 1)
     ngf: int = 64  # generator base width
     ndf: int = 64  # discriminator base width
-    generator: tuple[Block, ...] = ()
-    discriminator: tuple[Block, ...] = ()
+    generator: tuple[Block, ...] = ()  # G's layer plan, z to image ([[model.generator]] tables); set by the preset
+    discriminator: tuple[Block, ...] = ()  # D's layer plan, image to one logit; set by the preset
     leaky_slope: float = 0.2  # negative slope of every leaky_relu (PyTorch default 0.01, Keras 0.3)
-    bn_eps: float = 1e-5
+    bn_eps: float = 1e-5  # added to the batch variance in BatchNorm (PyTorch's default; Keras's is 1e-3)
     bn_momentum: float = 0.1  # weight of the new batch statistic (PyTorch); Flax/Keras momentum = 1 - this
     init: str = "normal"  # "normal": DCGAN's N(0, init_std), BN scale N(1, init_std); "glorot_uniform"
-    init_std: float = 0.02
+    init_std: float = 0.02  # standard deviation of init "normal"'s draws
     bn_statistics: str = "global"  # BN_STATISTICS: with --devices N, the global batch's or each device's
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    batch_size: int = 128
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
+    """The training algorithm: batch, the two Adams, the D/G schedule and the loss (`[optim]`)."""
+
+    batch_size: int = 128  # images per D update; per device with --devices N (global batch N x this)
+    lr_g: float = 2e-4  # the generator's Adam learning rate
+    lr_d: float = 2e-4  # the discriminator's Adam learning rate
+    beta1: float = 0.5  # Adam's beta1 for both networks (Radford et al.'s 0.5; Adam's default is 0.9)
+    beta2: float = 0.999  # Adam's beta2 for both networks
     eps: float = 1e-8  # Adam's epsilon, added to sqrt(v_hat) as in Kingma & Ba (PyTorch, optax)
     d_steps: int = 1  # k: discriminator updates per generator update (Goodfellow et al., Algorithm 1)
     real_label: float = 1.0  # target for real images; 0.9 is one-sided label smoothing
@@ -94,7 +98,9 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = "fashion-mnist"
+    """Where the training images come from and how they are prepared (`[data]`)."""
+
+    dataset: str = "fashion-mnist"  # fashion-mnist, mnist, fake, a folder of images, tfds:NAME or torchvision:NAME
     data_dir: str = ""  # "" means the dataset's default location
     image_size: int = 0  # 0 means the model's image_size
     channels: int = 0  # 0 means the model's channels
@@ -104,11 +110,13 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class Config:
-    preset: str
+    """A whole config: the preset it started from, the three sections, and the seed."""
+
+    preset: str  # the preset this config was made from (common/presets.py)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    seed: int = 0
+    seed: int = 0  # weights, data order and noise all follow it
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

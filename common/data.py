@@ -7,6 +7,7 @@ fit (MNIST-sized data always does); a folder too large for memory is decoded bat
 batch instead, and the training loop prefetches the next batch either way.
 
 Sources (`data.dataset`):
+
 - `fashion-mnist`, `mnist`: the IDX files (default folder: Debian's dataset-fashion-mnist,
   /usr/share/datasets/fashion-mnist; `data.data_dir` for others);
 - a folder of images (CelebA, Pokemon sprites, faces, SVHN as images ...), searched recursively;

@@ -1,4 +1,4 @@
-"""The run directory: the one module that knows where a run keeps each of its files.
+"""The run directory: the one module that knows where a run keeps each of its files::
 
     run.json                             preset and backend (a run is continued only by the same ones)
     config.toml                          the full resolved config the run started with

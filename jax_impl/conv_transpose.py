@@ -9,7 +9,7 @@ with two ordinary convolutions instead.
 
 In one spatial dimension, with Wf[t] = W[k - 1 - t] the flipped kernel (W is (k, k, in, out))
 and q = (k - 1 - pad_lo, k - 1 - pad_hi) the padding of the convolution this one transposes
-(PyTorch's ConvTranspose2d `padding`), summing over the batch too:
+(PyTorch's ConvTranspose2d `padding`), summing over the batch too::
 
     y[o]   = sum over i, t with o = s·i + t - q_lo  of  x[i] · Wf[t]
     dx[i]  = sum_t g[s·i + t - q_lo] · Wf[t]^T     a stride-s convolution of g with Wf, padding q

@@ -1,4 +1,4 @@
-"""Flax's tensor layouts, to and from the canonical (PyTorch) ones (common/canonical.py).
+"""Flax's tensor layouts, to and from the canonical (PyTorch) ones (common/canonical.py)::
 
     canonical                      Flax NNX
     Linear weight (out, in)        nnx.Linear kernel (in, out)

@@ -20,7 +20,7 @@ LossFn = Callable[..., tuple[Any, Any]]  # fn(values, *args) -> (scalar loss, au
 
 
 def value_and_grad(fn: LossFn) -> Callable[..., tuple[tuple[Any, Any], list[Any]]]:
-    """fn(values, *args) -> (loss, aux)  becomes  f(values, *args) -> ((loss, aux), grads),
+    """``fn(values, *args) -> (loss, aux)`` becomes ``f(values, *args) -> ((loss, aux), grads)``,
     where `values` is a list of tensors and `grads` are d loss / d values, in that order.
     Nothing but `values` is differentiated; aux comes back with no gradient history."""
     return {"jax": _jax, "tensorflow": _tensorflow, "torch": _torch}[keras.backend.backend()](fn)

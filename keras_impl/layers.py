@@ -51,6 +51,7 @@ class BatchNormalization(layers.BatchNormalization):
     result_type(dtype, "float32") is float32 on JAX and torch (Keras 3.15).
 
     Data parallelism (model.bn_statistics):
+
     * `groups` > 1 normalises each 1/groups of the batch by its own statistics ("ghost" batch
       norm, as jax_impl/models.py's BatchNorm.groups) and moves the moving statistics by the
       mean of the groups'. On Keras-JAX's DataParallel, whose step sees the global batch,

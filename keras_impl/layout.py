@@ -1,4 +1,4 @@
-"""Keras's tensor layouts, to and from the canonical (PyTorch) ones (common/canonical.py).
+"""Keras's tensor layouts, to and from the canonical (PyTorch) ones (common/canonical.py)::
 
     canonical                      Keras 3
     Linear weight (out, in)        Dense kernel (in, out)

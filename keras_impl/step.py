@@ -53,7 +53,7 @@ def g_loss(generator: keras.Model, discriminator: keras.Model, g_trainable, g_st
 
 
 def replica_share(loss_fn):
-    """fn(*args) -> (loss, aux)  becomes  fn(*args) -> (loss / R, (loss, aux)): what each of R
+    """``fn(*args) -> (loss, aux)`` becomes ``fn(*args) -> (loss / R, (loss, aux))``: what each of R
     replicas of a tf.distribute strategy differentiates. In replica context the optimizer SUMS
     the replicas' gradients (MirroredStrategy all-reduces them before applying), so each
     replica's loss, the mean over its shard, is divided by R for the sum to be the gradient of

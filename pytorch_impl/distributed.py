@@ -22,11 +22,13 @@ The GAN's DDP pitfalls, and the choice made for each:
 * BN buffers: by default DDP broadcasts process 0's buffers at every forward pass
   (`forward_sync_buffers`, formerly `broadcast_buffers`). That would make the running
   statistics process 0's alone, so it is off here. Instead:
+
   - "per_device" averages the buffers over the processes after each step. The running
     statistics then move by the mean of the devices' statistics, as common/config.py defines.
   - "global" uses torch.nn.SyncBatchNorm, whose statistics are the global batch's on every
     process. SyncBatchNorm runs on GPUs only (it refuses CPU tensors), so on CPU "global" is
     refused by name.
+
 * Dropout (mnist28's D): each process draws its masks from its own stream (seeded
   seed + rank), as independent devices would. With dropout a run therefore equals the
   single-device run in distribution, not bit for bit. Each process's RNG state is saved.

@@ -1,4 +1,4 @@
-"""The generator and discriminator as PyTorch `nn.Sequential`s, built from the shared spec.
+"""The generator and discriminator as PyTorch `nn.Sequential` models, built from the shared spec.
 
 Each spec layer becomes one module under the spec's name, so `Generator(...).convt2` is the
 layer the spec calls `convt2`, and state_dict keys read `convt2.weight`, `bn2.running_mean`.

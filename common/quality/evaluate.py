@@ -4,9 +4,11 @@ reference points that say what its numbers mean.
 The scores compare n generated images (G in eval mode, on any backend) with Fashion-MNIST's
 10,000 test images: FD with a bootstrap interval, KID, precision / recall / density /
 coverage (k = 5), and the classifier's histogram of the samples. Printed with them:
+
 - real vs real: n training images against the same test images, the floor a perfect
   generator reaches at this n;
 - a freshly initialised generator of the same config on the same backend, the ceiling.
+
 Images of another size or channel count (dcgan64 trained on Fashion-MNIST) are compared as
 the network sees them: channels averaged to grey, resized to 28 x 28.
 """

@@ -2,7 +2,7 @@
 
 - Fréchet distance (Heusel et al. 2017, "GANs trained by a two time-scale update rule"): the
   distance between the Gaussians fitted to two sets of features,
-  |mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^(1/2)).
+  ``|mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^(1/2))``.
   tr((S1 S2)^(1/2)) is computed as the sum of the square roots of the eigenvalues of the
   symmetric matrix S1^(1/2) S2 S1^(1/2), which has the same eigenvalues as S1 S2 and is
   positive semi-definite, so the trace is real; scipy.linalg.sqrtm on S1 S2 (pytorch-fid's
