@@ -1,4 +1,4 @@
-"""Writes docs/parity.md, the numeric parity tables of every preset measured here, and
+"""Writes docs/parity-report.md, the numeric parity tables of every preset measured here, and
 benchmarks/results/parity.json, the same comparisons as data (the site's headline table reads it).
 
 Usage: .venv/bin/python docs/make_parity_report.py   (all presets, all backends, both precisions)
@@ -16,7 +16,7 @@ from benchmarks.environment import environment
 from common import parity
 from common.presets import PRESETS, make_config
 
-OUT = Path(__file__).with_name("parity.md")
+OUT = Path(__file__).with_name("parity-report.md")
 DATA = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "parity.json"
 
 
