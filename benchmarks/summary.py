@@ -41,14 +41,8 @@ QUALITY = RESULTS / "quality" / "quality.json"
 README = ROOT / "README.md"
 MARKERS = ("<!-- headline table: made by `python -m benchmarks.summary --readme` -->", "<!-- end of headline table -->")
 
-# Each backend's framework-specific code; files that serve every backend are left out.
-PACKAGES = {
-    "torch": "pytorch_impl",
-    "jax": "jax_impl",
-    "keras-tensorflow": "keras_impl",
-    "keras-jax": "keras_impl",
-    "keras-torch": "keras_impl",
-}
+# Files of a backend's package (the package of its module in common.backends.BACKENDS) that
+# serve every backend, left out of its framework-specific lines.
 SHARED_FILES = {"pytorch_impl/features.py", "pytorch_impl/inception.py"}
 
 
@@ -139,7 +133,7 @@ def rows(parity: Path = PARITY, benches: dict[str, Path] = BENCHES, quality: Pat
             parity_float64=worst.get(backend),
             speed={device: found.get(backend, (None, None)) for device, found in timed.items()},
             fd=fds.get(backend, []),
-            lines=package_lines(PACKAGES[backend]),
+            lines=package_lines(BACKENDS[backend].split(".")[0]),
             engine=engine(backend),
         )
         for backend in BACKENDS
