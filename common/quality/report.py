@@ -1,12 +1,11 @@
-"""`dcgan eval`'s command: the scores of a checkpoint printed beside their reference points."""
+"""`dcgan eval`'s output: the scores of a checkpoint printed beside their reference points
+(and written as JSON), or where the trained feature network went."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-from common.errors import ConfigError
 from common.quality.features import LABEL, train_features
 
 COLUMNS = (  # (title, format of one row's scores)
@@ -53,26 +52,26 @@ def table(found: dict) -> str:
     )
 
 
-def run_eval(args: argparse.Namespace) -> None:
+def train_feature_network(seed: int, out: Path | None, epochs: int, progress: bool) -> None:
+    """`dcgan eval train-features`: trains the feature network and says where it went."""
+    print(f"wrote {train_features(seed, out, epochs, progress)}")
+
+
+def score_checkpoint(
+    checkpoint: Path,
+    backend: str | None,
+    n: int,
+    seed: int,
+    weights: Path | None,
+    features: str,
+    json_file: Path | None = None,
+    progress: bool = True,
+) -> None:
+    """`dcgan eval --checkpoint`: the checkpoint's scores as a table beside the reference
+    points (common.quality.evaluate.evaluate_checkpoint), and as JSON in `json_file`."""
     from common.quality.evaluate import evaluate_checkpoint
 
-    if args.action == "train-features":
-        path = train_features(args.seed, Path(args.out) if args.out else None, args.epochs, not args.no_progress)
-        print(f"wrote {path}")
-        return
-    if args.out:
-        raise ConfigError("--out", args.out, "used only with `dcgan eval train-features` (scores go to --json)")
-    if not args.checkpoint:
-        raise ConfigError("--checkpoint", None, "a checkpoint file or run directory to score")
-    found = evaluate_checkpoint(
-        Path(args.checkpoint),
-        args.backend,
-        args.n,
-        args.seed,
-        Path(args.weights) if args.weights else None,
-        args.features,
-        progress=not args.no_progress,
-    )
+    found = evaluate_checkpoint(checkpoint, backend, n, seed, weights, features, progress=progress)
     print(table(found))
-    if args.json:
-        Path(args.json).write_text(json.dumps(found, indent=1) + "\n")
+    if json_file is not None:
+        json_file.write_text(json.dumps(found, indent=1) + "\n")
