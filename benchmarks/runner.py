@@ -10,7 +10,6 @@ whichever ran last. Only one worker computes at any moment; the others wait on a
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
@@ -26,7 +25,7 @@ from benchmarks.environment import environment
 from benchmarks.flops import iteration_flops, largest_layer
 from benchmarks.modes import MODES, Mode, skip_reason
 from benchmarks.peak import FRAMEWORKS, vendor_peak
-from common.backends import LAUNCHERS, PROCESS_PER_DEVICE
+from common.launch import python_m
 from common.presets import make_config
 
 MIN_BLOCK_S = 0.05  # a timed block runs enough iterations to last this long (one, on a CPU)
@@ -67,11 +66,9 @@ def worker_env(device: str, compile_cache: Path) -> dict[str, str]:
 def _launcher(job: dict) -> list[str]:
     """How `python -m` starts the worker: itself, or torchrun where the mode's data
     parallelism runs a process per device (torch's DDP), whose process 0 answers."""
-    backend = MODES[job["mode"]].backend if "mode" in job else None
-    devices = job.get("devices", 1)
-    if backend in PROCESS_PER_DEVICE and devices > 1:
-        return importlib.import_module(LAUNCHERS[backend]).python_m(devices)
-    return []
+    if "mode" not in job:
+        return []
+    return python_m(MODES[job["mode"]].backend, job.get("devices", 1))
 
 
 class Worker:

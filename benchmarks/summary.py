@@ -15,7 +15,7 @@ The README and the site's home page show the same table, made here from:
 - lines of framework-specific code: the backend's `*_impl` package as committed, counted
   without blank lines, comments and docstrings (the Fashion-MNIST feature network and the
   Inception-v3 loader in pytorch_impl serve every backend's evaluation and are left out);
-- the data-parallel engine: common.backends.DATA_PARALLEL.
+- the data-parallel engine: common.launch.DATA_PARALLEL.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.report import read_json, summary
-from common.backends import BACKENDS, DATA_PARALLEL
+from common.backends import BACKENDS
+from common.launch import DATA_PARALLEL
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -173,7 +174,7 @@ def sources(parity: Path = PARITY, benches: dict[str, Path] = BENCHES, quality: 
     lines += [
         f"FD: `{_rel(quality)}` (mnist28 on Fashion-MNIST, 3000 iterations), commit `{q[1][:7]}`, {q[2]};",
         "lines: the backend's `*_impl` package at this commit;",
-        "engine: `common.backends.DATA_PARALLEL`.",
+        "engine: `common.launch.DATA_PARALLEL`.",
     ]
     return lines
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 
 from common.config import Config
 from common.errors import ConfigError
+from common.launch import DATA_PARALLEL, NO_DATA_PARALLEL
 
 BACKENDS: dict[str, str] = {
     "torch": "pytorch_impl.backend",
@@ -156,86 +156,6 @@ class Trainer(Protocol):
         """Loads a canonical state written by any backend (validated by the caller against the
         config). Without optimizer keys Adam starts afresh; a framework's RNG state is read
         only by that framework."""
-
-
-# Data parallelism (`dcgan train --devices N`): the global batch is N x optim.batch_size, the
-# data order and noise are common's for that global batch, and each engine splits it over N
-# devices. What each backend uses, or why it cannot yet.
-DATA_PARALLEL: dict[str, str] = {
-    "jax": "one jit-compiled step over a Mesh of N devices, the batch sharded by NamedSharding "
-    "(on a CPU, N devices of it through jax_num_cpu_devices); with --processes P, the devices of P processes "
-    "joined by jax.distributed (gloo between CPU processes)",
-    "keras-jax": "keras.distribution.DataParallel: variables replicated, every input split along its axis 0, "
-    "so the loop's batches come batch first",
-    "keras-tensorflow": "tf.distribute.MirroredStrategy: variables mirrored, each replica's shard of the batch "
-    "stepped by Keras's own TensorFlow trainer (on a CPU, N logical devices of it); not with --compile xla",
-    "torch": "DistributedDataParallel, one process per device under torchrun (gloo on CPU, nccl on GPU), "
-    "started by `dcgan train` itself; process 0 writes the run's files",
-}
-# Backends whose data parallelism can run in several processes, and the module that starts
-# them: torch always (DDP: one process per device), jax with --processes (jax.distributed).
-LAUNCHERS = {"torch": "pytorch_impl.distributed", "jax": "jax_impl.distributed"}
-PROCESS_PER_DEVICE = ("torch",)
-
-
-def processes(name: str, devices: int, asked: int | None = None, process_id: int | None = None) -> int:
-    """How many processes `devices` devices of `name` run in: torch's DDP one per device; jax
-    `asked` (default 1), each holding devices / processes; other backends one. Refuses a
-    count the backend cannot run, and a --process-id outside it, by name."""
-    default = devices if name in PROCESS_PER_DEVICE else 1
-    count = default if asked is None else asked
-    if count != default and name not in LAUNCHERS:
-        raise ConfigError("--processes", asked, f"1 on {name}: its data parallelism runs in one process")
-    if count != default and name in PROCESS_PER_DEVICE:
-        raise ConfigError("--processes", asked, f"{devices} on {name}, one per device (DDP), as --devices asks")
-    if devices % count:
-        raise ConfigError("--processes", asked, f"a divisor of --devices {devices}: each process holds as many")
-    if process_id is not None and name in PROCESS_PER_DEVICE:
-        raise ConfigError(
-            "--process-id", process_id, f"none on {name}: torchrun numbers its processes ({LAUNCHERS[name]} shows how)"
-        )
-    if process_id is not None and not 0 <= process_id < count:
-        valid = f"0 to {count - 1}, one per process" if count > 1 else f"given with --processes > 1 on {name}"
-        raise ConfigError("--process-id", process_id, valid)
-    return count
-
-
-def launcher(name: str, processes: int) -> Callable[[int, int, list[str], Config], int] | None:
-    """`launch(devices, processes, argv, config)` of `name`'s launcher where the run needs
-    `processes` > 1 and this process is not yet one of them; None where the command runs here."""
-    if processes < 2 or name not in LAUNCHERS:
-        return None
-    try:
-        module = importlib.import_module(LAUNCHERS[name])
-    except ImportError:  # load_backend refuses it, naming the extra to install
-        return None
-    return None if module.launched() else module.launch
-
-
-def exit_status(returncode: int) -> int:
-    """A process's exit code as a shell gives it: a child killed by signal n (returncode -n) is 128 + n."""
-    return returncode if returncode >= 0 else 128 - returncode
-
-
-def failed_first(process: int, processes: int, returncode: int, lines: Sequence[str] = ()) -> int:
-    """The exit code of a run of `processes` processes whose process `process` failed first.
-    Only process 0's output is shown, so another one is named, with its last `lines`."""
-    code = exit_status(returncode)
-    if process != 0:
-        message = f"dcgan: error: process {process} of {processes} failed first (exit code {code})"
-        print(message, *lines, sep="\n", file=sys.stderr)
-    return code
-
-
-def join(name: str, devices: int, processes: int, process_id: int, coordinator: str | None) -> None:
-    """Makes this process process `process_id` of `processes` (jax_impl/distributed.py)."""
-    importlib.import_module(LAUNCHERS[name]).join(devices, processes, process_id, coordinator)
-
-
-NO_DATA_PARALLEL: dict[str, str] = {
-    "keras-torch": "Keras 3.15's distribution API (keras.distribution) has no torch backend; "
-    "see https://github.com/keras-team/keras/issues/23418",
-}
 
 
 def load_backend(name: str, precision: str = "float32", compile: str | None = None, devices: int = 1) -> Backend:

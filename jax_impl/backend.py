@@ -20,7 +20,7 @@ from common import backends, canonical
 from common.algorithm import network_seeds
 from common.canonical import nchw_to_nhwc, nhwc_to_nchw
 from common.config import Config
-from common.errors import ConfigError
+from jax_impl.distributed import DATA_AXIS, data_parallel_mesh, global_array, local_copy
 from jax_impl.layout import CANONICAL_NAMES, from_canonical, native_name, to_canonical
 from jax_impl.models import BatchNorm, Discriminator, Generator
 from jax_impl.step import d_loss, g_loss, train_step
@@ -33,29 +33,6 @@ DTYPES = {
     "bf16": (jnp.bfloat16, jnp.float32),
 }
 MOMENTS = {"mu": "exp_avg", "nu": "exp_avg_sq"}  # optax's Adam moments -> canonical names
-
-
-DATA_AXIS = "data"  # the mesh axis the batch is split along
-
-
-def data_parallel_mesh(devices: int) -> Mesh:
-    """A one-axis mesh of the first `devices` devices, of every process (jax_impl/distributed.py).
-    On a CPU JAX shows one device unless jax_num_cpu_devices asks for more, which only works
-    before JAX runs anything; with several processes, joining them asked for this one's."""
-    if not jax.distributed.is_initialized():
-        try:
-            jax.config.update("jax_num_cpu_devices", devices)
-        except RuntimeError:  # JAX already running in this process: only the devices it has
-            pass
-    found = jax.devices()
-    if len(found) < devices:
-        raise ConfigError(
-            "--devices",
-            devices,
-            f"at most the {len(found)} {jax.default_backend()} device(s) JAX has "
-            "(on a CPU, ask for the devices before JAX first runs: in a new process)",
-        )
-    return Mesh(np.array(found[:devices]), (DATA_AXIS,))
 
 
 def set_bn_groups(network: nnx.Module, groups: int) -> None:
@@ -128,7 +105,7 @@ class Trainer(backends.Trainer):
     """G, D and their Adam optimizers; `train_step` runs jax_impl/step.py.
 
     With several processes (jax_impl/distributed.py) every process runs each step over the
-    global Mesh; the state is replicated, so each reads its own copy of it (`_local`)."""
+    global Mesh; the state is replicated, so each reads its own copy of it (`local_copy`)."""
 
     def __init__(
         self,
@@ -165,7 +142,7 @@ class Trainer(backends.Trainer):
         if self.mesh is not None:
             replicated = NamedSharding(self.mesh, PartitionSpec())
             for module in (self.generator, self.discriminator, self.g_optimizer, self.d_optimizer):
-                nnx.update(module, jax.tree.map(lambda x: _global(x, replicated), nnx.state(module)))
+                nnx.update(module, jax.tree.map(lambda x: global_array(x, replicated), nnx.state(module)))
 
     def _array(self, array: np.ndarray | None, images: bool = False, batch_axis: int | None = None):
         """A canonical batch on the device at this trainer's precision; images (..., C, H, W)
@@ -178,7 +155,7 @@ class Trainer(backends.Trainer):
             return jnp.asarray(array)
         spec = [None] * array.ndim
         spec[batch_axis] = DATA_AXIS
-        return _global(array, NamedSharding(self.mesh, PartitionSpec(*spec)))
+        return global_array(array, NamedSharding(self.mesh, PartitionSpec(*spec)))
 
     def prepare(self, reals: np.ndarray, z_d: np.ndarray, z_g: np.ndarray | None) -> tuple:
         # reals (k, N, H, W, C) and z_d (k, N, latent) split along N; z_g (N, latent) too
@@ -199,7 +176,7 @@ class Trainer(backends.Trainer):
         generator = self.generator
         if jax.process_count() > 1:
             graph, state = nnx.split(generator)
-            generator = nnx.merge(graph, jax.tree.map(_local, state))
+            generator = nnx.merge(graph, jax.tree.map(local_copy, state))
         generator.eval()  # BN normalises with its running statistics
         try:
             return nhwc_to_nchw(np.asarray(generator(self._array(z)))).astype(np.float32)
@@ -249,17 +226,19 @@ class Trainer(backends.Trainer):
         arrays = {}
         for role, network, optimizer in self._roles():
             for e in canonical.entries(self.config, role):
-                arrays[e.key] = to_canonical(e.layer.kind, e.name, _local(_variable(network, e)[...]))
+                arrays[e.key] = to_canonical(e.layer.kind, e.name, local_copy(_variable(network, e)[...]))
             adam = dict(nnx.to_flat_state(nnx.state(optimizer)))
-            arrays[canonical.step_key(role)] = np.array(_local(adam[("opt_state", 0, "count")][...]), dtype=np.int64)
+            arrays[canonical.step_key(role)] = np.array(
+                local_copy(adam[("opt_state", 0, "count")][...]), dtype=np.int64
+            )
             for path, entry in self._parameter_entries(role).items():
                 for field, moment in MOMENTS.items():
-                    value = _local(adam[("opt_state", 0, field, *path)][...])
+                    value = local_copy(adam[("opt_state", 0, field, *path)][...])
                     arrays[canonical.moment_key(role, moment, entry)] = to_canonical(
                         entry.layer.kind, entry.name, value
                     )
             for path, variable in nnx.to_flat_state(nnx.state(network, nnx.RngState)):
-                value = _local(variable[...])
+                value = local_copy(variable[...])
                 if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
                     value = jax.random.key_data(value)  # a typed key has no numpy form; its raw bits do
                 arrays[_rng_key(role, path)] = np.asarray(value)
@@ -299,20 +278,6 @@ class Trainer(backends.Trainer):
             if restored:
                 nnx.update(network, nnx.from_flat_state(restored))
         self._replicate()
-
-
-def _global(array: jax.Array, sharding: NamedSharding) -> jax.Array:
-    """`array`, whole and equal on every process, as one array of `sharding` over every process's
-    devices: each process gives its own devices their parts (device_put reaches its own alone)."""
-    if jax.dtypes.issubdtype(array.dtype, jax.dtypes.prng_key):  # a typed key: its raw bits, wrapped again
-        return jax.random.wrap_key_data(_global(jax.random.key_data(array), sharding), impl=jax.random.key_impl(array))
-    host = np.asarray(array)
-    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
-
-
-def _local(array: jax.Array) -> jax.Array:
-    """This process's copy of a replicated array: what it reads without the other processes."""
-    return array if array.is_fully_addressable else array.addressable_data(0)
 
 
 # Outside the training step, jitted too: run eagerly, JAX compiles and runs each op on its own.

@@ -1,7 +1,9 @@
-"""JAX's data parallelism over several processes: `jax.distributed.initialize`.
+"""JAX's data parallelism: one step over a Mesh of devices, and over several processes
+(`jax.distributed.initialize`).
 
 In one process, `dcgan train --backend jax --devices N` runs one jit-compiled step over a
-Mesh of the process's N devices (jax_impl/backend.py). `--processes P` spreads the same N
+Mesh of the process's N devices (`data_parallel_mesh`; the step is jax_impl/backend.py's
+Trainer's, on batches sharded along the mesh's DATA_AXIS). `--processes P` spreads the same N
 devices over P processes of N/P devices each. Every process then runs the same program over
 the global Mesh of all processes' devices (JAX's multi-controller SPMD), and XLA's collectives
 cross processes: gloo over TCP between CPU processes (JAX's default
@@ -17,8 +19,8 @@ jax_cpu_collectives_implementation), NCCL between GPUs.
 (under Slurm, `srun` runs the same command with --process-id $SLURM_PROCID).
 
 Every process runs common's loop on the same global batch (its data order and noise) and
-hands JAX only its own devices' rows (jax_impl/backend.py's `Trainer._array`). The model's
-state is replicated, so each process reads its own copy: process 0 writes the run's files and
+hands JAX only its own devices' rows (`global_array`). The model's state is replicated, so
+each process reads its own copy (`local_copy`): process 0 writes the run's files and
 samples on its first device alone, and the processes agree on a signal that stops them
 (`Trainer.should_stop`).
 """
@@ -26,28 +28,64 @@ samples on its first device alone, and the processes agree on a signal that stop
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 
-from common.backends import exit_status, failed_first
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+
 from common.config import Config
 from common.errors import ConfigError
+from common.launch import free_port, run_processes
+
+DATA_AXIS = "data"  # the mesh axis the batch is split along
+
+
+def data_parallel_mesh(devices: int) -> Mesh:
+    """A one-axis mesh of the first `devices` devices, of every process (`join`).
+    On a CPU JAX shows one device unless jax_num_cpu_devices asks for more, which only works
+    before JAX runs anything; with several processes, joining them asked for this one's."""
+    if not jax.distributed.is_initialized():
+        try:
+            jax.config.update("jax_num_cpu_devices", devices)
+        except RuntimeError:  # JAX already running in this process: only the devices it has
+            pass
+    found = jax.devices()
+    if len(found) < devices:
+        raise ConfigError(
+            "--devices",
+            devices,
+            f"at most the {len(found)} {jax.default_backend()} device(s) JAX has "
+            "(on a CPU, ask for the devices before JAX first runs: in a new process)",
+        )
+    return Mesh(np.array(found[:devices]), (DATA_AXIS,))
+
+
+def global_array(array: jax.Array, sharding: NamedSharding) -> jax.Array:
+    """`array`, whole and equal on every process, as one array of `sharding` over every process's
+    devices: each process gives its own devices their parts (device_put reaches its own alone)."""
+    if jax.dtypes.issubdtype(array.dtype, jax.dtypes.prng_key):  # a typed key: its raw bits, wrapped again
+        return jax.random.wrap_key_data(
+            global_array(jax.random.key_data(array), sharding), impl=jax.random.key_impl(array)
+        )
+    host = np.asarray(array)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def local_copy(array: jax.Array) -> jax.Array:
+    """This process's copy of a replicated array: what it reads without the other processes."""
+    return array if array.is_fully_addressable else array.addressable_data(0)
 
 
 def launched() -> bool:
     """Whether this process is already one of the P: it joined them (`join`)."""
-    return "jax" in sys.modules and sys.modules["jax"].distributed.is_initialized()
+    return jax.distributed.is_initialized()
 
 
 def join(devices: int, processes: int, process_id: int, coordinator: str | None) -> None:
     """Joins the P processes (before JAX first runs): this one holds devices / processes of the
     global Mesh's devices. Without `coordinator`, JAX_COORDINATOR_ADDRESS or JAX's cluster
     detection (Slurm, Open MPI, Kubernetes) gives process 0's address."""
-    import jax
-
     if jax.distributed.is_initialized():
         return
     jax.config.update("jax_num_cpu_devices", devices // processes)  # a CPU's devices; a GPU's are its own
@@ -63,7 +101,7 @@ def join(devices: int, processes: int, process_id: int, coordinator: str | None)
 
 def launch(devices: int, processes: int, argv: list[str], config: Config) -> int:
     """Runs `python -m common.cli ARGV --process-id I` for I < `processes` on this host, with
-    a coordinator on a free local port (see `run_processes`); on GPUs each process sees its
+    a coordinator on a free local port (common.launch.run_processes); on GPUs each process sees its
     own devices / processes of them."""
     coordinator = f"127.0.0.1:{free_port()}"
     per_process = devices // processes
@@ -77,61 +115,6 @@ def launch(devices: int, processes: int, argv: list[str], config: Config) -> int
     return run_processes(commands, envs)
 
 
-def run_processes(commands: list[list[str]], envs: list[dict[str, str]]) -> int:
-    """Runs one process per command and returns the run's exit code: 0, or that of the first
-    process that failed, whose number (and, where it is not process 0, last lines) it prints;
-    the others are then ended, as they would wait for it in a collective. Only process 0
-    prints as it goes. SIGINT and SIGTERM are passed on once to every process, which stop
-    together and save; the run's code is then process 0's."""
-    children, logs, stopping = [], [], []
-
-    def forward(signum, frame):
-        stopping.append(signum)
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signum)
-
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        for i, (command, env) in enumerate(zip(commands, envs)):
-            log = None if i == 0 else tempfile.TemporaryFile()
-            # A session of its own: a Ctrl-C reaches this launcher only, which passes it on once.
-            children.append(
-                subprocess.Popen(command, env=env, stdout=log or None, stderr=log or None, start_new_session=True)
-            )
-            logs.append(log)
-        return _wait(children, logs, stopping)
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        for child in children:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
-
-
-def _wait(children: list[subprocess.Popen], logs: list, stopping: list[int]) -> int:
-    """Waits for every process, or for the first failure where no signal (`stopping`) came."""
-    running = set(range(len(children)))
-    while running:
-        for i in sorted(running):
-            try:
-                code = children[i].wait(timeout=0.2)
-            except subprocess.TimeoutExpired:
-                continue
-            running.discard(i)
-            if code == 0 or stopping:
-                continue
-            tail = []
-            if i != 0:
-                logs[i].seek(0)
-                tail = logs[i].read().decode(errors="replace").strip().splitlines()[-5:]
-            return failed_first(i, len(children), code, tail)
-    return exit_status(children[0].returncode)
-
-
-def free_port() -> int:
-    """A TCP port on this host that is free now, for a coordinator."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def python_m(devices: int) -> list[str]:
+    """Nothing: JAX's `devices` devices run in one process unless --processes asks for more."""
+    return []

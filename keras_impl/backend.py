@@ -19,7 +19,7 @@ from common.algorithm import network_seeds
 from common.canonical import nchw_to_nhwc, nhwc_to_nchw
 from common.config import Config
 from common.errors import ConfigError
-from keras_impl import distribute
+from keras_impl import distributed
 from keras_impl.gan import GAN
 from keras_impl.gradients import apply, jit, value_and_grad
 from keras_impl.layers import BatchNormalization
@@ -52,8 +52,8 @@ class Backend:
         # Every layer, variable and optimizer built from here on follows these two settings.
         keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bf16" else keras.config.floatx())
         self.name, self.precision, self.compile = name, precision, compile
-        self.devices = devices  # above 1 only where common.backends.DATA_PARALLEL lists this backend
-        # On TensorFlow, N devices are a MirroredStrategy (keras_impl/distribute.py), under whose
+        self.devices = devices  # above 1 only where common.launch.DATA_PARALLEL lists this backend
+        # On TensorFlow, N devices are a MirroredStrategy (keras_impl/distributed.py), under whose
         # scope the models, optimizers and GAN are made; on JAX a Keras distribution.
         tensorflow = keras.backend.backend() == "tensorflow"
         if tensorflow and devices > 1 and compile == "xla":
@@ -64,7 +64,7 @@ class Backend:
                 "the MirroredStrategy's copies of the variables on the others "
                 "(https://www.tensorflow.org/xla/known_issues, https://github.com/keras-team/keras/issues/18145)",
             )
-        self.strategy = distribute.mirrored_strategy(devices) if tensorflow and devices > 1 else None
+        self.strategy = distributed.mirrored_strategy(devices) if tensorflow and devices > 1 else None
         if keras.backend.backend() == "jax":  # from here on every variable is replicated over the devices, or not
             keras.distribution.set_distribution(
                 keras.distribution.DataParallel(devices=keras.distribution.list_devices()[:devices])
@@ -151,7 +151,7 @@ class Trainer(backends.Trainer):
 
     def prepare(self, reals: np.ndarray, z_d: np.ndarray, z_g: np.ndarray | None) -> tuple:
         if self.strategy is not None:  # each replica's rows of the batch axis: 1 of reals and z_d, 0 of z_g
-            return distribute.split(self.strategy, tuple(self._array(a) for a in (reals, z_d, z_g)), axes=(1, 1, 0))
+            return distributed.split(self.strategy, tuple(self._array(a) for a in (reals, z_d, z_g)), axes=(1, 1, 0))
         if self.batch_first:  # DataParallel splits axis 0 of every input: N must come first, not k
             reals, z_d = np.swapaxes(reals, 0, 1), np.swapaxes(z_d, 0, 1)
             return tuple(None if a is None else self._array(a) for a in (reals, z_d, z_g))  # Keras distributes them

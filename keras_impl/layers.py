@@ -23,7 +23,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from keras_impl import distribute
+from keras_impl import distributed
 
 
 def mean(x, axis=None):
@@ -93,9 +93,9 @@ class BatchNormalization(layers.BatchNormalization):
             batch_mean = mean(x, axis=axes)
             return batch_mean, mean(ops.square(x - batch_mean), axis=axes), _count(x, batch_mean)
         total = ops.sum(x, axis=axes)
-        n = distribute.all_sum(_count(x, total))
-        batch_mean = distribute.all_sum(total) / n
-        return batch_mean, distribute.all_sum(ops.sum(ops.square(x - batch_mean), axis=axes)) / n, n
+        n = distributed.all_sum(_count(x, total))
+        batch_mean = distributed.all_sum(total) / n
+        return batch_mean, distributed.all_sum(ops.sum(ops.square(x - batch_mean), axis=axes)) / n, n
 
     def _normalize(self, x, batch_mean, variance):
         outputs = ops.batch_normalization(
@@ -120,7 +120,7 @@ class Dropout(layers.Dropout):
     step sees the global batch) takes Keras's own path."""
 
     def call(self, inputs, training=False):
-        replicas, replica = distribute.replica()
+        replicas, replica = distributed.replica()
         if not (training and self.rate > 0) or replicas == 1:
             return super().call(inputs, training=training)
         size = ops.shape(inputs)[0]

@@ -17,7 +17,7 @@ from functools import partial
 import keras
 from keras import ops
 
-from keras_impl import distribute
+from keras_impl import distributed
 from keras_impl.gradients import value_and_grad
 from keras_impl.layers import mean
 
@@ -60,7 +60,7 @@ def replica_share(loss_fn):
     the global batch's mean loss, as the TensorFlow guide "Custom training with
     tf.distribute.Strategy" scales it. The unscaled loss is the replica's metric. One replica
     (no strategy, or Keras-JAX, whose step sees the global batch) differentiates the loss itself."""
-    replicas, _ = distribute.replica()
+    replicas, _ = distributed.replica()
 
     def shared(*args):
         loss, aux = loss_fn(*args)

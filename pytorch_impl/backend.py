@@ -13,10 +13,13 @@ import functools
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from common import backends, canonical
 from common.algorithm import network_seeds
 from common.config import Config
+from pytorch_impl import distributed
 from pytorch_impl.layout import from_canonical, native_name, to_canonical
 from pytorch_impl.models import Discriminator, Generator
 from pytorch_impl.step import d_loss, g_loss, train_step
@@ -33,9 +36,8 @@ class Backend:
         self.dtype = DTYPES[precision]
         self.device = "gpu" if torch.cuda.is_available() else "cpu"
         if devices > 1:  # one process per device, under torchrun (pytorch_impl/distributed.py)
-            from pytorch_impl.distributed import init_process_group
-
-            self.torch_device = init_process_group(devices)
+            distributed.join(devices)
+            self.torch_device = distributed.local_device()
         else:
             self.torch_device = torch.device("cuda" if self.device == "gpu" else "cpu")
         # Strict float32 unless TF32 is asked for (cuDNN's convolutions default to TF32).
@@ -52,9 +54,7 @@ class Backend:
     def trainer(self, config: Config) -> Trainer:
         options = dict(device=self.torch_device, precision=self.precision, compile=self.compile)
         if self.devices > 1:
-            from pytorch_impl.distributed import DistributedTrainer, check_bn_statistics
-
-            check_bn_statistics(config, self.torch_device)
+            distributed.check_bn_statistics(config, self.torch_device)
             return DistributedTrainer(config, *self.build(config), **options)
         return Trainer(config, *self.build(config), **options)
 
@@ -227,6 +227,83 @@ class Trainer(backends.Trainer):
                     }
         if "rng.torch" in arrays:
             torch.set_rng_state(torch.from_numpy(arrays["rng.torch"].copy()))
+
+
+class DistributedTrainer(Trainer):
+    """The single-device Trainer with G and D in DDP, in each of torchrun's processes
+    (pytorch_impl/distributed.py, whose docstring gives the GAN's DDP pitfalls and the choice
+    made for each). The loop's global batch arrives on every process, and each trains on its
+    own rows of it. Metrics, the stop decision and the saved state agree across processes."""
+
+    writer: bool
+
+    def __init__(self, config: Config, generator, discriminator, device: torch.device, **kwargs):
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.writer = self.rank == 0
+        self.per_device = config.model.bn_statistics == "per_device"
+        if not self.per_device:  # "global" (GPUs only, distributed.check_bn_statistics): the global batch's statistics
+            generator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(generator)
+            discriminator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(discriminator)
+        super().__init__(config, generator, discriminator, device=device, **kwargs)
+        torch.manual_seed(config.seed + self.rank)  # each device's own dropout masks (distributed.py's docstring)
+        ids = [device.index] if device.type == "cuda" else None
+        self._g = DistributedDataParallel(self._g, device_ids=ids, forward_sync_buffers=False)
+        self._d = DistributedDataParallel(self._d, device_ids=ids, forward_sync_buffers=False)
+
+    def _shard(self, tensor: torch.Tensor | None, batch_axis: int) -> torch.Tensor | None:
+        if tensor is None:
+            return None
+        rows = tensor.shape[batch_axis] // self.world
+        return tensor.narrow(batch_axis, self.rank * rows, rows)
+
+    def prepare(self, reals: np.ndarray, z_d: np.ndarray, z_g: np.ndarray | None) -> tuple:
+        reals, z_d, z_g = super().prepare(reals, z_d, z_g)
+        return self._shard(reals, 1), self._shard(z_d, 1), self._shard(z_g, 0)
+
+    def step(self, batch: tuple) -> dict[str, torch.Tensor]:
+        metrics = super().step(batch)
+        if self.per_device:
+            self._average_buffers()
+        # Each process's metrics are means over its rows; their mean is the global batch's.
+        values = torch.stack(list(metrics.values())).to(torch.float64)
+        dist.all_reduce(values, op=dist.ReduceOp.AVG if values.is_cuda else dist.ReduceOp.SUM)
+        if not values.is_cuda:  # gloo has no AVG
+            values /= self.world
+        return dict(zip(metrics, values))
+
+    @torch.no_grad()
+    def _average_buffers(self) -> None:
+        """Running statistics: the mean over devices (num_batches_tracked is equal everywhere)."""
+        for network in (self.generator, self.discriminator):
+            for buffer in network.buffers():
+                if buffer.is_floating_point():
+                    dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
+                    buffer /= self.world
+
+    def should_stop(self, requested: int | None) -> int | None:
+        """The signal that stops the loop after this iteration: the highest any process received."""
+        flag = torch.tensor([requested or 0], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag.item()) or None
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The canonical state (equal on every process), with every process's RNG state:
+        rng.torch is process 0's, as on one device, and rng.torch.rank<r> process r's."""
+        arrays = super().state_dict()
+        states = [None] * self.world
+        dist.all_gather_object(states, arrays["rng.torch"])
+        arrays.update({f"rng.torch.rank{r}": state for r, state in enumerate(states) if r > 0})
+        return arrays
+
+    def load_state_dict(self, arrays: dict[str, np.ndarray]) -> None:
+        super().load_state_dict(arrays)
+        if self.rank > 0:
+            own = arrays.get(f"rng.torch.rank{self.rank}")
+            if own is not None:
+                torch.set_rng_state(torch.from_numpy(own.copy()))
+            else:  # saved on fewer devices: this device's stream starts afresh, from the seed, rank and step
+                step = int(arrays.get(canonical.step_key("generator"), 0))
+                torch.manual_seed(int(np.random.SeedSequence([self.config.seed, self.rank, step]).generate_state(1)[0]))
 
 
 def _attribute(entry: canonical.Entry) -> str:

@@ -9,7 +9,8 @@ same command:
         -m common.cli train --backend torch --devices 2 --set model.bn_statistics=per_device ...
 
 Every process runs common's loop on the same global batch (its data order and noise), and
-trains on its 1/N of it (`DistributedTrainer.prepare`). Process 0 writes the run's files.
+trains on its 1/N of it; process 0 writes the run's files. This module starts and joins the
+processes; pytorch_impl/backend.py's `DistributedTrainer` trains in each of them.
 
 The GAN's DDP pitfalls, and the choice made for each:
 
@@ -38,16 +39,12 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
 
-from common import canonical
-from common.backends import failed_first
 from common.config import Config
 from common.errors import ConfigError
-from pytorch_impl.backend import Trainer
+from common.launch import failed_first
 
 
 def launched() -> bool:
@@ -90,8 +87,12 @@ def python_m(devices: int) -> list[str]:
     return ["torch.distributed.run", *torchrun_options(devices), "-m"]
 
 
-def init_process_group(devices: int) -> torch.device:
-    """Joins torchrun's process group (once per process); returns this process's device."""
+def join(
+    devices: int, processes: int | None = None, process_id: int | None = None, coordinator: str | None = None
+) -> None:
+    """Joins torchrun's process group (once per process). torchrun numbered this process and
+    gave it process 0's address (RANK, WORLD_SIZE, MASTER_ADDR), so `processes`, `process_id`
+    and `coordinator` are torchrun's to give: `dcgan train` refuses them on torch."""
     if not launched():
         raise ConfigError(
             "--devices",
@@ -99,12 +100,15 @@ def init_process_group(devices: int) -> torch.device:
             "1 here, or run under torchrun: `dcgan train --devices N` starts torchrun itself "
             "(pytorch_impl/distributed.py shows the command for several hosts)",
         )
-    gpu = torch.cuda.is_available()
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if gpu else "gloo")
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     if dist.get_world_size() != devices:
         raise ConfigError("--devices", devices, f"torchrun's world size, {dist.get_world_size()}")
-    if gpu:
+
+
+def local_device() -> torch.device:
+    """This process's device: its own GPU (LOCAL_RANK of this host's), or the CPU."""
+    if torch.cuda.is_available():
         local = int(os.environ.get("LOCAL_RANK", 0))
         torch.cuda.set_device(local)
         return torch.device("cuda", local)
@@ -119,79 +123,3 @@ def check_bn_statistics(config: Config, device: torch.device) -> None:
             "per_device on torch's CPU: DDP's global statistics come from torch.nn.SyncBatchNorm, which "
             "runs on GPUs only; add --set model.bn_statistics=per_device",
         )
-
-
-class DistributedTrainer(Trainer):
-    """The single-device Trainer with G and D in DDP. The loop's global batch arrives on every
-    process, and each trains on its own rows of it. Metrics, the stop decision and the saved
-    state agree across processes."""
-
-    writer: bool
-
-    def __init__(self, config: Config, generator, discriminator, device: torch.device, **kwargs):
-        self.rank, self.world = dist.get_rank(), dist.get_world_size()
-        self.writer = self.rank == 0
-        self.per_device = config.model.bn_statistics == "per_device"
-        if not self.per_device:  # "global" (GPUs only, check_bn_statistics): the global batch's statistics
-            generator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(generator)
-            discriminator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(discriminator)
-        super().__init__(config, generator, discriminator, device=device, **kwargs)
-        torch.manual_seed(config.seed + self.rank)  # each device's own dropout masks (module docstring)
-        ids = [device.index] if device.type == "cuda" else None
-        self._g = DistributedDataParallel(self._g, device_ids=ids, forward_sync_buffers=False)
-        self._d = DistributedDataParallel(self._d, device_ids=ids, forward_sync_buffers=False)
-
-    def _shard(self, tensor: torch.Tensor | None, batch_axis: int) -> torch.Tensor | None:
-        if tensor is None:
-            return None
-        rows = tensor.shape[batch_axis] // self.world
-        return tensor.narrow(batch_axis, self.rank * rows, rows)
-
-    def prepare(self, reals: np.ndarray, z_d: np.ndarray, z_g: np.ndarray | None) -> tuple:
-        reals, z_d, z_g = super().prepare(reals, z_d, z_g)
-        return self._shard(reals, 1), self._shard(z_d, 1), self._shard(z_g, 0)
-
-    def step(self, batch: tuple) -> dict[str, torch.Tensor]:
-        metrics = super().step(batch)
-        if self.per_device:
-            self._average_buffers()
-        # Each process's metrics are means over its rows; their mean is the global batch's.
-        values = torch.stack(list(metrics.values())).to(torch.float64)
-        dist.all_reduce(values, op=dist.ReduceOp.AVG if values.is_cuda else dist.ReduceOp.SUM)
-        if not values.is_cuda:  # gloo has no AVG
-            values /= self.world
-        return dict(zip(metrics, values))
-
-    @torch.no_grad()
-    def _average_buffers(self) -> None:
-        """Running statistics: the mean over devices (num_batches_tracked is equal everywhere)."""
-        for network in (self.generator, self.discriminator):
-            for buffer in network.buffers():
-                if buffer.is_floating_point():
-                    dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
-                    buffer /= self.world
-
-    def should_stop(self, requested: int | None) -> int | None:
-        """The signal that stops the loop after this iteration: the highest any process received."""
-        flag = torch.tensor([requested or 0], device=self.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return int(flag.item()) or None
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        """The canonical state (equal on every process), with every process's RNG state:
-        rng.torch is process 0's, as on one device, and rng.torch.rank<r> process r's."""
-        arrays = super().state_dict()
-        states = [None] * self.world
-        dist.all_gather_object(states, arrays["rng.torch"])
-        arrays.update({f"rng.torch.rank{r}": state for r, state in enumerate(states) if r > 0})
-        return arrays
-
-    def load_state_dict(self, arrays: dict[str, np.ndarray]) -> None:
-        super().load_state_dict(arrays)
-        if self.rank > 0:
-            own = arrays.get(f"rng.torch.rank{self.rank}")
-            if own is not None:
-                torch.set_rng_state(torch.from_numpy(own.copy()))
-            else:  # saved on fewer devices: this device's stream starts afresh, from the seed, rank and step
-                step = int(arrays.get(canonical.step_key("generator"), 0))
-                torch.manual_seed(int(np.random.SeedSequence([self.config.seed, self.rank, step]).generate_state(1)[0]))

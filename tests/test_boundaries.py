@@ -33,7 +33,7 @@ LAZY_EXCEPTIONS = {
     # backend computes far faster than that of Keras's own lax.conv_transpose (docs/benchmarks.md)
     "keras_impl/layers.py": {"jax_impl"},
     # data parallelism on Keras-TensorFlow is tf.distribute's MirroredStrategy, which Keras 3 wraps no API around
-    "keras_impl/distribute.py": {"tensorflow"},
+    "keras_impl/distributed.py": {"tensorflow"},
     # `dcgan eval` measures every backend's samples in one feature space: pytorch_impl's classifier
     "common/quality/evaluate.py": {"pytorch_impl"},
     "common/quality/features.py": {"pytorch_impl"},
@@ -82,6 +82,7 @@ SAME_NAMES = {
     "backend": {"Backend", "Trainer"},
     "step": {"train_step", "d_step", "g_step", "d_loss", "g_loss"},
     "layout": {"native_name", "to_canonical", "from_canonical"},
+    "distributed": set(),  # --devices N: each framework's own engine, so no name is shared but the module's
 }
 SAME_SIGNATURES = {"layout": {"native_name", "to_canonical", "from_canonical"}}
 IMPLS = ("pytorch_impl", "jax_impl", "keras_impl")

@@ -23,11 +23,11 @@ import numpy as np
 import pytest
 
 from common import checkpoint
-from common.backends import BACKENDS, DATA_PARALLEL, load_backend
+from common.backends import BACKENDS, load_backend
 from common.errors import ConfigError
+from common.launch import DATA_PARALLEL, free_port, run_processes
 from common.parity import TOLERANCES
 from common.rundir import RunDir
-from jax_impl.distributed import free_port, run_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -173,7 +173,7 @@ if rank == 0:
 JAX_PROCESSES_SCRIPT = (
     SHARED
     + """
-from common.backends import join
+from common.launch import join
 
 out, process_id, coordinator = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 join("jax", 2, 2, process_id, coordinator)

@@ -156,12 +156,15 @@ PIECES = [
         "on TensorFlow.",
         {
             "pytorch": [
-                ("pytorch_impl/distributed.py", "init_process_group"),
-                ("pytorch_impl/distributed.py", "DistributedTrainer.step"),
-                ("pytorch_impl/distributed.py", "DistributedTrainer._average_buffers"),
+                ("pytorch_impl/distributed.py", "join"),
+                ("pytorch_impl/backend.py", "DistributedTrainer.step"),
+                ("pytorch_impl/backend.py", "DistributedTrainer._average_buffers"),
             ],
-            "jax": [("jax_impl/backend.py", "data_parallel_mesh"), ("jax_impl/backend.py", "Trainer._replicate")],
-            "keras": [("keras_impl/backend.py", "Backend.__init__"), ("keras_impl/distribute.py", "mirrored_strategy")],
+            "jax": [("jax_impl/distributed.py", "data_parallel_mesh"), ("jax_impl/backend.py", "Trainer._replicate")],
+            "keras": [
+                ("keras_impl/backend.py", "Backend.__init__"),
+                ("keras_impl/distributed.py", "mirrored_strategy"),
+            ],
         },
     ),
 ]
