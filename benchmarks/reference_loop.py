@@ -23,7 +23,7 @@ from pytorch_impl.models import Discriminator, Generator
 
 
 class ReferenceLoop:
-    """Duck-types the parts of common.backends.Trainer that benchmarks/worker.py drives."""
+    """Duck-types the parts of common.trainer.Trainer that benchmarks/worker.py drives."""
 
     def __init__(self, config: Config, device: str = "cpu"):
         o = config.optim

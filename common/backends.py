@@ -1,12 +1,14 @@
-"""The five backends, and the small interface each framework build implements.
+"""The five backends: what each offers (extras, compilers, precisions), `load_backend`,
+which checks every option once, and the `Backend` each framework build implements.
 
 A backend is one framework running one build: `torch` (pytorch_impl), `jax` (jax_impl) and
 Keras 3 (keras_impl) on each of its three backends. Keras fixes its backend when it is
 first imported, so one process holds at most one Keras backend; `load_backend` sets
 `KERAS_BACKEND` before that import and refuses a second, different one.
 
-`common` talks to a framework only through this interface, with numpy arrays in the
-canonical layout (images NCHW, values as float32); each backend converts at its edge.
+`common` talks to a framework only through `Backend` and the `Trainer` it makes
+(common/trainer.py), with numpy arrays in the canonical layout (images NCHW, values as
+float32); each backend converts at its edge.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 from common.config import Config
 from common.errors import ConfigError
 from common.launch import DATA_PARALLEL, NO_DATA_PARALLEL
+from common.trainer import Trainer
 
 BACKENDS: dict[str, str] = {
     "torch": "pytorch_impl.backend",
@@ -96,66 +99,6 @@ class Backend(Protocol):
         Canonical names are PyTorch's: `weight` (a kernel, or a BN scale) and `bias` (a bias,
         or a BN offset). Arrays stay in the framework's own layout.
         """
-
-
-class Trainer(Protocol):
-    """What the shared loop (common/train.py) drives: one framework's models and optimizers.
-
-    Arrays cross this interface in the canonical form: batches NCHW, states and gradients as
-    common/canonical.py names and lays them out; each trainer casts to its own precision.
-    Each framework's `Trainer` subclasses this one, which gives it `train_step`.
-    """
-
-    generator: Any  # the framework's models, as `Backend.build` made them
-    discriminator: Any
-    writer: bool = True  # whether this process writes the run's files (with a process per device: process 0)
-
-    def train_step(self, reals: np.ndarray, z_d: np.ndarray, z_g: np.ndarray | None) -> dict[str, Any]:
-        """One iteration of common/algorithm.py on numpy inputs: `step(prepare(reals, z_d, z_g))`.
-
-        reals: (k, N, C, H, W) float32 in [-1, 1]; z_d: (k, N, latent) float32; z_g: (N, latent),
-        or None when G reuses the last D step's fakes. Returns the scalars named in
-        common.algorithm.METRICS as framework scalars (`float()` reads each), so the step
-        itself never waits for the host.
-        """
-        return self.step(self.prepare(reals, z_d, z_g))
-
-    def prepare(self, reals: np.ndarray, z_d: np.ndarray, z_g: np.ndarray | None) -> Any:
-        """The batch as this framework's arrays, on its device, in its layout and dtype."""
-
-    def should_stop(self, requested: int | None) -> int | None:
-        """The signal (SIGINT, SIGTERM) that stops the loop after this iteration, or None.
-        With a process per device, the one any process received, so all stop together."""
-        return requested
-
-    def step(self, batch: Any) -> dict[str, Any]:
-        """The framework's train step (its `step.py`) on a batch `prepare` made: what the
-        benchmarks time."""
-
-    def synchronize(self, outputs: Any) -> None:
-        """Waits until the device has finished the work that produced `outputs` (a step's
-        metrics): what a timer must do before it reads the clock."""
-
-    def sample(self, z: np.ndarray) -> np.ndarray:
-        """G in eval mode on z (n, latent): images (n, C, H, W) float32 in [-1, 1]."""
-
-    def gradients(self, real: np.ndarray, z: np.ndarray) -> dict[str, np.ndarray]:
-        """d loss_D / d D's parameters (real batch and G(z), detached) and d loss_G / d G's
-        parameters (through D), at the current state, under canonical keys; only BN running
-        statistics change, as in any train-mode forward pass."""
-
-    def apply_gradients(self, grads: dict[str, np.ndarray]) -> None:
-        """One Adam update of each network with the given canonical gradients."""
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        """The canonical state: everything a resumed run needs to continue exactly (weights,
-        BN statistics, Adam's moments and step counts), plus the framework's own RNG state
-        under rng.<framework>.*, so a resume on the same backend is bit-identical."""
-
-    def load_state_dict(self, arrays: dict[str, np.ndarray]) -> None:
-        """Loads a canonical state written by any backend (validated by the caller against the
-        config). Without optimizer keys Adam starts afresh; a framework's RNG state is read
-        only by that framework."""
 
 
 def load_backend(name: str, precision: str = "float32", compile: str | None = None, devices: int = 1) -> Backend:

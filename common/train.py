@@ -1,6 +1,6 @@
 """The training loop, once for every backend: data, noise, step counting, logging,
 sample grids, checkpoints and resume. A backend only supplies a `Trainer`
-(common/backends.py) whose `train_step` runs one iteration of common/algorithm.py; the run's
+(common/trainer.py) whose `train_step` runs one iteration of common/algorithm.py; the run's
 files are common/rundir.py's.
 """
 
@@ -21,12 +21,13 @@ from tqdm import tqdm
 
 from common import canonical, checkpoint
 from common.algorithm import data_order, fixed_noise, iteration_noise
-from common.backends import Trainer, load_backend
+from common.backends import load_backend
 from common.config import Config, apply_overrides, validate
 from common.data import ImageDataset, load_dataset
 from common.errors import ConfigError, RunStopped
 from common.rundir import RunDir
 from common.tensorboard import TensorBoard
+from common.trainer import Trainer
 from common.watch import Diverged, Watch, check_finite, check_finite_state
 
 

@@ -1,4 +1,4 @@
-"""JAX/Flax NNX's side of the common backend interface (see common/backends.py).
+"""JAX/Flax NNX's side of the common backend interface (see common/backends.py and common/trainer.py).
 
 Precision is a process-wide JAX setting here: float64 needs jax_enable_x64, and the
 precision of float32 convolutions and matmuls on a GPU (TF32 by JAX's default) is
@@ -16,7 +16,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from common import backends, canonical
+from common import canonical, trainer
 from common.algorithm import network_seeds
 from common.canonical import nchw_to_nhwc, nhwc_to_nchw
 from common.config import Config
@@ -101,7 +101,7 @@ class Backend:
         }
 
 
-class Trainer(backends.Trainer):
+class Trainer(trainer.Trainer):
     """G, D and their Adam optimizers; `train_step` runs jax_impl/step.py.
 
     With several processes (jax_impl/distributed.py) every process runs each step over the
@@ -184,7 +184,7 @@ class Trainer(backends.Trainer):
             generator.train()
 
     def gradients(self, real: np.ndarray, z: np.ndarray) -> dict[str, np.ndarray]:
-        """See common/backends.py: canonical gradients of loss_D (D's) and loss_G (G's)."""
+        """See common/trainer.py: canonical gradients of loss_D (D's) and loss_G (G's)."""
         real, z, label = self._array(real, images=True), self._array(z), self.config.optim.real_label
         d_grads, g_grads = _gradients(self.generator, self.discriminator, real, z, label)
         grads = {}

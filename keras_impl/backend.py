@@ -1,4 +1,4 @@
-"""Keras 3's side of the common backend interface (see common/backends.py).
+"""Keras 3's side of the common backend interface (see common/backends.py and common/trainer.py).
 
 The Keras backend (tensorflow, jax or torch) is fixed by KERAS_BACKEND before keras is
 imported; `common.backends.load_backend` sets it. Precision is process-wide too: floatx
@@ -14,7 +14,7 @@ from functools import partial
 import keras
 import numpy as np
 
-from common import backends, canonical
+from common import canonical, trainer
 from common.algorithm import network_seeds
 from common.canonical import nchw_to_nhwc, nhwc_to_nchw
 from common.config import Config
@@ -117,7 +117,7 @@ class Backend:
         }
 
 
-class Trainer(backends.Trainer):
+class Trainer(trainer.Trainer):
     """G, D and their Adam optimizers in a `GAN` (keras_impl/gan.py), stepped with
     `train_on_batch`, which runs keras_impl/step.py. Arrays cross this edge as NCHW and are
     NHWC inside.
@@ -169,7 +169,7 @@ class Trainer(backends.Trainer):
         return nhwc_to_nchw(keras.ops.convert_to_numpy(images)).astype(np.float32)
 
     def gradients(self, real: np.ndarray, z: np.ndarray) -> dict[str, np.ndarray]:
-        """See common/backends.py: canonical gradients of loss_D (D's) and loss_G (G's).
+        """See common/trainer.py: canonical gradients of loss_D (D's) and loss_G (G's).
         Nothing is assigned, not even BN statistics: the losses are stateless calls."""
         real, z = keras.ops.convert_to_tensor(self._array(real)), keras.ops.convert_to_tensor(self._array(z))
         generator, discriminator, label = self.generator, self.discriminator, self.config.optim.real_label

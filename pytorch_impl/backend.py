@@ -1,4 +1,4 @@
-"""PyTorch's side of the common backend interface (see common/backends.py).
+"""PyTorch's side of the common backend interface (see common/backends.py and common/trainer.py).
 
 Speed choices, each measured by benchmarks/ on a CPU: feature maps and weights are
 channels-last (NHWC in memory, still NCHW in shape), which oneDNN's convolutions prefer on
@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from common import backends, canonical
+from common import canonical, trainer
 from common.algorithm import network_seeds
 from common.config import Config
 from pytorch_impl import distributed
@@ -76,7 +76,7 @@ class Backend:
         }
 
 
-class Trainer(backends.Trainer):
+class Trainer(trainer.Trainer):
     """G, D and their Adam optimizers on one device; `train_step` runs pytorch_impl/step.py.
 
     float64 stays contiguous NCHW: PyTorch has no channels-last float64 convolution kernels,

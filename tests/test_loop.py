@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common import backends, checkpoint
+from common import checkpoint
 from common.algorithm import bce_with_logits, fixed_noise, iteration_noise
 from common.cli import main
 from common.errors import ConfigError
@@ -17,6 +17,7 @@ from common.pictures import image_grid, plot_losses, save_gif, save_grid
 from common.presets import make_config
 from common.rundir import RunDir, find_checkpoint
 from common.train import Schedule
+from common.trainer import Trainer
 
 
 def test_schedule_covers_each_epoch_once_in_a_seeded_order():
@@ -164,8 +165,10 @@ def test_resume_takes_preset_and_backend_from_the_run(tmp_path, capsys):
     assert "holds a svhn32 run on keras-jax" in capsys.readouterr().err
 
 
-class _NumpyTrainer(backends.Trainer):
+class _NumpyTrainer(Trainer):
     """A stand-in backend for the loop's own behaviour: counts steps, diverges when told to."""
+
+    prepare = step = synchronize = gradients = apply_gradients = None  # the loop calls train_step alone
 
     def __init__(self, diverge_at: int | None, fail_at: int | None = None):
         self.steps, self.diverge_at, self.fail_at = np.zeros((), np.int64), diverge_at, fail_at
