@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.backends import TRAINING_PRECISIONS
 from common.errors import ConfigError
+from common.precision import TRAINING_PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ MODES: dict[str, Mode] = {
     )
 }
 
-# The trainer's precisions (common.backends.TRAINING_PRECISIONS, the names `dcgan train
+# The trainer's precisions (common.precision.TRAINING_PRECISIONS, the names `dcgan train
 # --precision` takes) but float64, which exists for the parity suite, not for speed.
 PRECISIONS = tuple(p for p in TRAINING_PRECISIONS if p != "float64")
 # Names earlier versions of the benchmark used, and the precision each means now: still

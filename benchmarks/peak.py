@@ -15,6 +15,7 @@ import time
 
 from benchmarks.convolutions import jax_convolution, tensorflow_convolution, torch_convolution
 from benchmarks.flops import largest_layer, layer_flops
+from common.precision import TRAINING_PRECISIONS
 from common.presets import make_config
 
 # Dense (no sparsity) peak TFLOP/s from NVIDIA's data sheets, by a name `device_name` contains.
@@ -52,8 +53,9 @@ def _torch(layer, batch: int, n: int, precision: str, device: str):
     import torch
 
     dev = torch.device("cuda" if device == "gpu" else "cpu")
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    chosen = TRAINING_PRECISIONS[precision]  # the peak of the dtype the convolutions and matmuls compute in
+    dtype = getattr(torch, chosen.compute)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = chosen.tf32
     sync = torch.cuda.synchronize if device == "gpu" else (lambda: None)
     a, b = torch.randn(n, n, device=dev, dtype=dtype), torch.randn(n, n, device=dev, dtype=dtype)
     conv, x, w = torch_convolution(layer, batch, dtype, dev)
@@ -65,8 +67,9 @@ def _jax(layer, batch: int, n: int, precision: str, device: str):
     import jax
     import jax.numpy as jnp
 
-    jax.config.update("jax_default_matmul_precision", "tensorfloat32" if precision == "tf32" else "highest")
-    dtype = jnp.bfloat16 if precision == "bf16" else jnp.float32
+    chosen = TRAINING_PRECISIONS[precision]
+    jax.config.update("jax_default_matmul_precision", "tensorfloat32" if chosen.tf32 else "highest")
+    dtype = getattr(jnp, chosen.compute)
     keys = jax.random.split(jax.random.key(0), 3)
     a, b = jax.random.normal(keys[0], (n, n), dtype), jax.random.normal(keys[1], (n, n), dtype)
     f, x, w = jax_convolution(layer, batch, dtype, keys[2])
@@ -80,8 +83,9 @@ def _jax(layer, batch: int, n: int, precision: str, device: str):
 def _tensorflow(layer, batch: int, n: int, precision: str, device: str):
     import tensorflow as tf
 
-    tf.config.experimental.enable_tensor_float_32_execution(precision == "tf32")
-    dtype = tf.bfloat16 if precision == "bf16" else tf.float32
+    chosen = TRAINING_PRECISIONS[precision]
+    tf.config.experimental.enable_tensor_float_32_execution(chosen.tf32)
+    dtype = getattr(tf, chosen.compute)
     a, b = tf.cast(tf.random.normal((n, n)), dtype), tf.cast(tf.random.normal((n, n)), dtype)
     f, x, w = tensorflow_convolution(layer, batch, dtype)
     conv = tf.function(lambda: f(x, w))

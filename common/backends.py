@@ -23,6 +23,7 @@ import numpy as np
 from common.config import Config
 from common.errors import ConfigError
 from common.launch import DATA_PARALLEL, NO_DATA_PARALLEL
+from common.precision import TRAINING_PRECISIONS
 from common.trainer import Trainer
 
 BACKENDS: dict[str, str] = {
@@ -47,18 +48,6 @@ EXTRAS = {
 # ~1e-14 and any larger difference is a real one.
 PRECISIONS = ("float32", "float64")
 
-# What a trainer can compute in: PRECISIONS plus two that keep float32 weights, Adam state,
-# losses and BN statistics and speed up only the convolutions and matmuls. "float32" is
-# strict IEEE float32 on every device: on an NVIDIA GPU the frameworks' own defaults use
-# TF32 for some of those (cuDNN convolutions in PyTorch, everything in JAX and TensorFlow),
-# so a backend turns TF32 off unless asked for "tf32".
-TRAINING_PRECISIONS = {
-    "float32": "float32 throughout",
-    "float64": "float64 throughout (for the parity suite)",
-    "tf32": "float32, with convolutions and matmuls on TF32 tensor cores (NVIDIA Ampere or newer GPUs only)",
-    "bf16": "mixed precision: float32 weights, Adam, losses and BN statistics; convolutions and matmuls in bfloat16",
-}
-
 # The compilers a backend offers beyond its default step (None): torch.compile's modes for
 # PyTorch, XLA (jit_compile=True) for Keras on TensorFlow. JAX always jits its one step,
 # and Keras on JAX always runs under jax.jit. Keras on torch has none: its jit_compile
@@ -74,7 +63,7 @@ COMPILERS: dict[str, tuple[str, ...]] = {
 
 class Backend(Protocol):
     name: str
-    precision: str  # one of TRAINING_PRECISIONS
+    precision: str  # one of common.precision.TRAINING_PRECISIONS
     compile: str | None  # one of the backend's COMPILERS, or None: its default step
     layout: str  # "NCHW" or "NHWC": how this framework holds feature maps
     device: str  # "cpu" or "gpu": where this framework runs (its own default device)
@@ -140,7 +129,7 @@ def load_backend(name: str, precision: str = "float32", compile: str | None = No
             f"an installed framework ({err}); install it with: pip install -e '.[{extra}]'",
         ) from None
     backend = module.Backend(name, precision, compile, devices)
-    if precision == "tf32" and backend.device != "gpu":
+    if TRAINING_PRECISIONS[precision].tf32 and backend.device != "gpu":
         raise ConfigError(
             "precision",
             precision,

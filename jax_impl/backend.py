@@ -1,9 +1,10 @@
 """JAX/Flax NNX's side of the common backend interface (see common/backends.py and common/trainer.py).
 
-Precision is a process-wide JAX setting here: float64 needs jax_enable_x64, and the
-precision of float32 convolutions and matmuls on a GPU (TF32 by JAX's default) is
-jax_default_matmul_precision, set to "highest" (strict float32) unless "tf32" is asked for.
-"bf16" is Flax's mixed precision: modules with dtype bfloat16 and param_dtype float32.
+Precision (what each means is common/precision.py's) is a process-wide JAX setting here:
+float64 needs jax_enable_x64, and the precision of float32 convolutions and matmuls on a GPU
+(TF32 by JAX's default) is jax_default_matmul_precision, set to "highest" (strict float32)
+unless TF32 is allowed. Mixed precision ("bf16") is Flax's: modules with dtype bfloat16 and
+param_dtype float32.
 """
 
 from __future__ import annotations
@@ -20,18 +21,12 @@ from common import canonical, trainer
 from common.algorithm import network_seeds
 from common.canonical import nchw_to_nhwc, nhwc_to_nchw
 from common.config import Config
+from common.precision import TRAINING_PRECISIONS
 from jax_impl.distributed import DATA_AXIS, data_parallel_mesh, global_array, local_copy
 from jax_impl.layout import CANONICAL_NAMES, from_canonical, native_name, to_canonical
 from jax_impl.models import BatchNorm, Discriminator, Generator
 from jax_impl.step import d_loss, g_loss, train_step
 
-# precision -> (the dtype modules compute in, the dtype of their parameters)
-DTYPES = {
-    "float32": (jnp.float32, jnp.float32),
-    "float64": (jnp.float64, jnp.float64),
-    "tf32": (jnp.float32, jnp.float32),
-    "bf16": (jnp.bfloat16, jnp.float32),
-}
 MOMENTS = {"mu": "exp_avg", "nu": "exp_avg_sq"}  # optax's Adam moments -> canonical names
 
 
@@ -49,11 +44,13 @@ class Backend:
     def __init__(self, name: str = "jax", precision: str = "float32", compile: str | None = None, devices: int = 1):
         self.devices = devices
         self.mesh = data_parallel_mesh(devices) if devices > 1 else None
-        if precision == "float64":
+        chosen = TRAINING_PRECISIONS[precision]
+        if chosen.store == "float64":
             jax.config.update("jax_enable_x64", True)  # without it JAX silently computes float64 in float32
-        jax.config.update("jax_default_matmul_precision", "tensorfloat32" if precision == "tf32" else "highest")
+        jax.config.update("jax_default_matmul_precision", "tensorfloat32" if chosen.tf32 else "highest")
         self.name, self.precision, self.compile = name, precision, compile  # the step is always nnx.jit-compiled
-        self.dtype, self.param_dtype = DTYPES[precision]
+        # Flax's mixed precision: modules compute in `dtype` and keep parameters in `param_dtype`
+        self.dtype, self.param_dtype = getattr(jnp, chosen.compute), getattr(jnp, chosen.store)
         self.device = "gpu" if jax.default_backend() == "gpu" else "cpu"
 
     def build(self, config: Config) -> tuple[Generator, Discriminator]:

@@ -1,9 +1,10 @@
 """Keras 3's side of the common backend interface (see common/backends.py and common/trainer.py).
 
 The Keras backend (tensorflow, jax or torch) is fixed by KERAS_BACKEND before keras is
-imported; `common.backends.load_backend` sets it. Precision is process-wide too: floatx
-for float64, the dtype policy "mixed_bfloat16" for bf16 (float32 variables, bfloat16
-compute), and the framework's own TF32 switch, off unless "tf32" is asked for.
+imported; `common.backends.load_backend` sets it. Precision (what each means is
+common/precision.py's) is process-wide too: floatx is the stored dtype, the dtype policy
+"mixed_bfloat16" gives bf16 (float32 variables, bfloat16 compute), and the framework's own
+TF32 switch is off unless TF32 is allowed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from common.algorithm import network_seeds
 from common.canonical import nchw_to_nhwc, nhwc_to_nchw
 from common.config import Config
 from common.errors import ConfigError
+from common.precision import TRAINING_PRECISIONS, Precision
 from keras_impl import distributed
 from keras_impl.gan import GAN
 from keras_impl.gradients import apply, jit, value_and_grad
@@ -47,10 +49,11 @@ class Backend:
     def __init__(self, name: str, precision: str = "float32", compile: str | None = None, devices: int = 1):
         if name != f"keras-{keras.backend.backend()}":
             raise RuntimeError(f"{name} requested but Keras runs on {keras.backend.backend()}; set KERAS_BACKEND first")
-        self.device = _configure_framework(precision, devices)
-        keras.config.set_floatx("float64" if precision == "float64" else "float32")
+        chosen = TRAINING_PRECISIONS[precision]
+        self.device = _configure_framework(chosen, devices)
+        keras.config.set_floatx(chosen.store)
         # Every layer, variable and optimizer built from here on follows these two settings.
-        keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bf16" else keras.config.floatx())
+        keras.config.set_dtype_policy(f"mixed_{chosen.compute}" if chosen.mixed else chosen.store)
         self.name, self.precision, self.compile = name, precision, compile
         self.devices = devices  # above 1 only where common.launch.DATA_PARALLEL lists this backend
         # On TensorFlow, N devices are a MirroredStrategy (keras_impl/distributed.py), under whose
@@ -271,7 +274,7 @@ class Trainer(trainer.Trainer):
                 variable.assign(arrays[key])
 
 
-def _configure_framework(precision: str, devices: int = 1) -> str:
+def _configure_framework(precision: Precision, devices: int = 1) -> str:
     """Sets the framework under Keras to `precision` (x64, TF32) and, on JAX, to `devices`
     CPU devices where asked (before JAX first runs); returns its device."""
     backend = keras.backend.backend()
@@ -284,16 +287,16 @@ def _configure_framework(precision: str, devices: int = 1) -> str:
             except RuntimeError:  # JAX already running: DataParallel takes the devices it has
                 pass
 
-        if precision == "float64":
+        if precision.store == "float64":
             jax.config.update("jax_enable_x64", True)  # without it JAX silently computes float64 in float32
-        jax.config.update("jax_default_matmul_precision", "tensorfloat32" if precision == "tf32" else "highest")
+        jax.config.update("jax_default_matmul_precision", "tensorfloat32" if precision.tf32 else "highest")
         return "gpu" if jax.default_backend() == "gpu" else "cpu"
     if backend == "tensorflow":
         import tensorflow as tf
 
-        tf.config.experimental.enable_tensor_float_32_execution(precision == "tf32")
+        tf.config.experimental.enable_tensor_float_32_execution(precision.tf32)
         return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
     import torch
 
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision.tf32
     return "gpu" if torch.cuda.is_available() else "cpu"

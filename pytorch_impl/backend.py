@@ -19,12 +19,11 @@ from torch.nn.parallel import DistributedDataParallel
 from common import canonical, trainer
 from common.algorithm import network_seeds
 from common.config import Config
+from common.precision import TRAINING_PRECISIONS
 from pytorch_impl import distributed
 from pytorch_impl.layout import from_canonical, native_name, to_canonical
 from pytorch_impl.models import Discriminator, Generator
 from pytorch_impl.step import d_loss, g_loss, train_step
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64, "tf32": torch.float32, "bf16": torch.float32}
 
 
 class Backend:
@@ -33,7 +32,7 @@ class Backend:
     def __init__(self, name: str = "torch", precision: str = "float32", compile: str | None = None, devices: int = 1):
         self.name, self.precision, self.compile = name, precision, compile
         self.devices = devices
-        self.dtype = DTYPES[precision]
+        self.dtype = getattr(torch, TRAINING_PRECISIONS[precision].store)
         self.device = "gpu" if torch.cuda.is_available() else "cpu"
         if devices > 1:  # one process per device, under torchrun (pytorch_impl/distributed.py)
             distributed.join(devices)
@@ -41,7 +40,7 @@ class Backend:
         else:
             self.torch_device = torch.device("cuda" if self.device == "gpu" else "cpu")
         # Strict float32 unless TF32 is asked for (cuDNN's convolutions default to TF32).
-        tf32 = precision == "tf32"
+        tf32 = TRAINING_PRECISIONS[precision].tf32
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
 
@@ -101,9 +100,10 @@ class Trainer(trainer.Trainer):
         adam = dict(betas=(o.beta1, o.beta2), eps=o.eps)
         self.g_optimizer = torch.optim.Adam(self.generator.parameters(), lr=o.lr_g, **adam)
         self.d_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=o.lr_d, **adam)
+        chosen = TRAINING_PRECISIONS[precision]
         self.autocast = (
-            functools.partial(torch.autocast, device.type, dtype=torch.bfloat16)
-            if precision == "bf16"
+            functools.partial(torch.autocast, device.type, dtype=getattr(torch, chosen.compute))
+            if chosen.mixed
             else contextlib.nullcontext
         )
         # torch.compile wraps the modules' forward passes (backward follows via AOTAutograd);

@@ -295,9 +295,9 @@ def test_a_bare_bench_is_the_short_run_and_full_the_grid():
 
 
 def test_bench_takes_the_trainers_precision_names_and_fp32_with_a_note(capsys):
-    """The names of common.backends.TRAINING_PRECISIONS but float64; the old "fp32" still
+    """The names of common.precision.TRAINING_PRECISIONS but float64; the old "fp32" still
     works, as float32, with one line on stderr."""
-    from common.backends import TRAINING_PRECISIONS
+    from common.precision import TRAINING_PRECISIONS
 
     assert set(PRECISIONS) == set(TRAINING_PRECISIONS) - {"float64"}
     assert _bench_args("--precision", "bf16", "float32").precision == ["bf16", "float32"]

@@ -6,9 +6,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from common.backends import BACKENDS, COMPILERS, TRAINING_PRECISIONS
+from common.backends import BACKENDS, COMPILERS
 from common.cli import config_args, config_overrides, non_negative_int, positive_int, run_directory
 from common.errors import ConfigError
+from common.precision import TRAINING_PRECISIONS
 from common.presets import make_config
 
 
