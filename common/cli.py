@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"dcgan: error: {err}", file=sys.stderr)
         return 2
-    except RunStopped as err:  # diverged, a failed save, or SIGINT/SIGTERM (common/train.py)
+    except RunStopped as err:  # diverged, a failed save, or SIGINT/SIGTERM (common/bookkeeping.py)
         print(f"dcgan: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:  # Ctrl-C outside a training loop, which stops on its own terms

@@ -11,9 +11,11 @@
     loss.png, progress.gif               written when a training session ends
     tensorboard/                         event files, with --tensorboard (common/tensorboard.py)
 
-`dcgan train` creates, checks and resumes runs through `RunDir`; `dcgan convert` writes one;
-`dcgan sample`, `convert` and `parity` open a run's latest checkpoint with `open_checkpoint`.
-A directory holding another run, or anything else, is never written into.
+`dcgan train` decides once, with `resolve_run`, how a session of a run starts (`RunStart`:
+new, resumed from a checkpoint, started over, or refused) and writes the run through
+`RunDir`; `dcgan convert` writes one; `dcgan sample`, `convert` and `parity` open a run's
+latest checkpoint with `open_checkpoint`. A directory holding another run, or anything
+else, is never written into.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -204,6 +207,53 @@ class RunDir:
         if records:
             plot_losses(self.path / "loss.png", records, title)
         save_gif(self.path / "progress.gif", sorted(self.samples_dir.glob("step_*.png")))
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """How one `dcgan train` session of a run starts, decided once, before any data is read,
+    framework loaded or process started; the command and the training loop both follow it.
+
+    A new run (`resume_from` None, `starts_over` False) is created in an empty directory; a
+    resumed one continues from `resume_from`, its latest checkpoint; one stopped before its
+    first checkpoint kept nothing to continue from, so it `starts_over` from iteration 0."""
+
+    run: RunDir
+    backend: str
+    config: Config  # the config this session trains under: the checkpoint's, with today's overrides on top
+    devices: int  # this session's data-parallel width
+    resume_from: Path | None = None
+    saved_devices: int = 1  # the width the run had at `resume_from`
+    starts_over: bool = False
+
+
+def resolve_run(
+    out: str | None,
+    preset: str | None,
+    backend: str | None,
+    overrides: dict,
+    resume: bool = False,
+    devices: int | None = None,
+) -> RunStart:
+    """`dcgan train`'s run: --out (default runs/PRESET-BACKEND), the preset and backend
+    (default dcgan64 on torch; with --resume, the run's own), the config (with --resume, the
+    one in force at the run's latest checkpoint) with `overrides` on top, and --devices
+    (default the run's). Refuses, with a ConfigError and before anything is written, a
+    directory that holds another run or other files, a run that is not resumed, and a
+    --resume with no run to continue."""
+    identity = RunDir(out).identity() if resume and out else None  # --resume needs no --preset/--backend
+    preset = preset or (identity[0] if identity else "dcgan64")
+    backend = backend or (identity[1] if identity else "torch")
+    run = RunDir(out or f"runs/{preset}-{backend}")
+    if resume and run.config_file.exists() and run.identity() == (preset, backend):
+        config = run.saved_config(overrides)
+    else:  # a new run; or a mismatch, which `check` refuses by name
+        config = make_config(preset, overrides)
+    resume_from = run.check(config, backend, resume)
+    saved_devices = run.saved_devices() if resume_from else 1
+    return RunStart(
+        run, backend, config, devices or saved_devices, resume_from, saved_devices, resume and resume_from is None
+    )
 
 
 def find_checkpoint(path: Path | str, source: str = "--checkpoint") -> Path:

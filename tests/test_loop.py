@@ -4,18 +4,20 @@ pictures."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from common import checkpoint
+from common import canonical, checkpoint
 from common.algorithm import bce_with_logits, fixed_noise, iteration_noise
 from common.cli import main
+from common.config import apply_overrides
 from common.errors import ConfigError
 from common.pictures import image_grid, plot_losses, save_gif, save_grid
 from common.presets import make_config
-from common.rundir import RunDir, find_checkpoint
+from common.rundir import RunDir, find_checkpoint, resolve_run
 from common.train import Schedule
 from common.trainer import Trainer
 
@@ -84,6 +86,32 @@ def test_a_run_directory_is_never_taken_over(tmp_path):
     (tmp_path / "file").write_text("mine")
     with pytest.raises(ConfigError, match="this is a file"):  # from the library too, not only the CLI
         RunDir(tmp_path / "file").check(config, "torch", resume=False)
+
+
+def test_a_run_is_resolved_once_and_resolving_writes_nothing(tmp_path, monkeypatch):
+    """New, resumed from the latest checkpoint, started over, or refused: decided before any
+    data, framework or process, from the directory alone."""
+    monkeypatch.chdir(tmp_path)
+    new = resolve_run(None, "mnist28", None, {"model.ngf": 4})
+    assert new.run.path == Path("runs/mnist28-torch") and new.backend == "torch" and new.devices == 1
+    assert new.config.model.ngf == 4 and new.resume_from is None and not new.starts_over
+    assert not (tmp_path / "runs").exists()
+    out = str(tmp_path / "run")
+    RunDir(out).create(new.config, "jax")
+    over = resolve_run(out, None, None, {}, resume=True)  # the run's preset and backend, no checkpoint yet
+    assert (over.backend, over.config, over.resume_from, over.starts_over) == ("jax", new.config, None, True)
+    trained = apply_overrides(new.config, {"optim.lr_g": 1e-4})
+    saved = RunDir(out).save_checkpoint(7, {"w": np.zeros(2, np.float32)}, canonical.metadata(trained, "jax", 7, 0, 2))
+    resumed = resolve_run(out, None, None, {"optim.beta1": 0.6}, resume=True)
+    assert resumed.resume_from == saved and not resumed.starts_over and resumed.devices == resumed.saved_devices == 2
+    assert resumed.config.optim.lr_g == 1e-4 and resumed.config.optim.beta1 == 0.6  # the checkpoint's, then today's
+    assert resolve_run(out, None, None, {}, resume=True, devices=4).devices == 4
+    before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    with pytest.raises(ConfigError, match="--resume to continue the run it holds"):
+        resolve_run(out, "mnist28", "jax", {})
+    with pytest.raises(ConfigError, match="a mnist28 run on torch; it holds a mnist28 run on jax"):
+        resolve_run(out, None, "torch", {}, resume=True)
+    assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == before
 
 
 def test_train_refuses_another_runs_directory_from_the_cli(tmp_path, capsys):
@@ -252,7 +280,7 @@ def test_a_diverged_run_rolls_back_with_halved_learning_rates_when_asked(rollbac
         return _NumpyTrainer(diverge_at=5 if config.optim.lr_d >= 1e-4 else None)
 
     monkeypatch.setattr(train_module, "load_backend", lambda *a: SimpleNamespace(trainer=trainer))
-    monkeypatch.setattr(train_module.canonical, "validate", lambda *a, **k: None)  # the stand-in's state is its own
+    monkeypatch.setattr(canonical, "validate", lambda *a, **k: None)  # the stand-in's state is its own
     out = RunDir(tmp_path / "run")
     args = ["train", "--preset", "mnist28", "--dataset", "fake", "--batch-size", "8", "--steps", "8", "--no-progress"]
     args += ["--checkpoint-every", "2", "--set", f"optim.divergence_rollbacks={rollbacks}", "--out", str(out.path)]

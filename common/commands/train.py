@@ -4,13 +4,11 @@ in a run directory, continued with --resume; data-parallel over --devices."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from common.backends import BACKENDS, COMPILERS
 from common.cli import config_args, config_overrides, non_negative_int, positive_int, run_directory
 from common.errors import ConfigError
 from common.precision import TRAINING_PRECISIONS
-from common.presets import make_config
 
 
 def add_parser(commands) -> None:
@@ -115,41 +113,29 @@ def _data_parallel(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from common.launch import join, launcher, processes
-    from common.rundir import RunDir
+    from common.rundir import resolve_run
     from common.train import RunOptions, train
 
-    identity = RunDir(args.out).identity() if args.resume and args.out else None
-    if identity:  # --resume needs no --preset/--backend
-        args.preset, args.backend = args.preset or identity[0], args.backend or identity[1]
-    args.preset, args.backend = args.preset or "dcgan64", args.backend or "torch"
-    out = Path(args.out or f"runs/{args.preset}-{args.backend}")
-    overrides = config_overrides(
-        args,
-        {
-            "optim.batch_size": args.batch_size,
-            "seed": args.seed,
-            "data.dataset": args.dataset,
-            "data.data_dir": args.data_dir,
-        },
-    )
-    run = RunDir(out)
-    if args.resume and run.config_file.exists() and run.identity() == (args.preset, args.backend):
-        config = run.saved_config(overrides)
-    else:  # a new run; or a mismatch, which train() refuses by name
-        config = make_config(args.preset, overrides)
-    devices = args.devices or (run.saved_devices() if args.resume else 1)
-    count = processes(args.backend, devices, args.processes, args.process_id)
+    shortcuts = {
+        "optim.batch_size": args.batch_size,
+        "seed": args.seed,
+        "data.dataset": args.dataset,
+        "data.data_dir": args.data_dir,
+    }
+    overrides = config_overrides(args, shortcuts)
+    start = resolve_run(args.out, args.preset, args.backend, overrides, args.resume, args.devices)
+    count = processes(start.backend, start.devices, args.processes, args.process_id)
     if args.coordinator and args.process_id is None:
         raise ConfigError("--coordinator", args.coordinator, "given with --process-id (each process's own)")
     if args.process_id is not None:  # one of the processes, started by a launcher or by hand
-        join(args.backend, devices, count, args.process_id, args.coordinator)
-    start = launcher(args.backend, count)
-    if start is not None:  # several processes (torch's DDP; jax's --processes): this command again, in each
-        return start(devices, count, [*args.argv, *([] if args.devices else ["--devices", str(devices)])], config)
+        join(start.backend, start.devices, count, args.process_id, args.coordinator)
+    launch = launcher(start.backend, count)
+    if launch is not None:  # several processes (torch's DDP; jax's --processes): this command again, in each
+        argv = [*args.argv, *([] if args.devices else ["--devices", str(start.devices)])]
+        return launch(start.devices, count, argv, start.config)
     options = RunOptions(
         steps=args.steps,
         epochs=args.epochs,
-        resume=args.resume,
         compile=args.compile,
         precision=args.precision,
         sample_every=args.sample_every,
@@ -159,13 +145,12 @@ def run(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         eval_n=args.eval_n,
         tensorboard=args.tensorboard,
-        devices=args.devices,
     )
-    records = train(config, args.backend, out, options)
+    records = train(start, options)
     if records:
         last = records[-1]
         print(
             f"step {last['step']}: loss_D {last['loss_D']:.3f} loss_G {last['loss_G']:.3f}; "
-            f"samples, loss.png and progress.gif in {out}"
+            f"samples, loss.png and progress.gif in {start.run.path}"
         )
     return 0
