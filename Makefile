@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 setup: $(VENV)/.installed $(FASHION_MNIST) $(CHROMIUM)
 
-# All extras: torch, jax, keras (tensorflow), eval, test, docs. Re-installs when pyproject.toml changes.
+# All extras: torch, jax, keras (tensorflow), eval, inception, test, docs. Re-installs when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --editable '.[all]'

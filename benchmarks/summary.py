@@ -13,8 +13,8 @@ The README and the site's home page show the same table, made here from:
 - FD: benchmarks/results/quality/quality.json (`python -m benchmarks.quality`), mean ± sd
   over the seeds each backend was trained with;
 - lines of framework-specific code: the backend's `*_impl` package as committed, counted
-  without blank lines, comments and docstrings (the Fashion-MNIST feature network and the
-  Inception-v3 loader in pytorch_impl serve every backend's evaluation and are left out);
+  without blank lines, comments and docstrings (each build's Fashion-MNIST feature network
+  and the Inception-v3 loader in pytorch_impl are `dcgan eval`'s and are left out);
 - the data-parallel engine: common.launch.DATA_PARALLEL.
 """
 
@@ -43,8 +43,14 @@ README = ROOT / "README.md"
 MARKERS = ("<!-- headline table: made by `python -m benchmarks.summary --readme` -->", "<!-- end of headline table -->")
 
 # Files of a backend's package (the package of its module in common.backends.BACKENDS) that
-# serve every backend, left out of its framework-specific lines.
-SHARED_FILES = {"pytorch_impl/features.py", "pytorch_impl/inception.py"}
+# are `dcgan eval`'s, not the GAN's, left out of its framework-specific lines: each build's
+# feature network, and the Inception-v3 loader that serves every backend.
+SHARED_FILES = {
+    "pytorch_impl/features.py",
+    "jax_impl/features.py",
+    "keras_impl/features.py",
+    "pytorch_impl/inception.py",
+}
 
 
 @dataclass(frozen=True)

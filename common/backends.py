@@ -14,8 +14,10 @@ float32); each backend converts at its edge.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -41,6 +43,15 @@ EXTRAS = {
     "keras-tensorflow": "keras",
     "keras-jax": "keras,jax",
     "keras-torch": "keras,torch",
+}
+
+# The packages each backend imports, which its extras install: `installed` looks for them.
+PACKAGES = {
+    "torch": ("torch",),
+    "jax": ("jax", "flax", "optax"),
+    "keras-tensorflow": ("keras", "tensorflow"),
+    "keras-jax": ("keras", "jax"),
+    "keras-torch": ("keras", "torch"),
 }
 
 # The precisions of weights and activations the parity suite compares. Training runs in
@@ -88,6 +99,19 @@ class Backend(Protocol):
         Canonical names are PyTorch's: `weight` (a kernel, or a BN scale) and `bias` (a bias,
         or a BN offset). Arrays stay in the framework's own layout.
         """
+
+    def feature_network(self, state: dict[str, np.ndarray]) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """`dcgan eval`'s feature network (common/quality/network.py) holding canonical `state`, in
+        eval mode, as a function of (N, 1, 28, 28) images in [-1, 1] to (features, logits); in
+        float64 at float64, else float32 (each build's features.py)."""
+
+
+def installed(name: str) -> bool:
+    """Whether backend `name`'s packages can be imported here (looked for, not imported)."""
+    try:
+        return all(importlib.util.find_spec(package) is not None for package in PACKAGES[name])
+    except ImportError:  # an import hook that refuses the package
+        return False
 
 
 def load_backend(name: str, precision: str = "float32", compile: str | None = None, devices: int = 1) -> Backend:

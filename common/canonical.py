@@ -55,7 +55,7 @@ BN_BUFFERS = ("running_mean", "running_var")
 class Entry:
     """One canonical tensor of a network: where it lives and what shape it has."""
 
-    role: str  # "generator" | "discriminator"
+    role: str  # "generator" | "discriminator" | "features" (`dcgan eval`'s network, common/quality/network.py)
     layer: Layer
     name: str  # "weight" | "bias" | "running_mean" | "running_var"
 
@@ -89,15 +89,17 @@ def specs(config: Config) -> dict[str, NetworkSpec]:
 def entries(config: Config, role: str | None = None) -> list[Entry]:
     """Every canonical tensor of the networks, in spec order (parameters in the order the
     frameworks list them: weight, then bias)."""
+    return [e for name, spec in specs(config).items() if role in (None, name) for e in network_entries(name, spec)]
+
+
+def network_entries(role: str, spec: NetworkSpec) -> list[Entry]:
+    """Every canonical tensor of one network, keyed under `role`, in spec order."""
     found = []
-    for name, spec in specs(config).items():
-        if role not in (None, name):
-            continue
-        for layer in spec.layers:
-            if layer.kind == "batch_norm":
-                found += [Entry(name, layer, n) for n in ("weight", "bias", *BN_BUFFERS)]
-            elif layer.params:
-                found += [Entry(name, layer, "weight")] + ([Entry(name, layer, "bias")] if layer.bias else [])
+    for layer in spec.layers:
+        if layer.kind == "batch_norm":
+            found += [Entry(role, layer, n) for n in ("weight", "bias", *BN_BUFFERS)]
+        elif layer.params:
+            found += [Entry(role, layer, "weight")] + ([Entry(role, layer, "bias")] if layer.bias else [])
     return found
 
 

@@ -7,6 +7,10 @@ any framework is imported.
 
 Conventions that the frameworks default to differently are stated once, in the field's
 comment, in the PyTorch convention; each build translates them at its edge.
+
+The layer plans are expanded into networks by common/spec.py, which reads this module (this
+one imports nothing of it); whether a plan reaches the image size is known only there, so
+`common.presets.make_config` builds both specs after `validate`.
 """
 
 from __future__ import annotations
@@ -23,11 +27,13 @@ import tomli_w
 import tomllib
 
 from common.errors import ConfigError
-from common.spec import WEIGHTED_KINDS, discriminator_spec, generator_spec
 
-ACTIVATIONS = ("relu", "leaky_relu", "tanh", "none")
+LAYERS = ("linear", "conv", "conv_transpose")  # a Block's weighted layer (common.spec.WEIGHTED)
+# The activation functions: the one table every build maps by name (common.spec.Activation).
+ACTIVATIONS = ("relu", "leaky_relu", "tanh")
+BLOCK_ACTIVATIONS = (*ACTIVATIONS, "none")  # "none": no activation layer in the block
 LATENT_DISTRIBUTIONS = ("normal", "uniform")
-INIT_SCHEMES = ("normal", "glorot_uniform")
+INIT_SCHEMES = ("normal", "glorot_uniform")  # of common.spec.INIT_SCHEMES, those a GAN may start from
 LOSSES = ("non_saturating",)
 G_FAKE_BATCH = ("reuse", "fresh")
 # Under data parallelism (--devices N), whose batch BatchNorm normalises by: the global
@@ -134,8 +140,8 @@ SECTIONS = {"model": ModelConfig, "optim": OptimConfig, "data": DataConfig}
 def validate(config: Config) -> Config:
     """Checks every value; returns the config with data.image_size/channels resolved.
 
-    Reachability of the image size by the layer plan is checked by building the
-    architecture spec, which knows the layer arithmetic.
+    Whether the layer plans reach the image size is the spec's to say (common/spec.py builds
+    them; `common.presets.make_config` does after this).
     """
     m, o, d = config.model, config.optim, config.data
     for key in ("image_size", "channels", "latent_dim", "ngf", "ndf"):
@@ -181,15 +187,12 @@ def validate(config: Config) -> Config:
     if config.seed < 0:  # numpy's generators take no negative seed
         raise ConfigError("seed", config.seed, "a non-negative integer")
 
-    resolved = dataclasses.replace(config, data=dataclasses.replace(d, image_size=m.image_size, channels=m.channels))
-    generator_spec(resolved.model)
-    discriminator_spec(resolved.model)
-    return resolved
+    return dataclasses.replace(config, data=dataclasses.replace(d, image_size=m.image_size, channels=m.channels))
 
 
 def _validate_block(key: str, block: Block, last: bool) -> None:
-    _one_of(f"{key}.layer", block.layer, WEIGHTED_KINDS)
-    _one_of(f"{key}.activation", block.activation, ACTIVATIONS)
+    _one_of(f"{key}.layer", block.layer, LAYERS)
+    _one_of(f"{key}.activation", block.activation, BLOCK_ACTIVATIONS)
     _int(f"{key}.width", block.width)
     if last and block.width != 0:
         raise ConfigError(f"{key}.width", block.width, "0 on the last block, which is the network's output")

@@ -14,6 +14,7 @@ from typing import Any
 
 from common.config import Block, Config, ModelConfig, OptimConfig, apply_overrides, validate
 from common.errors import ConfigError
+from common.spec import discriminator_spec, generator_spec
 
 
 @dataclass(frozen=True)
@@ -172,5 +173,9 @@ def get_preset(name: str) -> Preset:
 
 
 def make_config(preset: str, overrides: Mapping[str, Any] | None = None) -> Config:
-    """The preset's config with `overrides` (dotted keys) applied, validated and resolved."""
-    return validate(apply_overrides(get_preset(preset).config, overrides or {}))
+    """The preset's config with `overrides` (dotted keys) applied, validated and resolved; its
+    networks' specs are built once here, which refuses an image size its plans cannot reach."""
+    config = validate(apply_overrides(get_preset(preset).config, overrides or {}))
+    generator_spec(config.model)
+    discriminator_spec(config.model)
+    return config

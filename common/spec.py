@@ -6,9 +6,14 @@ channels-last and translate at their edge. Output shapes and parameter counts ar
 here analytically, with no framework, so the parity suite can hold each build to them.
 
 Layer names are shared by all builds: the layers of plan block i are called `fc{i}`,
-`conv{i}` or `convt{i}` (the weighted layer), `bn{i}`, `act{i}`, `drop{i}`, and
+`conv{i}` or `convt{i}` (the weighted layer), `bn{i}`, `act{i}`, `pool{i}`, `drop{i}`, and
 `reshape{i}` / `flatten{i}` where the tensor rank changes. A reader finds `convt2` under
 that name in PyTorch, Flax and Keras alike.
+
+The generator and discriminator are expanded here from the config's layer plans
+(`generator_spec`, `discriminator_spec`); other networks are written in the same layers
+directly (`dcgan eval`'s feature network, common/quality/network.py). This module reads the
+config; the config knows nothing of it.
 """
 
 from __future__ import annotations
@@ -16,12 +21,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from math import prod
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
+from common.config import ACTIVATIONS, Block, ModelConfig
 from common.errors import ConfigError
-
-if TYPE_CHECKING:
-    from common.config import Block, ModelConfig
 
 Shape = tuple[int, ...]
 
@@ -131,9 +134,33 @@ class BatchNorm(Layer):
 
 @dataclass(frozen=True)
 class Activation(Layer):
+    """An elementwise function, one of common.config.ACTIVATIONS, which every build maps by name."""
+
     kind: ClassVar[str] = "activation"
-    fn: str  # "relu" | "leaky_relu" | "tanh"
+    fn: str
     negative_slope: float = 0.0  # leaky_relu only
+
+    def __post_init__(self):
+        if self.fn not in ACTIVATIONS:  # the config refuses it first; this catches a hand-written spec
+            raise ValueError(f"activation {self.fn!r} of {self.name}: not one of {', '.join(ACTIVATIONS)}")
+
+
+@dataclass(frozen=True)
+class MaxPool(Layer):
+    """nn.MaxPool2d(kernel, stride): the largest value of each kernel x kernel window, no
+    padding, a partial window at the edge dropped (out = floor((in - kernel) / stride) + 1)."""
+
+    kind: ClassVar[str] = "max_pool"
+    kernel: int
+    stride: int
+
+    def out_size(self, size: int) -> int:
+        return (size - self.kernel) // self.stride + 1
+
+    @property
+    def out_shape(self) -> Shape:
+        c, h, w = self.in_shape
+        return (c, self.out_size(h), self.out_size(w))
 
 
 @dataclass(frozen=True)
@@ -165,22 +192,40 @@ class Flatten(Layer):
         return (prod(self.in_shape),)
 
 
-WEIGHTED_KINDS = tuple(cls.kind for cls in (Linear, Conv, ConvTranspose))  # the kinds a Block's `layer` names
+# The weighted layer a plan Block names (common.config.LAYERS), by name.
+WEIGHTED = {cls.kind: cls for cls in (Linear, Conv, ConvTranspose)}
+
+INIT_SCHEMES = ("normal", "glorot_uniform", "kaiming_uniform")
 
 
 @dataclass(frozen=True)
 class Init:
     """How weights start. "normal": DCGAN's rule, weights N(0, std), BN scale N(1, std);
-    "glorot_uniform": U(±sqrt(6 / (fan_in + fan_out))), BN scale 1. Biases and BN offsets 0."""
+    "glorot_uniform": U(±sqrt(6 / (fan_in + fan_out))), BN scale 1; biases 0 in both.
+    "kaiming_uniform": PyTorch's own default for Linear and Conv2d (kaiming_uniform_ with
+    a = sqrt(5), He et al. 2015), weights and biases U(±1/sqrt(fan_in)), BN scale 1; `std`
+    unused. BN offsets start at 0 in all three."""
 
     scheme: str
     std: float
+
+    def __post_init__(self):
+        if self.scheme not in INIT_SCHEMES:
+            raise ValueError(f"init scheme {self.scheme!r}: not one of {', '.join(INIT_SCHEMES)}")
 
     def weight_std(self, layer: Layer) -> float:
         """The standard deviation the weights of `layer` are drawn with."""
         if self.scheme == "normal":
             return self.std
-        return self.glorot_limit(layer) / 3**0.5  # a uniform on ±a has std a/sqrt(3)
+        return self.weight_limit(layer) / 3**0.5  # a uniform on ±a has std a/sqrt(3)
+
+    def weight_limit(self, layer: Layer) -> float:
+        """The bound a of the uniform U(±a) the weights of `layer` are drawn from (uniform schemes)."""
+        return self.glorot_limit(layer) if self.scheme == "glorot_uniform" else self.fan_in_limit(layer)
+
+    def bias_limit(self, layer: Layer) -> float:
+        """The bound a of the uniform U(±a) the biases of `layer` are drawn from; 0: they start at 0."""
+        return self.fan_in_limit(layer) if self.scheme == "kaiming_uniform" else 0.0
 
     @staticmethod
     def glorot_limit(layer: Layer) -> float:
@@ -191,6 +236,18 @@ class Init:
             fans = (layer.in_channels + layer.out_channels) * layer.kernel**2
         return (6 / fans) ** 0.5
 
+    @staticmethod
+    def fan_in_limit(layer: Layer) -> float:
+        """1/sqrt(fan_in), fan_in as PyTorch reads it off the weight's dimension 1: in_features,
+        in_channels·k² for a convolution, out_channels·k² for a transposed one (IOHW)."""
+        if isinstance(layer, Linear):
+            fan_in = layer.in_features
+        elif isinstance(layer, ConvTranspose):
+            fan_in = layer.out_channels * layer.kernel**2
+        else:
+            fan_in = layer.in_channels * layer.kernel**2
+        return 1 / fan_in**0.5
+
     @property
     def bn_scale_std(self) -> float:
         return self.std if self.scheme == "normal" else 0.0
@@ -198,7 +255,7 @@ class Init:
 
 @dataclass(frozen=True)
 class NetworkSpec:
-    name: str  # "generator" | "discriminator"
+    name: str  # "generator" | "discriminator" | "features" (common/quality/network.py)
     in_shape: Shape
     layers: tuple[Layer, ...]
     init: Init
@@ -288,12 +345,12 @@ def _discriminator_spec(model: ModelConfig) -> NetworkSpec:
 
 def _expand(model: ModelConfig, block: Block, i: int, shape: Shape, out: int) -> list[Layer]:
     """A plan block -> its weighted layer, then batch norm, activation and dropout."""
-    if block.layer == "linear":
+    weighted = WEIGHTED[block.layer]
+    if weighted is Linear:
         layers: list[Layer] = [Linear(f"fc{i}", shape, out, block.bias)]
-    elif block.layer == "conv":
-        layers = [Conv(f"conv{i}", shape, out, block.kernel, block.stride, block.padding, block.bias)]
     else:
-        layers = [ConvTranspose(f"convt{i}", shape, out, block.kernel, block.stride, block.padding, block.bias)]
+        name = "conv" if weighted is Conv else "convt"
+        layers = [weighted(f"{name}{i}", shape, out, block.kernel, block.stride, block.padding, block.bias)]
     if block.batch_norm:
         layers.append(BatchNorm(f"bn{i}", layers[-1].out_shape, model.bn_eps, model.bn_momentum))
     if block.activation != "none":

@@ -9,6 +9,8 @@ param_dtype float32.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,6 +24,7 @@ from common.algorithm import network_seeds
 from common.canonical import nchw_to_nhwc, nhwc_to_nchw
 from common.config import Config
 from common.precision import TRAINING_PRECISIONS
+from jax_impl import features
 from jax_impl.distributed import DATA_AXIS, data_parallel_mesh, global_array, local_copy
 from jax_impl.layout import CANONICAL_NAMES, from_canonical, native_name, to_canonical
 from jax_impl.models import BatchNorm, Discriminator, Generator
@@ -96,6 +99,11 @@ class Backend:
             }
             for name in network.layer_names
         }
+
+    def feature_network(self, state: dict[str, np.ndarray]):
+        """`dcgan eval`'s feature network holding `state` (jax_impl/features.py; common.backends.Backend)."""
+        model = features.load(state, "float64" if self.precision == "float64" else "float32")
+        return functools.partial(features.features_and_logits, model)
 
 
 class Trainer(trainer.Trainer):

@@ -1,4 +1,5 @@
-"""The generator and discriminator as Flax NNX modules, built from the shared spec.
+"""The networks as Flax NNX modules, built from the shared spec: the generator and
+discriminator, and `dcgan eval`'s feature network (jax_impl/features.py).
 
 Each spec layer becomes one attribute under the spec's name, so `Generator(...).convt2` is
 the layer the spec calls `convt2`. Feature maps are NHWC, as XLA prefers; the reshape and
@@ -18,15 +19,30 @@ from common.config import ModelConfig
 from common.spec import Init, Layer, NetworkSpec, discriminator_spec, generator_spec
 from jax_impl.conv_transpose import conv_transpose
 
+# common.config.ACTIVATIONS -> the function computing it (leaky_relu with the spec's slope)
+ACTIVATIONS = {
+    "relu": lambda x, slope: nnx.relu(x),
+    "leaky_relu": lambda x, slope: nnx.leaky_relu(x, negative_slope=slope),
+    "tanh": lambda x, slope: nnx.tanh(x),
+}
+
 
 class Activation(nnx.Module):
     def __init__(self, fn: str, negative_slope: float = 0.0):
-        self.fn, self.negative_slope = fn, negative_slope
+        self.fn, self.negative_slope = ACTIVATIONS[fn], negative_slope
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        if self.fn == "leaky_relu":
-            return nnx.leaky_relu(x, negative_slope=self.negative_slope)
-        return nnx.relu(x) if self.fn == "relu" else nnx.tanh(x)
+        return self.fn(x, self.negative_slope)
+
+
+class MaxPool(nnx.Module):
+    """(N, H, W, C) -> the largest value of each window, no padding (nnx.max_pool)."""
+
+    def __init__(self, kernel: int, stride: int):
+        self.kernel, self.stride = kernel, stride
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return nnx.max_pool(x, (self.kernel, self.kernel), (self.stride, self.stride), "VALID")
 
 
 class Reshape(nnx.Module):
@@ -113,12 +129,21 @@ def drawn_flat(draw):
 
 
 def kernel_init(init: Init, layer: Layer):
-    """Weights ~ N(0, std) (DCGAN's rule, Flax's nnx.initializers.normal) or Glorot's uniform
-    U(±limit), the bound from the spec (common.spec.Init.glorot_limit), drawn as
-    nnx.initializers.glorot_uniform draws it."""
+    """Weights ~ N(0, std) (DCGAN's rule, Flax's nnx.initializers.normal) or a uniform U(±limit)
+    (Glorot's or PyTorch's default), the bound from the spec (common.spec.Init.weight_limit),
+    drawn as nnx.initializers.glorot_uniform draws it."""
     if init.scheme == "normal":
         return drawn_flat(lambda key, n, dtype: jax.random.normal(key, (n,), dtype) * init.std)
-    limit = init.glorot_limit(layer)
+    return _uniform(init.weight_limit(layer))
+
+
+def bias_init(init: Init, layer: Layer):
+    """Biases U(±limit) where the scheme draws them (common.spec.Init.bias_limit), else zeros."""
+    limit = init.bias_limit(layer)
+    return _uniform(limit) if limit else nnx.initializers.zeros_init()
+
+
+def _uniform(limit: float):
     return drawn_flat(lambda key, n, dtype: jax.random.uniform(key, (n,), dtype, -1) * limit)
 
 
@@ -139,6 +164,7 @@ def make_layer(
             layer.out_features,
             use_bias=layer.bias,
             kernel_init=kernel_init(init, layer),
+            bias_init=bias_init(init, layer),
             rngs=rngs,
             **dtypes,
         )
@@ -158,6 +184,7 @@ def make_layer(
             padding=padding,
             use_bias=layer.bias,
             kernel_init=kernel_init(init, layer),
+            bias_init=bias_init(init, layer),
             rngs=rngs,
             **dtypes,
         )
@@ -172,6 +199,8 @@ def make_layer(
         )
     if layer.kind == "activation":
         return Activation(layer.fn, layer.negative_slope)
+    if layer.kind == "max_pool":
+        return MaxPool(layer.kernel, layer.stride)
     if layer.kind == "dropout":
         return nnx.Dropout(layer.rate, rngs=rngs)
     if layer.kind == "reshape":

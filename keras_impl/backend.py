@@ -21,7 +21,7 @@ from common.canonical import nchw_to_nhwc, nhwc_to_nchw
 from common.config import Config
 from common.errors import ConfigError
 from common.precision import TRAINING_PRECISIONS, Precision
-from keras_impl import distributed
+from keras_impl import distributed, features
 from keras_impl.gan import GAN
 from keras_impl.gradients import apply, jit, value_and_grad
 from keras_impl.layers import BatchNormalization
@@ -118,6 +118,11 @@ class Backend:
             layer.name: {CANONICAL_NAMES[w.name]: keras.ops.convert_to_numpy(w) for w in layer.trainable_weights}
             for layer in network.layers
         }
+
+    def feature_network(self, state: dict[str, np.ndarray]):
+        """`dcgan eval`'s feature network holding `state` (keras_impl/features.py; common.backends.Backend)."""
+        model = features.load(state, "float64" if self.precision == "float64" else "float32")
+        return partial(features.features_and_logits, model)
 
 
 class Trainer(trainer.Trainer):

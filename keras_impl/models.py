@@ -1,4 +1,5 @@
-"""The generator and discriminator as Keras 3 `Sequential` models, built from the shared spec.
+"""The networks as Keras 3 `Sequential` models, built from the shared spec: the generator and
+discriminator, and `dcgan eval`'s feature network (keras_impl/features.py).
 
 Written with backend-neutral Keras only, so the same models run on TensorFlow, JAX and
 PyTorch (KERAS_BACKEND). Each spec layer becomes the Keras layer of the same name, so
@@ -34,12 +35,21 @@ class DrawnFlat(keras.initializers.Initializer):
 
 
 def _kernel_initializer(layer: Layer, init: Init, seed: int) -> keras.initializers.Initializer:
-    """DCGAN's N(0, std), or Glorot's uniform U(±√(6 / (fan_in + fan_out))), its bound from
-    the spec (common.spec.Init.glorot_limit), as GlorotUniform computes it from the shape."""
+    """DCGAN's N(0, std), or a uniform U(±limit): Glorot's √(6 / (fan_in + fan_out)), as
+    GlorotUniform computes it from the shape, or PyTorch's default 1/√fan_in, the bound from
+    the spec (common.spec.Init.weight_limit)."""
     if init.scheme == "normal":
         return DrawnFlat(keras.initializers.RandomNormal(0.0, init.std, seed=seed))
-    limit = init.glorot_limit(layer)
+    limit = init.weight_limit(layer)
     return DrawnFlat(keras.initializers.RandomUniform(-limit, limit, seed=seed))
+
+
+def _bias_initializer(layer: Layer, init: Init, seed: int) -> keras.initializers.Initializer:
+    """Biases U(±limit) where the scheme draws them (common.spec.Init.bias_limit), else zeros."""
+    limit = init.bias_limit(layer)
+    if not limit:
+        return keras.initializers.Zeros()
+    return keras.initializers.RandomUniform(-limit, limit, seed=seed + 500)  # not the kernel's seed: its numbers
 
 
 def _gamma_initializer(init: Init, seed: int) -> keras.initializers.Initializer:
@@ -63,6 +73,14 @@ def _padding(layer: Layer) -> str:
     return "same" if same else ""
 
 
+# common.config.ACTIVATIONS -> the Keras layer computing it, under the spec layer's name
+ACTIVATIONS = {
+    "relu": lambda layer: layers.Activation("relu", name=layer.name),
+    "leaky_relu": lambda layer: LeakyReLU(negative_slope=layer.negative_slope, name=layer.name),
+    "tanh": lambda layer: Tanh(name=layer.name),
+}
+
+
 def make_layers(layer: Layer, init: Init, seed: int) -> list[layers.Layer]:
     """One spec layer -> the Keras layers that compute it (the last one carries its name)."""
     name = layer.name
@@ -72,6 +90,7 @@ def make_layers(layer: Layer, init: Init, seed: int) -> list[layers.Layer]:
                 layer.out_features,
                 use_bias=layer.bias,
                 kernel_initializer=_kernel_initializer(layer, init, seed),
+                bias_initializer=_bias_initializer(layer, init, seed),
                 name=name,
             )
         ]
@@ -86,6 +105,7 @@ def make_layers(layer: Layer, init: Init, seed: int) -> list[layers.Layer]:
             padding=padding or "valid",
             use_bias=layer.bias,
             kernel_initializer=_kernel_initializer(layer, init, seed),
+            bias_initializer=_bias_initializer(layer, init, seed),
         )
         main = conv(
             layer.out_channels, layer.kernel, **kwargs, name=name if padding or layer.kind == "conv" else f"{name}_full"
@@ -103,9 +123,9 @@ def make_layers(layer: Layer, init: Init, seed: int) -> list[layers.Layer]:
             )
         ]
     if layer.kind == "activation":
-        if layer.fn == "leaky_relu":
-            return [LeakyReLU(negative_slope=layer.negative_slope, name=name)]
-        return [Tanh(name=name)] if layer.fn == "tanh" else [layers.Activation(layer.fn, name=name)]
+        return [ACTIVATIONS[layer.fn](layer)]
+    if layer.kind == "max_pool":
+        return [layers.MaxPooling2D(layer.kernel, layer.stride, padding="valid", name=name)]
     if layer.kind == "dropout":
         return [Dropout(layer.rate, seed=seed, name=name)]
     if layer.kind == "reshape":  # view the vector as CHW, as PyTorch does, then move channels last

@@ -20,7 +20,7 @@ from common import canonical, trainer
 from common.algorithm import network_seeds
 from common.config import Config
 from common.precision import TRAINING_PRECISIONS
-from pytorch_impl import distributed
+from pytorch_impl import distributed, features
 from pytorch_impl.layout import from_canonical, native_name, to_canonical
 from pytorch_impl.models import Discriminator, Generator
 from pytorch_impl.step import d_loss, g_loss, train_step
@@ -73,6 +73,11 @@ class Backend:
             name: {p_name: p.detach().cpu().numpy() for p_name, p in module.named_parameters()}
             for name, module in network.named_children()
         }
+
+    def feature_network(self, state: dict[str, np.ndarray]):
+        """`dcgan eval`'s feature network holding `state` (pytorch_impl/features.py; common.backends.Backend)."""
+        model = features.load(state, "float64" if self.precision == "float64" else "float32")
+        return functools.partial(features.features_and_logits, model)
 
 
 class Trainer(trainer.Trainer):

@@ -1,9 +1,9 @@
-"""The feature network of `dcgan eval`: a small Fashion-MNIST classifier, in PyTorch.
+"""`dcgan eval`'s feature network in PyTorch: built from its spec (common/quality/network.py),
+trained here once, and run on images.
 
-Inception-v3's weights, which FID is defined with, cannot be had offline, so the scores are
-measured in the penultimate layer of this network instead (common/quality/features.py says
-where its weights come from). It is a plain VGG-style convnet: three 3x3 conv-BN-ReLU-maxpool
-blocks and one hidden dense layer of FEATURES units, ~92-93% on Fashion-MNIST's test set.
+Training stays in PyTorch, where the committed weights were made: `train_classifier` is
+deterministic from its seed, and every backend loads the weights it writes (`load` here,
+each other build's features.py there).
 """
 
 from __future__ import annotations
@@ -15,35 +15,11 @@ import numpy as np
 import torch
 from torch import nn
 
-FEATURES = 128  # width of the penultimate layer, the space the scores are measured in
-CLASSES = 10
+from common.quality.network import ENTRIES, FEATURE_LAYER, SPEC
+from pytorch_impl.layout import from_canonical, native_name, to_canonical
+from pytorch_impl.models import Network
 
-
-class FeatureNet(nn.Module):
-    """28x28 grey images in [-1, 1] -> 10 class logits; `features` stops one layer short."""
-
-    def __init__(self):
-        super().__init__()
-
-        def block(c_in: int, c_out: int) -> list[nn.Module]:
-            return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(), nn.MaxPool2d(2)]
-
-        self.body = nn.Sequential(
-            *block(1, 32),  # 32 x 14 x 14
-            *block(32, 64),  # 64 x 7 x 7
-            *block(64, 128),  # 128 x 3 x 3
-            nn.Flatten(),
-            nn.Dropout(0.3),
-            nn.Linear(128 * 3 * 3, FEATURES),
-            nn.ReLU(),
-        )
-        self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(FEATURES, CLASSES))
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def train_classifier(
@@ -54,16 +30,17 @@ def train_classifier(
     batch_size: int = 128,
     progress: Callable[[int], object] = lambda n: None,
 ) -> dict[str, np.ndarray]:
-    """Trains a FeatureNet on (N, 1, 28, 28) float32 images in [-1, 1]; returns its state.
+    """Trains the network on (N, 1, 28, 28) float32 images in [-1, 1]; returns its canonical weights.
 
-    Deterministic from `seed`: the weights come from torch's generator seeded with it, the
+    Deterministic from `seed`: the weights start from PyTorch's default initialisation drawn
+    from a generator seeded with it, dropout draws from torch's generator seeded with it, the
     batches and flips from numpy's, and torch runs deterministic kernels. Adam at 1e-3, a
     tenth of that for the last third of the epochs, random horizontal flips (garments are
     mostly symmetric). `progress` is handed the images of each batch done."""
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, 0xFEA7])
     with _deterministic():
-        model = FeatureNet()
+        model = Network(SPEC, seed)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         slow_from = epochs - max(1, epochs // 3)
         model.train()
@@ -81,25 +58,42 @@ def train_classifier(
                 loss.backward()
                 optimizer.step()
                 progress(len(index))
-    return {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+    tensors = model.state_dict()
+    return {e.key: to_canonical(e.layer.kind, e.name, tensors[_attribute(e)]) for e in ENTRIES}
 
 
-def load(state: dict[str, np.ndarray]) -> FeatureNet:
-    """A FeatureNet in eval mode holding `state` (as `train_classifier` returns it)."""
-    model = FeatureNet()
-    model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()})
+def load(state: dict[str, np.ndarray], precision: str = "float32") -> Network:
+    """The network holding canonical `state`, in eval mode, in `precision` ("float32" or
+    "float64"), on the GPU where there is one."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = Network(SPEC, seed=0).to(device, DTYPES[precision])
+    tensors = model.state_dict()
+    with torch.no_grad():
+        for e in ENTRIES:
+            target = tensors[_attribute(e)]
+            target.copy_(from_canonical(e.layer.kind, e.name, state[e.key], target))
     return model.eval()
 
 
 @torch.no_grad()
-def features_and_logits(model: FeatureNet, images: np.ndarray, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
-    """(features (N, FEATURES), logits (N, CLASSES)) of (N, 1, 28, 28) images in [-1, 1]."""
+def features_and_logits(model: Network, images: np.ndarray, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """(features (N, FEATURES), logits (N, CLASSES)) of (N, 1, 28, 28) images in [-1, 1], in
+    the model's precision: the outputs of its FEATURE_LAYER and of its last layer."""
+    parameter = next(model.parameters())
     features, logits = [], []
     for start in range(0, len(images), batch_size):
-        f = model.features(torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size], np.float32)))
-        features.append(f.numpy())
-        logits.append(model.head(f).numpy())
+        x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(parameter)
+        for name, layer in model.named_children():
+            x = layer(x)
+            if name == FEATURE_LAYER:
+                features.append(x.cpu().numpy())
+        logits.append(x.cpu().numpy())
     return np.concatenate(features), np.concatenate(logits)
+
+
+def _attribute(entry) -> str:
+    """The state_dict key of a canonical entry: `conv1.weight`."""
+    return f"{entry.layer.name}.{native_name(entry.layer.kind, entry.name)}"
 
 
 @contextlib.contextmanager

@@ -7,7 +7,8 @@ downloaded here, so they come from a local file only: torch-fidelity's
 weights-inception-2015-12-05-6726825d.pth, or any state dict of the same network. The file is
 read with `torch.load(weights_only=True)` only, so a file holding anything but tensors is
 refused, never unpickled; torch-fidelity, which would unpickle it in full, gets the tensors
-read, re-saved to memory.
+read, re-saved to memory. It is the one part of `dcgan eval` that needs PyTorch (and
+torch-fidelity: the `inception` extra).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
 from common.errors import ConfigError
 from common.images import to_uint8
@@ -28,8 +30,6 @@ EXPECTED = "a state dict of torch-fidelity's Inception-v3 (weights-inception-201
 
 def load(weights: Path) -> torch.nn.Module:
     """The network with `weights`, refused by name when the file is not such a state dict."""
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except FileNotFoundError:

@@ -1,4 +1,5 @@
-"""The generator and discriminator as PyTorch `nn.Sequential` models, built from the shared spec.
+"""The networks as PyTorch `nn.Sequential` models, built from the shared spec: the generator
+and discriminator, and `dcgan eval`'s feature network (pytorch_impl/features.py).
 
 Each spec layer becomes one module under the spec's name, so `Generator(...).convt2` is the
 layer the spec calls `convt2`, and state_dict keys read `convt2.weight`, `bn2.running_mean`.
@@ -7,6 +8,7 @@ Feature maps are NCHW, the spec's own layout: nothing is transposed here.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 
 import torch
@@ -58,6 +60,14 @@ def set_bn_groups(network: nn.Module, groups: int) -> None:
             module.groups = groups
 
 
+# common.config.ACTIVATIONS -> the module computing it from its spec layer
+ACTIVATIONS = {
+    "relu": lambda layer: nn.ReLU(),
+    "leaky_relu": lambda layer: nn.LeakyReLU(layer.negative_slope),
+    "tanh": lambda layer: nn.Tanh(),
+}
+
+
 def make_layer(layer: Layer) -> nn.Module:
     """One spec layer -> the PyTorch module that computes it."""
     if layer.kind == "linear":
@@ -74,11 +84,9 @@ def make_layer(layer: Layer) -> nn.Module:
         norm = BatchNorm2d if len(layer.in_shape) == 3 else BatchNorm1d
         return norm(layer.features, eps=layer.eps, momentum=layer.momentum)
     if layer.kind == "activation":
-        return (
-            {"relu": nn.ReLU, "tanh": nn.Tanh}[layer.fn]()
-            if layer.fn != "leaky_relu"
-            else nn.LeakyReLU(layer.negative_slope)
-        )
+        return ACTIVATIONS[layer.fn](layer)
+    if layer.kind == "max_pool":
+        return nn.MaxPool2d(layer.kernel, layer.stride)
     if layer.kind == "dropout":
         return nn.Dropout(layer.rate)
     if layer.kind == "reshape":
@@ -88,19 +96,31 @@ def make_layer(layer: Layer) -> nn.Module:
     raise ValueError(f"unknown layer kind {layer.kind!r}")
 
 
+# common.spec.INIT_SCHEMES -> how a weight is drawn
+WEIGHT_INITS = {
+    "normal": lambda w, init, generator: nn.init.normal_(w, 0.0, init.std, generator=generator),
+    "glorot_uniform": lambda w, init, generator: nn.init.xavier_uniform_(w, generator=generator),
+    "kaiming_uniform": lambda w, init, generator: nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=generator),
+}
+
+
 @torch.no_grad()
 def init_weights(network: nn.Sequential, init: Init, generator: torch.Generator) -> None:
-    """DCGAN's init (or Glorot's) on every weighted layer; biases and BN offsets start at 0."""
+    """The spec's init on every weighted layer (common.spec.Init), drawn from `generator`:
+    DCGAN's, Glorot's, or PyTorch's own default (reset_parameters' draws, in its order)."""
     for module in network:
         if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
-            if init.scheme == "normal":
-                nn.init.normal_(module.weight, 0.0, init.std, generator=generator)
-            else:
-                nn.init.xavier_uniform_(module.weight, generator=generator)
-            if module.bias is not None:
+            WEIGHT_INITS[init.scheme](module.weight, init, generator)
+            if module.bias is not None and init.scheme == "kaiming_uniform":
+                bound = 1 / math.sqrt(nn.init._calculate_fan_in_and_fan_out(module.weight)[0])
+                nn.init.uniform_(module.bias, -bound, bound, generator=generator)
+            elif module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.modules.batchnorm._BatchNorm):
-            nn.init.normal_(module.weight, 1.0, init.bn_scale_std, generator=generator)
+            if init.scheme == "kaiming_uniform":  # PyTorch's default draws nothing for BN
+                nn.init.ones_(module.weight)
+            else:
+                nn.init.normal_(module.weight, 1.0, init.bn_scale_std, generator=generator)
             nn.init.zeros_(module.bias)
 
 

@@ -34,9 +34,6 @@ LAZY_EXCEPTIONS = {
     "keras_impl/layers.py": {"jax_impl"},
     # data parallelism on Keras-TensorFlow is tf.distribute's MirroredStrategy, which Keras 3 wraps no API around
     "keras_impl/distributed.py": {"tensorflow"},
-    # `dcgan eval` measures every backend's samples in one feature space: pytorch_impl's classifier
-    "common/quality/evaluate.py": {"pytorch_impl"},
-    "common/quality/features.py": {"pytorch_impl"},
 }
 
 
@@ -83,8 +80,12 @@ SAME_NAMES = {
     "step": {"train_step", "d_step", "g_step", "d_loss", "g_loss"},
     "layout": {"native_name", "to_canonical", "from_canonical"},
     "distributed": set(),  # --devices N: each framework's own engine, so no name is shared but the module's
+    "features": {"load", "features_and_logits"},  # `dcgan eval`'s feature network (common/quality/network.py)
 }
-SAME_SIGNATURES = {"layout": {"native_name", "to_canonical", "from_canonical"}}
+SAME_SIGNATURES = {
+    "layout": {"native_name", "to_canonical", "from_canonical"},
+    "features": {"load", "features_and_logits"},
+}
 IMPLS = ("pytorch_impl", "jax_impl", "keras_impl")
 
 

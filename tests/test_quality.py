@@ -5,17 +5,20 @@ the feature network's determinism and its weight files' hashes, and the refusals
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import linalg
 
+from common import checkpoint
 from common.errors import ConfigError
 from common.presets import make_config
 from common.quality import metrics
 from common.quality.evaluate import as_fashion_mnist, check_dataset
-from common.quality.features import load_weights, save_weights
+from common.quality.features import COMMITTED, COMMITTED_SHA256, load_weights, save_weights
+from common.quality.network import EARLIER_NAMES, ENTRIES
 
 
 def _stats(mean, cov) -> metrics.Statistics:
@@ -76,16 +79,20 @@ def test_fd_matches_torchmetrics_on_the_feature_networks_features():
     import torch
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    from pytorch_impl.features import FEATURES, FeatureNet, features_and_logits
+    from common.quality.network import FEATURE_LAYER, FEATURES, SPEC
+    from pytorch_impl.features import features_and_logits
+    from pytorch_impl.models import Network
 
-    torch.manual_seed(0)
-    net = FeatureNet().eval()
+    net = Network(SPEC, seed=0).eval()
 
     class Features(torch.nn.Module):
         num_features = FEATURES
 
         def forward(self, x):
-            return net.features(x)
+            for name, layer in net.named_children():
+                x = layer(x)
+                if name == FEATURE_LAYER:
+                    return x
 
     rng = np.random.default_rng(3)
     real = rng.uniform(-1, 1, (300, 1, 28, 28)).astype(np.float32)
@@ -138,6 +145,7 @@ def test_class_histogram_counts_covered_classes_and_kl():
 
 
 def test_feature_network_training_is_deterministic_from_its_seed():
+    from common.quality.network import ENTRIES
     from pytorch_impl.features import train_classifier
 
     rng = np.random.default_rng(7)
@@ -147,21 +155,44 @@ def test_feature_network_training_is_deterministic_from_its_seed():
     other = train_classifier(images, labels, seed=4, epochs=1, batch_size=64)
     assert all(np.array_equal(first[k], again[k]) for k in first)
     assert not all(np.array_equal(first[k], other[k]) for k in first)
+    assert list(first) == [entry.key for entry in ENTRIES]  # the canonical names, nothing else
 
 
 def test_weight_files_are_refused_when_their_tensors_change(tmp_path):
-    state = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(4, np.float32)}
+    state = {entry.key: np.full(entry.shape, i, np.float32) for i, entry in enumerate(ENTRIES)}
     path = tmp_path / "w.safetensors"
     save_weights(path, state, {"seed": "0"})
     loaded, metadata = load_weights(path)
     assert all(np.array_equal(loaded[k], state[k]) for k in state) and metadata["seed"] == "0"
     from safetensors.numpy import save_file
 
-    save_file({**state, "b": np.full(4, 2, np.float32)}, str(path), metadata=metadata)  # the old hash, new values
+    changed = {**state, "features.fc5.bias": np.full(10, 2, np.float32)}
+    save_file(changed, str(path), metadata=metadata)  # the old hash, new values
     with pytest.raises(ConfigError, match="w.safetensors.*hash"):
         load_weights(path)
     with pytest.raises(ConfigError, match="pinned|hash"):
         load_weights(tmp_path / "w.safetensors", pinned="0" * 64)
+
+
+def test_the_committed_weights_are_canonical_and_pinned():
+    state, metadata = load_weights(COMMITTED, COMMITTED_SHA256)
+    assert list(state) == [entry.key for entry in ENTRIES] and metadata["network"] == "common.quality.network.SPEC"
+    assert checkpoint.content_sha256(state) == COMMITTED_SHA256 == metadata["sha256"]
+
+
+def test_weights_in_pytorchs_earlier_names_are_read_unchanged_and_others_refused(tmp_path):
+    """A file cached before the network had a spec names its tensors as PyTorch did (`body.0`,
+    `head.1`, with BN step counters): read under the canonical names, the same values."""
+    state, _ = load_weights(COMMITTED, COMMITTED_SHA256)
+    renamed = {f"features.{new}": old for old, new in EARLIER_NAMES.items()}
+    earlier = {f"{renamed[key.rsplit('.', 1)[0]]}.{key.rsplit('.', 1)[1]}": value for key, value in state.items()}
+    earlier.update({f"body.{i}.num_batches_tracked": np.array([4680]) for i in (1, 5, 9)})
+    save_weights(tmp_path / "cached.safetensors", earlier, {"seed": "0"})
+    read, _ = load_weights(tmp_path / "cached.safetensors")
+    assert list(read) == list(state) and all(np.array_equal(read[k], state[k]) for k in state)
+    save_weights(tmp_path / "other.safetensors", {"conv1.weight": np.zeros((32, 1, 3, 3), np.float32)}, {})
+    with pytest.raises(ConfigError, match="other.safetensors.*train-features --out"):
+        load_weights(tmp_path / "other.safetensors")
 
 
 def test_scores_are_refused_for_a_model_of_another_dataset():
@@ -175,7 +206,7 @@ def test_eval_n_too_small_for_prdc_is_refused_before_anything_loads():
     from common.train import RunOptions, Scorer
 
     with pytest.raises(ConfigError, match="--eval-n=6.*at least 7"):
-        Scorer(make_config("mnist28"), RunOptions(steps=1, eval_every=1, eval_n=6))
+        Scorer(make_config("mnist28"), RunOptions(steps=1, eval_every=1, eval_n=6), "torch")
 
 
 def test_other_sizes_are_seen_as_28x28_grey():
@@ -189,34 +220,64 @@ def test_other_sizes_are_seen_as_28x28_grey():
 def test_the_test_sets_features_are_cached_by_weights_and_images(tmp_path, monkeypatch):
     """Computed once and written to the cache directory; read back unchanged on the next call
     (the network is not run again); recomputed when the file is corrupt; a new file for other
-    weights or other images."""
-    import torch
-
+    weights or backend, or other images."""
     from common.quality import evaluate
-    from pytorch_impl import features as network
 
     monkeypatch.setenv("DCGAN_CACHE_DIR", str(tmp_path))
-    torch.manual_seed(0)
-    model = network.FeatureNet().eval()
+    projection = np.random.default_rng(4).normal(size=(28 * 28, 12))
+    calls = []
+
+    def network(images):
+        calls.append(len(images))
+        found = np.maximum(images.reshape(len(images), -1) @ projection, 0)
+        return found, found[:, :10]
+
     images = np.random.default_rng(5).uniform(-1, 1, (40, 1, 28, 28)).astype(np.float32)
-    first = evaluate._test_set_features(model, "a" * 64, images)
-    expected, logits = network.features_and_logits(model, images)
+    first = evaluate._test_set_features(network, "a|jax", images)
+    expected, logits = network(images)
     assert np.array_equal(first["features"], expected) and np.array_equal(first["classes"], logits.argmax(axis=1))
     assert np.array_equal(first["radii"], metrics.real_radii(expected, evaluate.K))
     [cached] = tmp_path.glob("*.safetensors")
-
-    def refuse(*_):
-        raise AssertionError("the network ran again instead of reading the cache")
-
-    with monkeypatch.context() as patched:
-        patched.setattr(network, "features_and_logits", refuse)
-        again = evaluate._test_set_features(model, "a" * 64, images)
+    calls.clear()
+    again = evaluate._test_set_features(network, "a|jax", images)
+    assert not calls, "the network ran again instead of reading the cache"
     assert all(np.array_equal(again[k], first[k]) for k in first)
     cached.write_bytes(b"not a safetensors file")
-    assert np.array_equal(evaluate._test_set_features(model, "a" * 64, images)["features"], expected)
-    evaluate._test_set_features(model, "b" * 64, images)
-    evaluate._test_set_features(model, "a" * 64, images[:20])
-    assert len(list(tmp_path.glob("*.safetensors"))) == 3
+    assert np.array_equal(evaluate._test_set_features(network, "a|jax", images)["features"], expected)
+    evaluate._test_set_features(network, "b|jax", images)
+    evaluate._test_set_features(network, "a|torch", images)
+    evaluate._test_set_features(network, "a|jax", images[:20])
+    assert len(list(tmp_path.glob("*.safetensors"))) == 4
+
+
+def test_the_spec_build_computes_the_earlier_pytorch_networks_features_bit_for_bit():
+    """The network as PyTorch held it before it had a spec (two nn.Sequentials, `body` to the
+    features and `head` to the logits), with the committed weights under their earlier names,
+    against the spec's build with the canonical ones, on real test images: the same numbers."""
+    import torch
+    from torch import nn
+
+    from common.quality.features import fashion_mnist
+    from pytorch_impl import features as network
+
+    def block(c_in: int, c_out: int) -> list[nn.Module]:
+        return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(), nn.MaxPool2d(2)]
+
+    body = nn.Sequential(*block(1, 32), *block(32, 64), *block(64, 128), nn.Flatten(), nn.Dropout(0.3),
+                         nn.Linear(1152, 128), nn.ReLU())  # fmt: skip
+    head = nn.Sequential(nn.Dropout(0.3), nn.Linear(128, 10))
+    state, _ = load_weights(COMMITTED, COMMITTED_SHA256)
+    for old, new in EARLIER_NAMES.items():
+        module = (body if old.startswith("body") else head)[int(old.split(".")[1])]
+        for name, tensor in module.state_dict().items():
+            if name != "num_batches_tracked":
+                tensor.copy_(torch.from_numpy(state[f"features.{new}.{name}"]))
+    images = fashion_mnist("t10k")[0][:64]
+    with torch.no_grad():
+        expected = body.eval()(torch.from_numpy(images))
+        expected_logits = head.eval()(expected)
+    found, logits = network.features_and_logits(network.load(state), images, batch_size=32)
+    assert np.array_equal(found, expected.numpy()) and np.array_equal(logits, expected_logits.numpy())
 
 
 @pytest.fixture(scope="module")
@@ -302,3 +363,67 @@ def test_the_study_judges_each_backend_against_the_spread_of_every_seed():
     text = quality.markdown(records, args, "Made by a test.")
     assert "- torch: 110.0, inside the spread" in text and "- keras-jax: 130.0, **outside** the spread" in text
     assert text.count("| torch |") == 3
+
+
+# `dcgan eval` where PyTorch cannot be imported (an import hook refuses it, as where it is not
+# installed): a tiny JAX checkpoint scored on JAX, one written by keras-torch scored on the
+# first installed backend, and Inception refused.
+WITHOUT_TORCH = """
+import contextlib, io, json, sys
+
+
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "torch":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+
+sys.meta_path.insert(0, NoTorch())
+from pathlib import Path
+from common import canonical, checkpoint
+from common.backends import load_backend
+from common.cli import main
+from common.presets import make_config
+
+out = Path(sys.argv[1])
+config = make_config("mnist28", {"model.ngf": 4, "model.ndf": 4})
+arrays = load_backend("jax").trainer(config).state_dict()
+for writer in ("jax", "keras-torch"):
+    checkpoint.save(out / f"{writer}.safetensors", arrays, canonical.metadata(config, writer, 0))
+tiny = ["--n", "8", "--no-progress"]
+commands = {
+    "jax": ["--checkpoint", str(out / "jax.safetensors"), "--backend", "jax", "--json", str(out / "jax.json")],
+    "default": ["--checkpoint", str(out / "keras-torch.safetensors"), "--json", str(out / "default.json")],
+    "inception": ["--checkpoint", str(out / "jax.safetensors"), "--backend", "jax", "--features", "inception"],
+}
+found = {}
+for name, args in commands.items():
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        found[name] = {"code": main(["eval", *args, *tiny]), "stderr": err.getvalue()}
+found["torch imported"] = sorted(m for m in sys.modules if m.split(".")[0] == "torch")
+print(json.dumps(found))
+"""
+
+
+def test_eval_needs_no_pytorch(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, "-c", WITHOUT_TORCH, str(tmp_path)], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.splitlines()[-1])
+    assert found["torch imported"] == []
+    assert found["jax"]["code"] == 0, found["jax"]["stderr"]
+    scores = json.loads((tmp_path / "jax.json").read_text())
+    assert scores["backend"] == "jax" and scores["n"] == 8 and np.isfinite(scores["fd"]) and scores["fd"] > 0
+    assert found["default"]["code"] == 0, found["default"]["stderr"]
+    assert json.loads((tmp_path / "default.json").read_text())["backend"] == "jax"
+    said = "on jax (the first one installed; keras-torch, which wrote the checkpoint, is not"
+    assert said in found["default"]["stderr"]
+    assert found["inception"]["code"] == 2
+    [line] = found["inception"]["stderr"].strip().splitlines()
+    assert "--features='inception'" in line and "pip install -e '.[inception]'" in line

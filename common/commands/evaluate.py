@@ -26,7 +26,10 @@ def add_parser(commands) -> None:
     )
     parser.add_argument("--checkpoint", help="a checkpoint file, or a run directory (its latest)")
     parser.add_argument(
-        "--backend", choices=list(BACKENDS), help="sample on this backend (default: the one that wrote it)"
+        "--backend",
+        choices=list(BACKENDS),
+        help="sample and compute the features on this backend (default: the one that wrote the checkpoint "
+        "where it is installed, else the first installed one)",
     )
     parser.add_argument("--n", type=positive_int, default=10_000, help="generated images scored (10000)")
     parser.add_argument(

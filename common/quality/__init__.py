@@ -1,2 +1,3 @@
-"""Sample quality: `dcgan eval`'s scores (metrics.py), its feature network's weights and
-data (features.py), scoring a generator (evaluate.py) and the command's output (report.py)."""
+"""Sample quality: `dcgan eval`'s scores (metrics.py), its feature network described in the
+spec language (network.py), the network's weights and data (features.py), scoring a generator
+on any backend (evaluate.py) and the command's output (report.py)."""

@@ -9,6 +9,10 @@ coverage (k = 5), and the classifier's histogram of the samples. Printed with th
   generator reaches at this n;
 - a freshly initialised generator of the same config on the same backend, the ceiling.
 
+One backend does both the sampling and the feature network (each build's features.py, reached
+through its `Backend.feature_network`), so `dcgan eval` needs one framework, any of the five.
+Inception-v3 alone is PyTorch's (pytorch_impl/inception.py, the `inception` extra).
+
 Images of another size or channel count (dcgan64 trained on Fashion-MNIST) are compared as
 the network sees them: channels averaged to grey, resized to 28 x 28.
 """
@@ -16,6 +20,9 @@ the network sees them: channels averaged to grey, resized to 28 x 28.
 from __future__ import annotations
 
 import hashlib
+import importlib
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +32,7 @@ from tqdm import tqdm
 
 from common import checkpoint, sample
 from common.algorithm import latent
-from common.backends import load_backend
+from common.backends import BACKENDS, installed, load_backend
 from common.config import Config
 from common.errors import ConfigError
 from common.quality import metrics
@@ -35,6 +42,7 @@ DEFAULT_N = 10_000
 K = 5  # PRDC's nearest neighbours
 MIN_N = K + 2  # images in each set: a point's K-th neighbour other than itself needs K + 1 others
 FEATURES = ("fashion-mnist", "inception")
+INCEPTION = "pytorch_impl.inception"  # Inception-v3's module, PyTorch's: imported only for --features inception
 
 
 @dataclass
@@ -74,25 +82,27 @@ class FeatureSpace:
         return found
 
 
+FeatureNetwork = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # images -> (features, logits)
+
+
 @dataclass
 class FashionMnistSpace(FeatureSpace):
-    """The suite's classifier (pytorch_impl/features.py) against Fashion-MNIST's test images."""
+    """The suite's classifier (common/quality/network.py) against Fashion-MNIST's test images."""
 
-    model: object = None
+    network: FeatureNetwork | None = None  # a backend's Backend.feature_network
 
     @classmethod
-    def load(cls, weights: Path | None = None, progress: bool = True) -> FashionMnistSpace:
-        """The network and the test images' features, kept for the process (a training run with
-        --eval-every, or a script scoring many checkpoints, reuses them) and cached on disk
-        across processes (_test_set_features)."""
-        if str(weights) not in _LOADED:
-            from pytorch_impl import features as network
-
+    def load(cls, backend: str, weights: Path | None = None, progress: bool = True) -> FashionMnistSpace:
+        """The network on `backend` and the test images' features, kept for the process (a
+        training run with --eval-every, or a script scoring many checkpoints, reuses them) and
+        cached on disk across processes (_test_set_features)."""
+        key = f"{weights}|{backend}"
+        if key not in _LOADED:
             state, _, source = feature_weights(weights, progress)
-            model = network.load(state)
+            network = load_backend(backend).feature_network(state)
             images, labels = fashion_mnist("t10k")
-            found = _test_set_features(model, checkpoint.content_sha256(state), images)
-            _LOADED[str(weights)] = cls(
+            found = _test_set_features(network, f"{checkpoint.content_sha256(state)}|{backend}", images)
+            _LOADED[key] = cls(
                 LABEL,
                 source,
                 "Fashion-MNIST's 10,000 test images",
@@ -100,9 +110,9 @@ class FashionMnistSpace(FeatureSpace):
                 labels,
                 found["radii"],
                 metrics.Statistics.of(found["features"]),
-                model=model,
+                network=network,
             )
-        return _LOADED[str(weights)]
+        return _LOADED[key]
 
     def floor(self, n: int) -> np.ndarray:
         """Features of n training images, a seeded random subset."""
@@ -111,9 +121,7 @@ class FashionMnistSpace(FeatureSpace):
         return self.embed(images[pick])[0]
 
     def embed(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from pytorch_impl import features as network
-
-        found, logits = network.features_and_logits(self.model, as_fashion_mnist(images))
+        found, logits = self.network(as_fashion_mnist(images))
         return found, logits.argmax(axis=1)
 
 
@@ -131,8 +139,8 @@ class InceptionSpace(FeatureSpace):
         """The network, and the features of n images of config's dataset (at most half of it:
         the other half is the floor's), a seeded random subset."""
         from common.data import load_dataset
-        from pytorch_impl import inception
 
+        inception = _inception()
         if weights is None:
             raise ConfigError(
                 "--weights", None, f"with --features inception, a local weight file: {inception.EXPECTED}"
@@ -167,20 +175,30 @@ class InceptionSpace(FeatureSpace):
 _LOADED: dict[str, FeatureSpace] = {}
 
 
+def _inception():
+    """pytorch_impl/inception.py, refused by name where PyTorch or torch-fidelity is missing."""
+    try:
+        return importlib.import_module(INCEPTION)
+    except ImportError as err:
+        raise ConfigError(
+            "--features",
+            "inception",
+            f"PyTorch and torch-fidelity installed ({err}), which compute Inception-v3's features; "
+            "install them with: pip install -e '.[inception]'",
+        ) from None
+
+
 def _inception_features(model, images: np.ndarray, progress: bool) -> np.ndarray:
-    from pytorch_impl import inception
-
     with tqdm(total=len(images), unit="img", desc="Inception-v3", disable=not progress) as bar:
-        return inception.features(model, images, progress=bar.update)
+        return _inception().features(model, images, progress=bar.update)
 
 
-def _test_set_features(model, weights_sha256: str, images: np.ndarray) -> dict[str, np.ndarray]:
+def _test_set_features(network: FeatureNetwork, source: str, images: np.ndarray) -> dict[str, np.ndarray]:
     """The test images' features, predicted classes and PRDC radii, cached on disk (the cache
-    directory of common.quality.features) under the hash of the weights, the images and K: they
-    take seconds to compute and every `dcgan eval` or scored training run needs the same ones."""
-    from pytorch_impl import features as network
-
-    key = hashlib.sha256(f"{weights_sha256}|{checkpoint.content_sha256({'images': images})}|k={K}".encode()).hexdigest()
+    directory of common.quality.features) under the hash of `source` (the weights and the
+    backend that computes them), the images and K: they take seconds to compute and every
+    `dcgan eval` or scored training run needs the same ones."""
+    key = hashlib.sha256(f"{source}|{checkpoint.content_sha256({'images': images})}|k={K}".encode()).hexdigest()
     path = cache_dir() / f"fashion_mnist_t10k_features-{key[:16]}.safetensors"
     if path.exists():
         try:
@@ -189,7 +207,7 @@ def _test_set_features(model, weights_sha256: str, images: np.ndarray) -> dict[s
                 return found
         except ConfigError:
             pass  # unreadable: computed again and rewritten below
-    features, logits = network.features_and_logits(model, images)
+    features, logits = network(images)
     found = {"features": features, "classes": logits.argmax(axis=1), "radii": metrics.real_radii(features, K)}
     checkpoint.write_atomically(path, found, {"key": key})
     return found
@@ -247,19 +265,20 @@ def evaluate_checkpoint(
     features: str = "fashion-mnist",
     progress: bool = True,
 ) -> dict:
-    """`dcgan eval`: a checkpoint (file or run directory) sampled on `backend` (default: the
-    one that wrote it), scored, with the reference points."""
+    """`dcgan eval`: a checkpoint (file or run directory) sampled on `backend`, whose build of
+    the feature network also computes the features (default: `default_backend`), scored, with
+    the reference points."""
     from common.rundir import open_checkpoint
 
     if n < MIN_N:
         raise ConfigError("--n", n, f"at least {MIN_N}: precision, recall, density and coverage use {K} neighbours")
     arrays, metadata, config = open_checkpoint(path)
     check_dataset(config, features)
-    backend = backend or sample.source_backend(metadata)
+    backend = backend or default_backend(sample.source_backend(metadata))
     if features == "inception":
         space = InceptionSpace.load(weights, config, n, progress)
     else:
-        space = FashionMnistSpace.load(weights, progress)
+        space = FashionMnistSpace.load(backend, weights, progress)
     loaded = load_backend(backend)
     trainer = loaded.trainer(config)
     trainer.load_state_dict(arrays)
@@ -268,3 +287,17 @@ def evaluate_checkpoint(
     found.update(evaluate(trainer, config, space, n, seed))
     found["reference"] = references(space, loaded.trainer(config), config, n, seed)
     return found
+
+
+def default_backend(writer: str) -> str:
+    """The backend `dcgan eval` runs on unless told: `writer`, the one that wrote the
+    checkpoint, where it is installed, else the first installed one of BACKENDS; said on stderr."""
+    if installed(writer):
+        chosen, why = writer, "which wrote the checkpoint"
+    else:
+        chosen = next((name for name in BACKENDS if installed(name)), None)
+        if chosen is None:
+            raise ConfigError("--backend", None, "an installed backend, one of " + ", ".join(BACKENDS))
+        why = f"the first one installed; {writer}, which wrote the checkpoint, is not"
+    print(f"dcgan eval: sampling and computing features on {chosen} ({why}; choose with --backend)", file=sys.stderr)
+    return chosen

@@ -1,15 +1,18 @@
-"""Where `dcgan eval`'s feature network comes from, and Fashion-MNIST as it sees it.
+"""Where `dcgan eval`'s feature network's weights come from, and Fashion-MNIST as it sees it.
 
-The network is pytorch_impl/features.py's classifier. Its weights are, in this order: the
-file given with --weights; the copy committed beside this module (trained by `dcgan eval
-train-features --seed 0`); one cached in the user's cache directory; or, failing those, it
-is trained on first use (a few minutes on a CPU, with a progress bar and a line saying so)
-and cached. Every weight file carries the SHA-256 of its tensors in its metadata, checked
-when it is opened, and the committed copy's hash is also pinned here.
+The network is described in common/quality/network.py and trained in PyTorch
+(pytorch_impl/features.py). Its weights are, in this order: the file given with --weights;
+the copy committed beside this module (trained by `dcgan eval train-features --seed 0`); one
+cached in the user's cache directory; or, failing those, it is trained on first use (a few
+minutes on a CPU, with a progress bar and a line saying so; PyTorch needed) and cached. Every
+weight file carries the SHA-256 of its tensors in its metadata, checked when it is opened,
+and the committed copy's hash is also pinned here. Files that name the tensors as PyTorch
+did before the network had a spec are read through common.quality.network.EARLIER_NAMES.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -21,9 +24,11 @@ from common import checkpoint
 from common.data import IDX_DATASETS, idx_file, read_idx
 from common.errors import ConfigError
 from common.images import to_model_range
+from common.quality.network import canonical_state
 
 COMMITTED = Path(__file__).with_name("fashion_mnist_features.safetensors")
-COMMITTED_SHA256 = "e3d4f51ab714fadc8572e793610b49b6be9bb3efa9ebb00fdde59d2a252572ae"  # its checkpoint.content_sha256
+COMMITTED_SHA256 = "c4a817ffc29e71d16753d1f46a119f1cc36922e97d2ce097a715dd442581a9ec"  # its checkpoint.content_sha256
+TRAINER = "pytorch_impl.features"  # the module that trains the network (PyTorch's), imported when asked to
 DEFAULT_SEED = 0
 DEFAULT_EPOCHS = 10
 MIN_TEST_ACCURACY = 0.92
@@ -65,8 +70,8 @@ def save_weights(path: Path, state: dict[str, np.ndarray], metadata: dict[str, s
 
 
 def load_weights(path: Path, pinned: str | None = None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """A weight file's tensors and metadata, refused by name when its tensors do not match the
-    hash it carries (or `pinned`)."""
+    """A weight file's tensors, under their canonical names, and its metadata; refused by name
+    when its tensors do not match the hash it carries (or `pinned`), or are not the network's."""
     state, metadata = checkpoint.read_file(
         path, "--weights", "an existing feature-network weight file", "a safetensors weight file"
     )
@@ -78,7 +83,28 @@ def load_weights(path: Path, pinned: str | None = None) -> tuple[dict[str, np.nd
             str(path),
             f"a file whose tensors hash to {expected} (they hash to {found}: corrupt or altered)",
         )
-    return state, metadata
+    weights = canonical_state(state)
+    if weights is None:
+        raise ConfigError(
+            "--weights",
+            str(path),
+            "the Fashion-MNIST feature network's weights (common/quality/network.py: features.conv1.weight, ...); "
+            "make a file of them with `dcgan eval train-features --out FILE`",
+        )
+    return weights, metadata
+
+
+def trainer():
+    """The module that trains the network, pytorch_impl.features; refused by name without PyTorch."""
+    try:
+        return importlib.import_module(TRAINER)
+    except ImportError as err:
+        raise ConfigError(
+            "train-features",
+            "torch",
+            f"an installed PyTorch ({err}), which trains the feature network; "
+            "install it with: pip install -e '.[torch]'",
+        ) from None
 
 
 def train_features(
@@ -86,8 +112,7 @@ def train_features(
 ) -> Path:
     """Trains the feature network on Fashion-MNIST's training set, checks it on the test set,
     and writes it (default: the cache); refuses a network below MIN_TEST_ACCURACY."""
-    from pytorch_impl import features as network
-
+    network = trainer()
     images, labels = fashion_mnist("train")
     test_images, test_labels = fashion_mnist("t10k")
     with tqdm(total=epochs * len(images), unit="img", disable=not progress, desc="feature network") as bar:
@@ -102,7 +127,7 @@ def train_features(
             "nothing was written)",
         )
     path = out or cached_file(seed)
-    metadata = {"network": "pytorch_impl.features.FeatureNet", "seed": str(seed), "epochs": str(epochs)}
+    metadata = {"network": "common.quality.network.SPEC", "seed": str(seed), "epochs": str(epochs)}
     save_weights(path, state, {**metadata, "test_accuracy": f"{accuracy:.4f}"})
     return path
 
