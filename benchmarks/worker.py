@@ -27,15 +27,16 @@ from common.errors import ConfigError
 from common.presets import make_config
 
 
-def make_batch(config, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def make_batch(config, batch_size: int, rows: slice = slice(None)) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Canonical (reals, z_d, z_g) of the preset's shapes: images uniform in [-1, 1] from the
     preset's seed, and the noise of the run's first iteration as common.algorithm draws it,
-    from the preset's latent distribution (N(0, 1) or U(-1, 1))."""
+    from the preset's latent distribution (N(0, 1) or U(-1, 1)); only `rows` of each batch
+    of `batch_size` (a process's own, Trainer.rows)."""
     m, o = config.model, config.optim
     shape = (o.d_steps, batch_size, m.channels, m.image_size, m.image_size)
     reals = np.random.default_rng(config.seed).uniform(-1.0, 1.0, shape).astype(np.float32)
-    noise = iteration_noise(config, 0, batch_size)
-    return reals, noise.z_d, noise.z_g
+    noise = iteration_noise(config, 0, batch_size).rows(rows)
+    return reals[:, rows], noise.z_d, noise.z_g
 
 
 def job_config(job: dict):
@@ -142,7 +143,8 @@ def serve(job: dict, send, receive) -> None:
         send({"status": "skipped", "reason": reason})
         return
     config = job_config(job)
-    batch = trainer.prepare(*make_batch(config, job["batch_size"] * job.get("devices", 1)))  # the global batch
+    global_batch = job["batch_size"] * job.get("devices", 1)
+    batch = trainer.prepare(*make_batch(config, global_batch, trainer.rows(global_batch)))  # this process's part
     compile_s, outputs = run_block(trainer, batch, 1)
     warmup_s = [run_block(trainer, batch, 1)[0] for _ in range(job["warmup"])]
     send({"status": "ready", "compile_s": compile_s, "warmup_s": warmup_s, "device_name": device_name(job)})

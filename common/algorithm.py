@@ -61,6 +61,10 @@ class IterationNoise:
     z_d: np.ndarray  # (k, N, latent): one batch per discriminator update
     z_g: np.ndarray | None  # (N, latent) for "fresh"; None when G reuses the last D step's fakes
 
+    def rows(self, rows: slice) -> IterationNoise:
+        """Only `rows` of each batch: one process's part of the global batch (Trainer.rows)."""
+        return IterationNoise(self.z_d[:, rows], None if self.z_g is None else self.z_g[rows])
+
 
 def iteration_noise(config: Config, step: int, batch_size: int) -> IterationNoise:
     o = config.optim

@@ -111,7 +111,7 @@ def _train(start: RunStart, options: RunOptions, stop: StopOnSignal) -> list[dic
     scorer = Scorer(config, options, start.backend) if options.eval_every else None  # refuses a dataset it cannot score
     backend = load_backend(start.backend, options.precision, options.compile, start.devices)
     book = Bookkeeping(start, options, schedule, total, backend, backend.trainer(config), scorer, stop)
-    with Batches(dataset, schedule, total) as batches, book:
+    with Batches(dataset, schedule, total, book.trainer.rows(schedule.batch_size)) as batches, book:
         while book.running():
             reals, noise = batches.take(book.step, book.config)
             began = time.perf_counter()
@@ -131,8 +131,9 @@ class Batches:
     """Each iteration's inputs, its k real batches and its noise, which depend on the step
     alone; the next iteration's are prepared in a thread while the current step runs."""
 
-    def __init__(self, dataset: ImageDataset, schedule: Schedule, total: int):
+    def __init__(self, dataset: ImageDataset, schedule: Schedule, total: int, rows: slice):
         self.dataset, self.schedule, self.total = dataset, schedule, total
+        self.rows = rows  # this process's part of each global batch (Trainer.rows): only it is loaded
         self.pool = ThreadPoolExecutor(max_workers=1)
         self.upcoming: tuple[int, Future] | None = None  # (step, its inputs on the way)
 
@@ -153,8 +154,8 @@ class Batches:
         return inputs
 
     def _inputs(self, config: Config, step: int) -> tuple[np.ndarray, IterationNoise]:
-        reals = np.stack([self.dataset.batch(idx) for idx in self.schedule.batch_indices(config, step)])
-        return reals, iteration_noise(config, step, self.schedule.batch_size)
+        reals = np.stack([self.dataset.batch(idx[self.rows]) for idx in self.schedule.batch_indices(config, step)])
+        return reals, iteration_noise(config, step, self.schedule.batch_size).rows(self.rows)
 
 
 class Scorer:

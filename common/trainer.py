@@ -25,11 +25,17 @@ class Trainer(ABC):
         """One iteration of common/algorithm.py on numpy inputs: `step(prepare(reals, z_d, z_g))`.
 
         reals: (k, N, C, H, W) float32 in [-1, 1]; z_d: (k, N, latent) float32; z_g: (N, latent),
-        or None when G reuses the last D step's fakes. Returns the scalars named in
+        or None when G reuses the last D step's fakes; N counts this process's `rows`. Returns the scalars named in
         common.algorithm.METRICS as framework scalars (`float()` reads each), so the step
         itself never waits for the host.
         """
         return self.step(self.prepare(reals, z_d, z_g))
+
+    def rows(self, batch_size: int) -> slice:
+        """The rows of each global batch of `batch_size` that this process loads and trains on:
+        all of them, unless each of the run's processes loads only its own part (torch's DDP,
+        as torch.utils.data.DistributedSampler gives each process its own part of the data)."""
+        return slice(0, batch_size)
 
     def should_stop(self, requested: int | None) -> int | None:
         """The signal (SIGINT, SIGTERM) that stops the loop after this iteration, or None.

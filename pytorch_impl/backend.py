@@ -237,8 +237,8 @@ class Trainer(trainer.Trainer):
 class DistributedTrainer(Trainer):
     """The single-device Trainer with G and D in DDP, in each of torchrun's processes
     (pytorch_impl/distributed.py, whose docstring gives the GAN's DDP pitfalls and the choice
-    made for each). The loop's global batch arrives on every process, and each trains on its
-    own rows of it. Metrics, the stop decision and the saved state agree across processes."""
+    made for each). Each process loads and trains on its own rows of the loop's global batch
+    (`rows`). Metrics, the stop decision and the saved state agree across processes."""
 
     writer: bool
 
@@ -255,15 +255,10 @@ class DistributedTrainer(Trainer):
         self._g = DistributedDataParallel(self._g, device_ids=ids, forward_sync_buffers=False)
         self._d = DistributedDataParallel(self._d, device_ids=ids, forward_sync_buffers=False)
 
-    def _shard(self, tensor: torch.Tensor | None, batch_axis: int) -> torch.Tensor | None:
-        if tensor is None:
-            return None
-        rows = tensor.shape[batch_axis] // self.world
-        return tensor.narrow(batch_axis, self.rank * rows, rows)
-
-    def prepare(self, reals: np.ndarray, z_d: np.ndarray, z_g: np.ndarray | None) -> tuple:
-        reals, z_d, z_g = super().prepare(reals, z_d, z_g)
-        return self._shard(reals, 1), self._shard(z_d, 1), self._shard(z_g, 0)
+    def rows(self, batch_size: int) -> slice:
+        """This process's 1/world of the global batch: process r loads rows [r·B, (r+1)·B)."""
+        per_process = batch_size // self.world
+        return slice(self.rank * per_process, (self.rank + 1) * per_process)
 
     def step(self, batch: tuple) -> dict[str, torch.Tensor]:
         metrics = super().step(batch)

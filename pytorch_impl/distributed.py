@@ -8,8 +8,8 @@ same command:
     torchrun --nnodes 2 --nproc-per-node 1 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\
         -m common.cli train --backend torch --devices 2 --set model.bn_statistics=per_device ...
 
-Every process runs common's loop on the same global batch (its data order and noise), and
-trains on its 1/N of it; process 0 writes the run's files. This module starts and joins the
+Every process runs common's loop on the same global batches (its data order and noise), and
+loads and trains on its own 1/N of each; process 0 writes the run's files. This module starts and joins the
 processes; pytorch_impl/backend.py's `DistributedTrainer` trains in each of them.
 
 The GAN's DDP pitfalls, and the choice made for each:

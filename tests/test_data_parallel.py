@@ -57,8 +57,10 @@ def trained(name, config, devices, groups=1):
     if groups > 1:  # ghost batch norm on one device
         for network in (trainer.generator, trainer.discriminator):
             importlib.import_module(GHOST_BN[name]).set_bn_groups(network, groups)
+    rows = trainer.rows(8)  # this process's part of the global batch (torch's DDP: its own rows)
     for reals, noise in batches(config):
-        trainer.train_step(reals, noise.z_d, noise.z_g)
+        own = noise.rows(rows)
+        trainer.train_step(reals[:, rows], own.z_d, own.z_g)
     return trainer
 
 def difference(a, b):

@@ -16,6 +16,7 @@ import pytest
 
 from common.algorithm import METRICS
 from common.backends import BACKENDS
+from common.precision import TRAINING_PRECISIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,7 +60,8 @@ def runs() -> dict:
 def test_bf16_computes_in_bfloat16_and_keeps_float32_state(runs, backend):
     full, mixed = runs[(backend, "float32")], runs[(backend, "bf16")]
     assert set(mixed["metrics"]) == set(METRICS)
-    assert mixed["dtypes"] == ["float32"], "floating state: weights, BN statistics and Adam moments stay float32"
+    stored = TRAINING_PRECISIONS["bf16"].store
+    assert mixed["dtypes"] == [stored] == ["float32"], "floating state: weights, BN statistics and Adam moments"
     for name in ("loss_D", "loss_G"):
         a, b = full["metrics"][name], mixed["metrics"][name]
         assert np.isfinite(b)
