@@ -1,5 +1,6 @@
 """What every backend is given: the config it builds, the state it starts from, and the
-batches, noise and gradients it computes on, all drawn here once, in float64."""
+batches, noise and gradients it computes on, all drawn here once, in float64; and for `dcgan
+eval`'s feature network, its committed weights and images to run it on."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import numpy as np
 from common import canonical
 from common.algorithm import latent
 from common.config import Config
+from common.quality.features import COMMITTED, COMMITTED_SHA256, load_weights
+from common.quality.network import IN_SHAPE
 
 ITERATIONS = 5  # training iterations of the "5 iterations" check
 
@@ -93,3 +96,12 @@ def make_inputs(config: Config, batch_size: int, seed: int = 0) -> Inputs:
         z_g=latent(config, (ITERATIONS, batch_size), rng, np.float64) if config.optim.g_fake_batch == "fresh" else None,
         grads=grads,
     )
+
+
+def feature_network_inputs(batch_size: int, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
+    """The feature network's weights (the committed ones: trained weights, whose values and
+    running statistics are those `dcgan eval` computes with) and `batch_size` images in [-1, 1]
+    to run it on, as the job's arrays: {"feature_network.state": ..., "feature_network.images": ...}."""
+    state, _ = load_weights(COMMITTED, COMMITTED_SHA256)
+    images = np.random.default_rng([seed, 13]).uniform(-1.0, 1.0, (batch_size, *IN_SHAPE))
+    return {"feature_network.state": state, "feature_network.images": {"images": images}}

@@ -16,7 +16,7 @@ from common.algorithm import METRICS
 from common.backends import BACKENDS, PRECISIONS, load_backend
 from common.config import Config, toml_overrides
 from common.parity.comparison import Comparison, Measured, compare_precision
-from common.parity.inputs import ITERATIONS, Inputs, make_inputs, parity_config
+from common.parity.inputs import ITERATIONS, Inputs, feature_network_inputs, make_inputs, parity_config
 from common.parity.workers import Job, Key, run_workers
 from common.presets import make_config
 
@@ -95,12 +95,31 @@ def _stored(value) -> np.ndarray:
     return np.ascontiguousarray(array if array.dtype == np.float32 else array.astype(np.float64, copy=False))
 
 
+def measure_feature_network(
+    backend_name: str, precision: str, state: dict[str, np.ndarray], images: np.ndarray
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """`dcgan eval`'s feature network on one backend, holding `state`, in eval mode: the
+    features and logits of `images` (N, 1, 28, 28), as `measure` returns its checks'."""
+    dtype = np.float64 if precision == "float64" else np.float32
+    try:
+        features, logits = load_backend(backend_name, precision).feature_network(state)(images.astype(dtype))
+    except Exception as err:  # noqa: BLE001 - recorded and reported as the check's, not hidden
+        return {}, {"feature network": f"{type(err).__name__}: {err}".splitlines()[0]}
+    return {"feature_network.features": _stored(features), "feature_network.logits": _stored(logits)}, {}
+
+
 def work(job: Job) -> None:
-    """A worker's part: every case of the job on its backend and precision."""
+    """A worker's part: every case of the job on its backend and precision. The feature
+    network, which no case changes, is measured once and reported with each case."""
+    images = job.arrays("feature_network.images")["images"]
+    features, feature_errors = measure_feature_network(
+        job.backend, job.precision, job.arrays("feature_network.state"), images
+    )
     for name, case in job.spec["cases"].items():
         config = make_config(case["preset"], toml_overrides(case["config"]))
         inputs = Inputs.from_arrays(job.arrays(f"{name}.inputs"))
         arrays, errors = measure(job.backend, job.precision, config, job.arrays(f"{name}.state"), inputs)
+        arrays, errors = {**arrays, **features}, {**errors, **feature_errors}
         save_file(arrays, str(job.out / f"{name}.safetensors"), metadata={"errors": json.dumps(errors)})
 
 
@@ -174,7 +193,7 @@ def _run(cases, backends, precisions, batch_size, parallel, seed, log, done) -> 
     job = {
         "cases": {name: {"preset": config.preset, "config": config.to_toml()} for name, (config, _) in cases.items()}
     }
-    arrays = {}
+    arrays = feature_network_inputs(batch_size, seed)
     for name, (config, state) in cases.items():
         arrays[f"{name}.state"] = {k: v for k, v in state.items() if not k.startswith("rng.")}
         arrays[f"{name}.inputs"] = make_inputs(config, batch_size, seed).arrays()
