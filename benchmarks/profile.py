@@ -1,11 +1,11 @@
-"""torch.profiler over a PyTorch-run mode's training iterations: where its time goes, by op.
+"""torch.profiler over a PyTorch-run mode's training iterations: where its time goes, by op. Run as::
 
     python -m benchmarks.profile --mode keras-torch --preset dcgan64 --batch-size 64
 
 Builds the mode exactly as the benchmark worker does (same trainer, same batch), runs the
 first call and warm-up untimed, then profiles `--steps` iterations and prints torch's
 table of ops by their own (self) CPU time. For the modes PyTorch runs (reference-loop,
-torch-*, keras-torch); JAX's and XLA's time per convolution is in benchmarks/layers.py.
+``torch-*``, keras-torch); JAX's and XLA's time per convolution is in benchmarks/layers.py.
 """
 
 from __future__ import annotations

@@ -75,5 +75,9 @@ class ReferenceLoop:
         self.optimizerG.step()
         return {"loss_D": errD.item(), "loss_G": errG.item(), "D_x": D_x, "D_G_z1": D_G_z1, "D_G_z2": D_G_z2}
 
+    def rows(self, batch_size: int) -> slice:
+        """One process trains on the whole batch, as the tutorial's loop does."""
+        return slice(0, batch_size)
+
     def synchronize(self, outputs) -> None:
         """Nothing to wait for: the .item() calls have synchronised."""

@@ -1,6 +1,6 @@
 """How a training iteration's cost grows with the work: images/s and peak memory against
 batch size, one line per backend and preset, from a `dcgan bench` run over several batch
-sizes (each point a worker process of its own, as always).
+sizes (each point a worker process of its own, as always)::
 
     benchmarks/scaling.sh    # dcgan bench per preset over batch sizes 16 to 256, then --devices 1 2
     python -m benchmarks.scaling benchmarks/results/scaling/cpu-*.json

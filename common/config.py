@@ -98,7 +98,7 @@ class OptimConfig:
     loss: str = "non_saturating"  # BCE on logits; G maximises log D(G(z))
     g_fake_batch: str = "reuse"  # G update reuses the D step's fakes ("reuse") or draws new noise ("fresh")
     # A run that diverges (NaN/Inf) goes back to its last checkpoint with both learning rates
-    # halved, at most this many times, before it stops; 0 stops at once (common/train.py).
+    # halved, at most this many times, before it stops; 0 stops at once (common/bookkeeping.py).
     divergence_rollbacks: int = 0
 
 

@@ -202,7 +202,7 @@ INIT_SCHEMES = ("normal", "glorot_uniform", "kaiming_uniform")
 class Init:
     """How weights start. "normal": DCGAN's rule, weights N(0, std), BN scale N(1, std);
     "glorot_uniform": U(±sqrt(6 / (fan_in + fan_out))), BN scale 1; biases 0 in both.
-    "kaiming_uniform": PyTorch's own default for Linear and Conv2d (kaiming_uniform_ with
+    "kaiming_uniform": PyTorch's own default for Linear and Conv2d (``kaiming_uniform_`` with
     a = sqrt(5), He et al. 2015), weights and biases U(±1/sqrt(fan_in)), BN scale 1; `std`
     unused. BN offsets start at 0 in all three."""
 

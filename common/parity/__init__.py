@@ -11,9 +11,10 @@ reports, under canonical names and layouts:
     step1.<canonical key>          the whole state after one training iteration (k D updates + G update)
     steps5.<canonical key>         ... after five iterations on shared batches and noise
     steps5.<metric>                the metrics of each of the five iterations
-    feature_network.features       `dcgan eval`'s feature network (common/quality/network.py), eval
-    feature_network.logits         mode, with its committed weights: measured once per worker,
-                                   reported with every case
+    feature_network.features       `dcgan eval`'s feature network (common/quality/network.py)
+    feature_network.logits         ... its logits; both in eval mode with the committed weights
+
+The feature network is measured once per worker and reported with every case.
 
 `compare` then holds every pair of backends to the tolerances of TOLERANCES. In float64, two
 correct implementations of one algorithm agree to ~1e-11, so 1e-9 leaves room for nothing

@@ -291,13 +291,16 @@ def evaluate_checkpoint(
 
 def default_backend(writer: str) -> str:
     """The backend `dcgan eval` runs on unless told: `writer`, the one that wrote the
-    checkpoint, where it is installed, else the first installed one of BACKENDS; said on stderr."""
+    checkpoint, where it is installed, else the first installed one of BACKENDS (said on
+    stderr, since the user did not choose it; the report names the backend either way)."""
     if installed(writer):
-        chosen, why = writer, "which wrote the checkpoint"
-    else:
-        chosen = next((name for name in BACKENDS if installed(name)), None)
-        if chosen is None:
-            raise ConfigError("--backend", None, "an installed backend, one of " + ", ".join(BACKENDS))
-        why = f"the first one installed; {writer}, which wrote the checkpoint, is not"
-    print(f"dcgan eval: sampling and computing features on {chosen} ({why}; choose with --backend)", file=sys.stderr)
+        return writer
+    chosen = next((name for name in BACKENDS if installed(name)), None)
+    if chosen is None:
+        raise ConfigError("--backend", None, "an installed backend, one of " + ", ".join(BACKENDS))
+    print(
+        f"dcgan eval: sampling and computing features on {chosen} (the first one installed; "
+        f"{writer}, which wrote the checkpoint, is not; choose with --backend)",
+        file=sys.stderr,
+    )
     return chosen
