@@ -19,7 +19,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+from pathlib import Path
+
+import pytest
 
 _SESSION_CACHE = "DCGAN_TESTS_CACHE"  # set by the controller, read by its xdist workers
 _OWNER = "PYTEST_XDIST_WORKER" not in os.environ or _SESSION_CACHE not in os.environ
@@ -39,6 +44,34 @@ os.environ.update(
 )
 for _folder in ("DCGAN_CACHE_DIR", "JAX_COMPILATION_CACHE_DIR"):
     os.makedirs(os.environ[_folder], exist_ok=True)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Dcgan:
+    """Runs `dcgan ARGS` as a user does, in a process of its own from the repository's root
+    (`dcgan` is common.cli's console script): `dcgan("train", "--steps", "1", ...)`. With
+    check (the default) a non-zero exit fails the test and shows the command's stderr.
+    `python` runs any other Python command line the same way (a script, `-m torch.distributed.run`)."""
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+        return self.python("-m", "common.cli", *args, check=check, timeout=timeout)
+
+    def python(self, *argv: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
+        done = subprocess.run(
+            [sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        )
+        if check:
+            assert done.returncode == 0, f"{' '.join(argv)} exited {done.returncode}:\n{done.stderr[-3000:]}"
+        return done
+
+
+@pytest.fixture(scope="session")
+def dcgan() -> Dcgan:
+    """The one way the tests start `dcgan` (and other Python commands) in a process of their own."""
+    return Dcgan()
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -203,60 +202,52 @@ if process_id == 0:  # the global batch on this process's device alone
 )
 
 
-def _run(command: list[str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done
+def _jax_and_keras(dcgan, out: Path, names: list[str]) -> dict:
+    return json.loads(dcgan.python("-c", SCRIPT, str(out), *names).stdout.strip().splitlines()[-1])
 
 
-def _jax_and_keras(out: Path, names: list[str]) -> dict:
-    return json.loads(_run([sys.executable, "-c", SCRIPT, str(out), *names]).stdout.strip().splitlines()[-1])
-
-
-def _torch(out: Path) -> dict:
+def _torch(dcgan, out: Path) -> dict:
     """TORCH_SCRIPT under torchrun; then the user's commands: `dcgan` starts torchrun itself,
     at the width the run's checkpoint records, and a data-parallel checkpoint samples on one device."""
     out.mkdir()
     script = out / "ddp_check.py"
     script.write_text(TORCH_SCRIPT)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-    found = json.loads(_run([*torchrun, "--local-ranks-filter=0", str(script), str(out)]).stdout.splitlines()[-1])
+    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    found = json.loads(dcgan.python(*torchrun, "--local-ranks-filter=0", str(script), str(out)).stdout.splitlines()[-1])
     resume = ["train", "--resume", "--steps", "4", "--no-progress", "--out", str(out / "resumed")]
     sample = ["sample", "--checkpoint", str(out / "straight"), "--out", str(out / "grid.png")]
     for command in (resume, sample):
-        found["codes"].append(_run([sys.executable, "-m", "common.cli", *command]).returncode)
+        found["codes"].append(dcgan(*command).returncode)
     return found
 
 
-def _jax_processes(out: Path) -> dict:
+def _jax_processes(dcgan, out: Path) -> dict:
     """JAX_PROCESSES_SCRIPT as two processes; then the user's command: `dcgan train --resume
     --processes 2` starts both itself. (Their checkpoint is the one-process run's, bit for bit,
     whose sampling on one device SCRIPT tests.)"""
     out.mkdir()
     coordinator = f"127.0.0.1:{free_port()}"
-    command = [sys.executable, "-c", JAX_PROCESSES_SCRIPT, str(out)]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        done = list(pool.map(lambda i: _run([*command, str(i), coordinator]), (0, 1)))
+        done = list(pool.map(lambda i: dcgan.python("-c", JAX_PROCESSES_SCRIPT, str(out), str(i), coordinator), (0, 1)))
     found = json.loads(done[0].stdout.strip().splitlines()[-1])
     found["summaries"] = ["loss.png" in process.stdout for process in done]  # the files are process 0's
     resume = ["train", "--resume", "--steps", "4", "--processes", "2", "--no-progress", "--out", str(out / "resumed")]
-    found["codes"].append(_run([sys.executable, "-m", "common.cli", *resume]).returncode)
+    found["codes"].append(dcgan(*resume).returncode)
     return found
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict:
+def runs(dcgan, tmp_path_factory) -> dict:
     """Every data-parallel backend, four jobs at once: JAX and Keras-JAX in one process with two
     CPU devices, Keras-TensorFlow in one with two logical CPU devices, torch's DDP as two
     processes, and JAX as two processes of one device each."""
     out = tmp_path_factory.mktemp("data-parallel")
     with ThreadPoolExecutor(max_workers=4) as pool:
         jobs = [
-            pool.submit(_jax_and_keras, out, ["jax", "keras-jax"]),
-            pool.submit(_jax_and_keras, out, ["keras-tensorflow"]),
-            pool.submit(lambda: {"torch": _torch(out / "torch")}),
-            pool.submit(lambda: {"jax-processes": _jax_processes(out / "jax-processes")}),
+            pool.submit(_jax_and_keras, dcgan, out, ["jax", "keras-jax"]),
+            pool.submit(_jax_and_keras, dcgan, out, ["keras-tensorflow"]),
+            pool.submit(lambda: {"torch": _torch(dcgan, out / "torch")}),
+            pool.submit(lambda: {"jax-processes": _jax_processes(dcgan, out / "jax-processes")}),
         ]
         found = {name: result for job in jobs for name, result in job.result().items()}
     names = [*DATA_PARALLEL, "jax-processes"]

@@ -4,9 +4,6 @@ images as in one call. From a 1-iteration mnist28 run with tiny networks, on tor
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,20 +15,11 @@ from common.sample import GRID_MAX
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _dcgan(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [sys.executable, "-m", "common.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True
-    )
-    assert done.returncode == 0, f"{' '.join(args)}\n{done.stderr[-3000:]}"
-    return done
-
-
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
+def run_dir(dcgan, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sample") / "run"
     tiny = ["--set", "model.ngf=4", "--set", "model.ndf=4", "--batch-size", "8"]
-    _dcgan(
+    dcgan(
         "train",
         "--backend",
         "torch",
@@ -49,9 +37,9 @@ def run_dir(tmp_path_factory) -> Path:
     return out
 
 
-def test_the_grid_shows_the_first_256_and_the_npz_every_image(run_dir, tmp_path):
+def test_the_grid_shows_the_first_256_and_the_npz_every_image(dcgan, run_dir, tmp_path):
     n = GRID_MAX + 4
-    done = _dcgan(
+    done = dcgan(
         "sample",
         "--checkpoint",
         str(run_dir),
@@ -68,7 +56,7 @@ def test_the_grid_shows_the_first_256_and_the_npz_every_image(run_dir, tmp_path)
     # 16 x 16 tiles of 28 + 2 pixels of padding, plus the last padding, enlarged twice (28 -> 56)
     assert Image.open(tmp_path / "grid.png").size == (2 * (16 * 30 + 2),) * 2
 
-    few = _dcgan(
+    few = dcgan(
         "sample",
         "--checkpoint",
         str(run_dir),
