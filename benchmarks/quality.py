@@ -3,13 +3,20 @@
     python -m benchmarks.quality run     # trains every (backend, seed) not yet done, resuming any stopped run
     python -m benchmarks.quality report  # scores the runs and writes benchmarks/results/quality/
 
-Each run is `dcgan train` of mnist28 on the real Fashion-MNIST, the same config and seed on
-every backend, scored every EVAL_EVERY iterations (`--eval-every`: FD (Fashion-MNIST features)
-and the rest, in its metrics.jsonl). Runs go to runs/quality/BACKEND-sSEED, one at a time; a
-stopped study continues where it stopped (`dcgan train --resume`). The report scores each
-run's last checkpoint with `dcgan eval` (10,000 samples, bootstrap interval, reference points)
-and writes quality.json (one record per backend and seed), quality.md, fd.png and each run's
-last grid.
+Each run is `dcgan train` of mnist28 on the real Fashion-MNIST, the same config on every
+backend, at each of the seeds, scored every EVAL_EVERY iterations (`--eval-every`: FD
+(Fashion-MNIST features) and the rest, in its metrics.jsonl). Runs go to
+runs/quality/BACKEND-sSEED, one at a time; a stopped study continues where it stopped (`dcgan
+train --resume`). The report scores each run's checkpoint at --steps with `dcgan eval`
+(10,000 samples, bootstrap interval, reference points) and writes quality.json (one record per
+backend and seed), quality.md, fd.png and each run's last grid.
+
+A run already in the committed quality.json is done: `run` skips it and `report` keeps its
+record as it is, so a study can grow over several machines and sessions (`--backends` picks
+whose runs to train), one committed run at a time.
+
+Each backend is judged leave-one-out: its mean FD over its seeds against the range of every
+other backend's seeds, so that no backend is measured against a spread its own runs made.
 """
 
 from __future__ import annotations
@@ -29,13 +36,21 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "quality"
 RESULTS = ROOT / "benchmarks" / "results" / "quality"
 PRESET, BATCH_SIZE, EVAL_EVERY = "mnist28", 64, 500
+RECORDS = RESULTS / "quality.json"
 FIELDS = ("backend", "seed", "steps", "fd", "fd_low", "fd_high", "kid", "precision", "recall", "density", "coverage",
           "classes_covered", "wall_s")  # fmt: skip
 
 
-def plan(steps: int, seeds: list[int], seeded: list[str]) -> list[tuple[str, int]]:
-    """Every backend at the first seed, then the extra seeds on the `seeded` backends."""
-    return [(b, seeds[0]) for b in BACKENDS] + [(b, s) for s in seeds[1:] for b in seeded]
+def plan(seeds: list[int], backends: list[str]) -> list[tuple[str, int]]:
+    """Every backend at the first seed, then the next seed on every backend, and so on: a study
+    stopped part way has compared all backends at as many seeds as it could."""
+    return [(b, s) for s in seeds for b in backends]
+
+
+def committed(steps: int) -> dict[tuple[str, int], dict]:
+    """The committed records of runs at `steps` iterations, by (backend, seed)."""
+    records = json.loads(RECORDS.read_text()) if RECORDS.exists() else []
+    return {(r["backend"], r["seed"]): r for r in records if r["steps"] == steps}
 
 
 def run_dir(backend: str, seed: int) -> Path:
@@ -52,10 +67,11 @@ def train_command(backend: str, seed: int, steps: int) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> None:
-    for backend, seed in plan(args.steps, args.seeds, args.seeded):
+    kept = committed(args.steps)
+    for backend, seed in plan(args.seeds, args.backends):
         metrics = run_dir(backend, seed) / "metrics.jsonl"
         done = metrics.exists() and any(json.loads(line)["step"] >= args.steps for line in metrics.open())
-        if done:
+        if done or (backend, seed) in kept:
             continue
         print(f"training {backend} seed {seed} to {args.steps} iterations", flush=True)
         subprocess.run(train_command(backend, seed, args.steps), cwd=ROOT, check=True)
@@ -72,12 +88,16 @@ def report(args: argparse.Namespace) -> None:
 
     made = made_by("python -m benchmarks.quality report")  # before this report rewrites its own files
     RESULTS.mkdir(parents=True, exist_ok=True)
+    kept = committed(args.steps)
     records = []
-    for backend, seed in plan(args.steps, args.seeds, args.seeded):
+    for backend, seed in plan(args.seeds, list(BACKENDS)):
         directory = run_dir(backend, seed)
         checkpoint = directory / "checkpoints" / f"step_{args.steps:06d}.safetensors"
-        if not checkpoint.exists():  # not run, or not this far yet
-            print(f"{backend} seed {seed}: no checkpoint at {args.steps} iterations yet")
+        if not checkpoint.exists():  # trained elsewhere (its committed record stands), not run, or not this far yet
+            if (backend, seed) in kept:
+                records.append(kept[backend, seed])
+            else:
+                print(f"{backend} seed {seed}: no checkpoint at {args.steps} iterations yet")
             continue
         # `dcgan eval` in a process of its own: each run is sampled on the backend that trained it,
         # and Keras takes one backend per process.
@@ -100,18 +120,35 @@ def report(args: argparse.Namespace) -> None:
         grid = [g for g in sorted((directory / "samples").glob("step_*.png")) if int(g.stem[5:]) <= args.steps][-1]
         shutil.copy(grid, RESULTS / f"{backend}-s{seed}.png")
         print(f"{backend} seed {seed}: FD {record['fd']:.2f} [{record['fd_low']:.2f}, {record['fd_high']:.2f}]")
-    (RESULTS / "quality.json").write_text(json.dumps(records, indent=1) + "\n")
+    RECORDS.write_text(json.dumps(records, indent=1) + "\n")
     plot(records, RESULTS / "fd.png", args.steps)
     (RESULTS / "quality.md").write_text(markdown(records, args, made))
 
 
-def seed_spread(records: list[dict]) -> tuple[float, float] | None:
-    """The lowest and highest final FD over every seed of the backends run at several seeds."""
-    seeds = {}
-    for r in records:
-        seeds.setdefault(r["backend"], []).append(r["fd"])
-    spread = [fd for found in seeds.values() if len(found) > 1 for fd in found]
-    return (min(spread), max(spread)) if spread else None
+def by_backend(records: list[dict]) -> dict[str, list[float]]:
+    """Each backend's final FDs, one per seed, in BACKENDS order."""
+    found = {}
+    for r in sorted(records, key=lambda r: (list(BACKENDS).index(r["backend"]), r["seed"])):
+        found.setdefault(r["backend"], []).append(r["fd"])
+    return found
+
+
+def leave_one_out(records: list[dict]) -> list[dict]:
+    """Each backend's mean FD over its seeds against the lowest and highest FD of every seed of
+    the *other* backends: inside that range, the backend trains as well as the others do, by
+    what the others' own seed-to-seed variation shows. A backend with a single seed is judged
+    too, and its line says so; the range needs at least two seeds among the others."""
+    fds = by_backend(records)
+    verdicts = []
+    for backend, own in fds.items():
+        others = [fd for name, found in fds.items() if name != backend for fd in found]
+        if len(others) < 2:
+            continue
+        mean = float(np.mean(own))
+        low, high = min(others), max(others)
+        verdicts.append(dict(backend=backend, seeds=len(own), mean=mean, sd=float(np.std(own, ddof=1)) if len(own) > 1
+                             else None, low=low, high=high, inside=low <= mean <= high))  # fmt: skip
+    return verdicts
 
 
 def markdown(records: list[dict], args: argparse.Namespace, made: str) -> str:
@@ -122,16 +159,16 @@ def markdown(records: list[dict], args: argparse.Namespace, made: str) -> str:
         f"| {r['classes_covered']}/10 | {r['wall_s'] / 60:.1f} |"
         for r in records
     ]
-    spread = seed_spread(records)
-    if spread is None:
-        verdict = ["No backend has run at several seeds yet, so there is no seed spread to judge against."]
+    verdicts = leave_one_out(records)
+    if not verdicts:
+        verdict = ["Too few runs to judge a backend against the others' seeds."]
     else:
-        low, high = spread
-        verdict = [f"Seed spread (every seed of {', '.join(args.seeded)}): FD {low:.1f} to {high:.1f}.", ""]
-        for r in records:
-            if r["seed"] == args.seeds[0]:
-                inside = "inside" if low <= r["fd"] <= high else "**outside**"
-                verdict.append(f"- {r['backend']}: {r['fd']:.1f}, {inside} the spread")
+        verdict = ["Each backend's mean FD over its seeds, against the range of every seed of the other backends:", ""]
+        for v in verdicts:
+            spread = f" ± {v['sd']:.1f}" if v["sd"] is not None else ""
+            inside = "inside" if v["inside"] else "**outside**"
+            verdict.append(f"- {v['backend']}: {v['mean']:.1f}{spread} ({v['seeds']} seeds), {inside} "
+                           f"the others' {v['low']:.1f} to {v['high']:.1f}")  # fmt: skip
     floor = records[0]["reference"]["real_vs_real"]["fd"] if records else float("nan")
     return "\n".join(
         [
@@ -139,7 +176,8 @@ def markdown(records: list[dict], args: argparse.Namespace, made: str) -> str:
             "",
             made + " Runs made by `python -m benchmarks.quality run "
             f"--steps {args.steps}`: {PRESET} on the real Fashion-MNIST, batch {BATCH_SIZE}, the same config on every "
-            "backend, scored at the last iteration by `dcgan eval` (10,000 samples against the 10,000 test images).",
+            "backend, scored at the last iteration by `dcgan eval` (10,000 samples against the 10,000 test images). "
+            "Runs trained in earlier sessions keep the records committed then.",
             "",
             "| backend | seed | iterations | FD (Fashion-MNIST features) [95%] | KID | precision | recall | density "
             "| coverage | classes | wall, min |",
@@ -166,7 +204,7 @@ def plot(records: list[dict], path: Path, steps: int) -> None:
     fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
     colours = dict(zip(BACKENDS, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
     for r in records:
-        points = [p for p in curve(r["backend"], r["seed"]) if p["step"] <= steps]
+        points = [p for p in r["curve"] if p["step"] <= steps]
         first = r["seed"] == min(x["seed"] for x in records if x["backend"] == r["backend"])
         ax.plot([p["step"] for p in points], [p["fd"] for p in points], "o-" if first else ":",
                 color=colours[r["backend"]], label=r["backend"] if first else None, markersize=3)  # fmt: skip
@@ -186,8 +224,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=["run", "report"])
     parser.add_argument("--steps", type=int, default=3000, help="iterations of every run (3000)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (0 1 2); the first on all")
-    parser.add_argument("--seeded", nargs="+", default=["torch", "jax"], help="backends run at every seed")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of every backend (0 1 2)")
+    parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS),
+                        help="whose runs `run` trains (default: all); `report` reports every backend")  # fmt: skip
     args = parser.parse_args(argv)
     {"run": run, "report": report}[args.action](args)
 

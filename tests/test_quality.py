@@ -342,9 +342,9 @@ def test_inception_weights_are_refused_by_name_unless_a_state_dict_of_the_networ
         inception.load(tmp_path / "other.pth")
 
 
-def test_the_study_judges_each_backend_against_the_spread_of_every_seed():
-    """benchmarks/quality.py: the spread is over every seed of the backends run at several, and
-    each backend's first-seed FD is called inside or outside it."""
+def test_the_study_judges_each_backend_against_the_other_backends_seeds():
+    """benchmarks/quality.py: each backend's mean FD over its seeds is judged against the range
+    of the other backends' seeds, never a range its own seeds widened."""
     import argparse
 
     from benchmarks import quality
@@ -353,16 +353,51 @@ def test_the_study_judges_each_backend_against_the_spread_of_every_seed():
         scores = dict(fd=fd, fd_low=fd - 1, fd_high=fd + 1, kid=1.0, precision=0.8, recall=0.3, density=0.6)
         reference = {"real_vs_real": {"fd": 0.3}}
         return dict(backend=backend, seed=seed, steps=3000, coverage=0.2, classes_covered=10, wall_s=60.0,
-                    reference=reference, **scores)  # fmt: skip
+                    reference=reference, curve=[], **scores)  # fmt: skip
 
-    records = [record("torch", 0, 110), record("jax", 0, 100), record("keras-jax", 0, 130)]
-    assert quality.seed_spread(records) is None  # one seed each: no spread yet
-    records += [record("torch", 1, 95), record("jax", 1, 120), record("torch", 2, 105)]
-    assert quality.seed_spread(records) == (95, 120)
-    args = argparse.Namespace(steps=3000, seeds=[0, 1, 2], seeded=["torch", "jax"])
+    records = [record("torch", 0, 110)]
+    assert quality.leave_one_out(records) == []  # nobody else to judge against
+    records = [record(b, s, fd) for b, fds in (("torch", (100, 102, 104)), ("jax", (101, 103, 105)),
+               ("keras-torch", (125, 126, 127))) for s, fd in enumerate(fds)]  # fmt: skip
+    verdicts = {v["backend"]: v for v in quality.leave_one_out(records)}
+    # the spread of all nine runs (100 to 127) would hold keras-torch; the others' (100 to 105) does not
+    assert verdicts["keras-torch"]["inside"] is False and verdicts["keras-torch"]["mean"] == 126
+    assert (verdicts["keras-torch"]["low"], verdicts["keras-torch"]["high"]) == (100, 105)
+    assert verdicts["torch"]["inside"] and (verdicts["torch"]["low"], verdicts["torch"]["high"]) == (101, 127)
+    assert verdicts["jax"]["seeds"] == 3 and verdicts["jax"]["sd"] == 2.0
+    args = argparse.Namespace(steps=3000, seeds=[0, 1, 2], backends=["torch"])
     text = quality.markdown(records, args, "Made by a test.")
-    assert "- torch: 110.0, inside the spread" in text and "- keras-jax: 130.0, **outside** the spread" in text
+    assert "- keras-torch: 126.0 ± 1.0 (3 seeds), **outside** the others' 100.0 to 105.0" in text
+    assert "- torch: 102.0 ± 2.0 (3 seeds), inside the others' 101.0 to 127.0" in text
     assert text.count("| torch |") == 3
+
+
+def test_the_study_plans_every_seed_of_every_backend_and_keeps_what_is_committed(tmp_path, monkeypatch):
+    """A run in the committed quality.json is done: `run` trains only the others (a fresh clone
+    does not retrain the study), and the plan goes seed by seed over all backends."""
+    import argparse
+    import json
+
+    from benchmarks import quality
+
+    assert quality.plan([0, 1], ["torch", "jax"]) == [("torch", 0), ("jax", 0), ("torch", 1), ("jax", 1)]
+    records = tmp_path / "quality.json"
+    records.write_text(
+        json.dumps([{"backend": "torch", "seed": 0, "steps": 3000}, {"backend": "jax", "seed": 0, "steps": 2000}])
+    )
+    monkeypatch.setattr(quality, "RECORDS", records)
+    monkeypatch.setattr(quality, "RUNS", tmp_path / "runs")
+    trained = []
+    monkeypatch.setattr(
+        quality.subprocess,
+        "run",
+        lambda command, **kw: trained.append(
+            command[command.index("--backend") + 1 : command.index("--backend") + 2]
+            + [command[command.index("--seed") + 1]]
+        ),
+    )
+    quality.run(argparse.Namespace(steps=3000, seeds=[0, 1], backends=["torch", "jax"]))
+    assert trained == [["jax", "0"], ["torch", "1"], ["jax", "1"]]  # jax's committed run is of other length
 
 
 # `dcgan eval` where PyTorch cannot be imported (an import hook refuses it, as where it is not
