@@ -12,7 +12,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import NoReturn
 
-from common.config import load_toml, parse_set
+from common.config import INT_MAX, SEED_MAX, load_toml, parse_set
 from common.errors import ConfigError, RunStopped
 from common.presets import PRESETS
 
@@ -45,25 +45,31 @@ def config_overrides(args: argparse.Namespace, shortcuts: dict | None = None) ->
 
 
 def positive_int(text: str) -> int:
-    """argparse's type for counts: a positive integer, or a one-line usage error."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
-    return value
+    """argparse's type for counts: a positive integer, or a one-line usage error. Counts stop
+    at common.config.INT_MAX, as the config's do: past it a count is a slip, and past int64
+    it would fail deep inside numpy."""
+    return _integer(text, 1, INT_MAX, f"a positive integer up to {INT_MAX}")
 
 
 def non_negative_int(text: str) -> int:
-    """argparse's type for seeds (numpy's generators take no negative one) and counts where 0
-    means none."""
+    """argparse's type for counts where 0 means none."""
+    return _integer(text, 0, INT_MAX, f"a non-negative integer up to {INT_MAX}")
+
+
+def seed(text: str) -> int:
+    """argparse's type for every --seed: what the config's seed takes (numpy's generators take
+    no negative one; common.config.SEED_MAX is the largest every backend takes)."""
+    return _integer(text, 0, SEED_MAX, f"a non-negative integer up to {SEED_MAX}, the largest seed every backend takes")
+
+
+def _integer(text: str, lo: int, hi: int, what: str) -> int:
+    """`text` as an integer in [lo, hi], or a one-line usage error saying it is not `what`."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a non-negative integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is not a non-negative integer")
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if not lo <= value <= hi:
+        raise argparse.ArgumentTypeError(f"{value} is not {what}")
     return value
 
 

@@ -41,6 +41,14 @@ G_FAKE_BATCH = ("reuse", "fresh")
 # DistributedDataParallel computes without SyncBatchNorm; on one device, "ghost" BN over N
 # groups). Running statistics move by the mean of the groups' (unbiased) statistics.
 BN_STATISTICS = ("global", "per_device")
+# The largest integer any key takes: int32's. No size or count gets near it (a network that
+# wide fits no memory): a larger value is a slip, and one past int64 would fail deep inside
+# numpy or a framework instead of here.
+INT_MAX = 2**31 - 1
+# The largest seed every backend takes. Keras holds seeds as int32 on torch (uint32 on JAX)
+# and seeds a layer with 1000 x its network's seed (2 x seed + 1), plus 500 for a bias, plus
+# the layer's index (keras_impl/models.py): at SEED_MAX that is 2,000,001,500 + index, within INT_MAX.
+SEED_MAX = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -140,6 +148,9 @@ SECTIONS = {"model": ModelConfig, "optim": OptimConfig, "data": DataConfig}
 def validate(config: Config) -> Config:
     """Checks every value; returns the config with data.image_size/channels resolved.
 
+    Each key's own range is checked first, for the most precise message; then every field,
+    whatever checks it has of its own, is held to its type (`_check_types`): an integer up
+    to INT_MAX, a finite float, a bool, a string, so that a key added later is checked too.
     Whether the layer plans reach the image size is the spec's to say (common/spec.py builds
     them; `common.presets.make_config` does after this).
     """
@@ -150,9 +161,9 @@ def validate(config: Config) -> Config:
     _one_of("model.init", m.init, INIT_SCHEMES)
     _one_of("model.bn_statistics", m.bn_statistics, BN_STATISTICS)
     _in_range("model.leaky_slope", m.leaky_slope, 0.0, 1.0, "a number in [0, 1)", hi_open=True)
-    _in_range("model.bn_eps", m.bn_eps, 0.0, math.inf, "a number > 0", lo_open=True)
+    _in_range("model.bn_eps", m.bn_eps, 0.0, math.inf, "a number > 0 and finite", lo_open=True)
     _in_range("model.bn_momentum", m.bn_momentum, 0.0, 1.0, "a number in (0, 1)", lo_open=True, hi_open=True)
-    _in_range("model.init_std", m.init_std, 0.0, math.inf, "a number > 0", lo_open=True)
+    _in_range("model.init_std", m.init_std, 0.0, math.inf, "a number > 0 and finite", lo_open=True)
     for net in ("generator", "discriminator"):
         blocks = getattr(m, net)
         if not blocks:
@@ -163,7 +174,7 @@ def validate(config: Config) -> Config:
     _positive_int("optim.batch_size", o.batch_size)
     _positive_int("optim.d_steps", o.d_steps)
     for key in ("lr_g", "lr_d", "eps"):
-        _in_range(f"optim.{key}", getattr(o, key), 0.0, math.inf, "a number > 0", lo_open=True)
+        _in_range(f"optim.{key}", getattr(o, key), 0.0, math.inf, "a number > 0 and finite", lo_open=True)
     for key in ("beta1", "beta2"):
         _in_range(f"optim.{key}", getattr(o, key), 0.0, 1.0, "a number in [0, 1)", hi_open=True)
     _in_range("optim.real_label", o.real_label, 0.5, 1.0, "a number in (0.5, 1]", lo_open=True)
@@ -179,13 +190,15 @@ def validate(config: Config) -> Config:
         value = getattr(d, key)
         if value not in (0, model_value):
             raise ConfigError(f"data.{key}", value, f"0 (the model's) or model.{key}={model_value}")
+    _int("data.center_crop", d.center_crop)
     if d.center_crop < 0 or (d.center_crop and d.center_crop < m.image_size):
         raise ConfigError("data.center_crop", d.center_crop, f"0 (none) or a size >= model.image_size={m.image_size}")
     if tuple(d.value_range) != (-1.0, 1.0):
         raise ConfigError("data.value_range", d.value_range, "[-1.0, 1.0], the range of the generator's tanh")
-    _int("seed", config.seed)
-    if config.seed < 0:  # numpy's generators take no negative seed
-        raise ConfigError("seed", config.seed, "a non-negative integer")
+    seed = config.seed  # numpy's generators take no negative seed; SEED_MAX is Keras's
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= SEED_MAX:
+        raise ConfigError("seed", seed, f"a non-negative integer up to {SEED_MAX}, the largest every backend takes")
+    _check_types("", config)
 
     return dataclasses.replace(config, data=dataclasses.replace(d, image_size=m.image_size, channels=m.channels))
 
@@ -208,15 +221,52 @@ def _validate_block(key: str, block: Block, last: bool) -> None:
     _in_range(f"{key}.dropout", block.dropout, 0.0, 1.0, "a number in [0, 1)", hi_open=True)
 
 
+def _check_types(prefix: str, obj: Any) -> None:
+    """Every field of a config dataclass (and of the sections and blocks in it) held to its
+    annotated type: TOML and Python both give integers of any size and floats that are
+    infinite or NaN, which no key takes."""
+    for name, kind in typing.get_type_hints(type(obj)).items():
+        _check_type(f"{prefix}{name}", kind, getattr(obj, name))
+
+
+def _check_type(key: str, kind: Any, value: Any) -> None:
+    if dataclasses.is_dataclass(kind):
+        if not isinstance(value, kind):
+            raise ConfigError(key, value, f"a {kind.__name__}")
+        _check_types(f"{key}.", value)
+    elif typing.get_origin(kind) is tuple:
+        args = typing.get_args(kind)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(key, value, "a list")
+        kinds = [args[0]] * len(value) if args and args[-1] is Ellipsis else args
+        if len(kinds) != len(value):
+            raise ConfigError(key, value, f"a list of {len(kinds)} values")
+        for i, (item_kind, item) in enumerate(zip(kinds, value)):
+            _check_type(f"{key}[{i}]", item_kind, item)
+    elif kind is int:
+        _int(key, value)
+    elif kind is float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise ConfigError(key, value, "a finite number")
+    elif kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(key, value, "true or false")
+    elif kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(key, value, "a string")
+    else:
+        raise TypeError(f"no check for {kind}")  # a programming error: a field of a type not handled here
+
+
 def _int(key: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ConfigError(key, value, "an integer")
+    """An int (not a bool) up to INT_MAX; each key's lower bound is checked where it is used."""
+    if not isinstance(value, int) or isinstance(value, bool) or value > INT_MAX:
+        raise ConfigError(key, value, f"an integer up to {INT_MAX}")
 
 
 def _positive_int(key: str, value: Any) -> None:
-    _int(key, value)
-    if value <= 0:
-        raise ConfigError(key, value, "a positive integer")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= INT_MAX:
+        raise ConfigError(key, value, f"a positive integer up to {INT_MAX}")
 
 
 def _one_of(key: str, value: Any, valid: tuple[str, ...]) -> None:
@@ -225,7 +275,9 @@ def _one_of(key: str, value: Any, valid: tuple[str, ...]) -> None:
 
 
 def _in_range(key, value, lo, hi, valid, lo_open=False, hi_open=False) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
+    """A finite number in [lo, hi] (an open end excluded): no key takes infinity, even one
+    with no upper bound (`hi` = math.inf)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
         raise ConfigError(key, value, valid)
     if (value < lo or (lo_open and value == lo)) or (value > hi or (hi_open and value == hi)):
         raise ConfigError(key, value, valid)

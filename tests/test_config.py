@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import typing
 
 import pytest
 
-from common.config import Block, ConfigError, load_toml, parse_set
+from common.config import INT_MAX, SECTIONS, SEED_MAX, Block, Config, ConfigError, load_toml, parse_set, validate
 from common.presets import PRESETS, make_config
 from common.spec import discriminator_spec, generator_spec, reachable_image_sizes
 
@@ -152,3 +154,69 @@ def test_configs_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.model.ngf = 32  # type: ignore[misc]
     assert isinstance(config.model.generator[0], Block)
+
+
+def _plan_override(name: str, value) -> dict:
+    """dcgan64's generator plan with `name` of its first block set to `value`."""
+    plan = [dataclasses.asdict(block) for block in make_config("dcgan64").model.generator]
+    plan[0][name] = value
+    return {"model.generator": plan}
+
+
+def _keys_of(kind) -> list[tuple[str, dict]]:
+    """Every config key whose field is annotated `kind` (float or int): (dotted key, the
+    overrides that set it to a value `set`), sections, top level and the first plan block."""
+    keys = [
+        (f"{section}.{name}", lambda v, k=f"{section}.{name}": {k: v})
+        for section, cls in SECTIONS.items()
+        for name, annotation in typing.get_type_hints(cls).items()
+        if annotation is kind
+    ]
+    keys += [(name, lambda v, k=name: {k: v}) for name, a in typing.get_type_hints(Config).items() if a is kind]
+    keys += [
+        (f"model.generator[0].{name}", lambda v, n=name: _plan_override(n, v))
+        for name, annotation in typing.get_type_hints(Block).items()
+        if annotation is kind
+    ]
+    return keys
+
+
+@pytest.mark.parametrize("key, overrides", _keys_of(float), ids=[k for k, _ in _keys_of(float)])
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan], ids=["inf", "-inf", "nan"])
+def test_every_float_key_refuses_a_value_that_is_not_finite(key, overrides, value):
+    with pytest.raises(ConfigError) as err:
+        make_config("dcgan64", overrides(value))
+    assert err.value.key == key and f"{key}={value!r}" in str(err.value)
+
+
+@pytest.mark.parametrize("key, overrides", _keys_of(int), ids=[k for k, _ in _keys_of(int)])
+def test_every_integer_key_refuses_a_value_past_its_range(key, overrides):
+    """Past int64 (as a TOML file or --set gives it) and just past int32: refused by name
+    here, not deep inside numpy or a framework."""
+    for value in (2**64 + 1, INT_MAX + 1):
+        with pytest.raises(ConfigError) as err:
+            make_config("dcgan64", overrides(value))
+        assert err.value.key == key and err.value.value == value
+
+
+def test_seeds_are_refused_past_the_largest_every_backend_takes():
+    assert make_config("dcgan64", {"seed": SEED_MAX}).seed == SEED_MAX
+    with pytest.raises(ConfigError, match=rf"seed={SEED_MAX + 1}: a non-negative integer up to {SEED_MAX}"):
+        make_config("dcgan64", {"seed": SEED_MAX + 1})
+
+
+def test_the_largest_seed_builds_on_keras_on_torch(dcgan):
+    """Keras on torch holds seeds as int32 and seeds layers with 1000 x 2 x seed: SEED_MAX is
+    the bound that keeps them there (one past 1,073,741 fails inside torch)."""
+    tiny = ["--preset", "mnist28", "--set", "model.ngf=4", "--set", "model.ndf=4"]
+    done = dcgan("describe", "--backend", "keras-torch", *tiny, "--set", f"seed={SEED_MAX}", check=False)
+    assert done.returncode == 0 and "total" in done.stdout, done.stderr[-2000:]
+
+
+def test_a_field_of_the_wrong_type_is_refused_whatever_its_own_checks():
+    """Every field is held to its annotation, also those validate checks nothing else of
+    (a block's bias, made in Python rather than read from TOML)."""
+    config = make_config("dcgan64")
+    plan = (dataclasses.replace(config.model.generator[0], bias="yes"), *config.model.generator[1:])
+    with pytest.raises(ConfigError, match=r"model.generator\[0\].bias='yes': true or false"):
+        validate(dataclasses.replace(config, model=dataclasses.replace(config.model, generator=plan)))

@@ -8,7 +8,7 @@ import argparse
 from pathlib import Path
 
 from common.backends import BACKENDS
-from common.cli import non_negative_int, positive_int
+from common.cli import positive_int, seed
 from common.errors import ConfigError
 
 
@@ -32,9 +32,7 @@ def add_parser(commands) -> None:
         "where it is installed, else the first installed one)",
     )
     parser.add_argument("--n", type=positive_int, default=10_000, help="generated images scored (10000)")
-    parser.add_argument(
-        "--seed", type=non_negative_int, default=0, help="seed of the latent vectors, subsets and bootstrap"
-    )
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the latent vectors, subsets and bootstrap")
     parser.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
     parser.add_argument(
         "--features",

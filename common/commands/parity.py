@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from common.backends import BACKENDS, PRECISIONS
-from common.cli import config_args, config_overrides, non_negative_int, positive_int
+from common.cli import config_args, config_overrides, positive_int, seed
 from common.errors import ConfigError
 from common.presets import make_config
 
@@ -25,7 +25,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--backends", nargs="+", choices=list(BACKENDS), help="default: all five")
     parser.add_argument("--precision", nargs="+", choices=list(PRECISIONS), default=list(PRECISIONS))
     parser.add_argument("--batch-size", type=positive_int, default=4, help="examples per batch (4)")
-    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the random weights and inputs")
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the random weights and inputs")
     parser.add_argument("--markdown", help="also write the table to this file")
     parser.set_defaults(run=run)
 

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from common.backends import BACKENDS
-from common.cli import non_negative_int, positive_int
+from common.cli import positive_int, seed
 
 
 def add_parser(commands) -> None:
@@ -19,7 +19,7 @@ def add_parser(commands) -> None:
     parser.add_argument(
         "--out", default="samples.png", help="the grid PNG to write: the first 256 images at most (16 x 16)"
     )
-    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the latent vectors")
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the latent vectors")
     parser.add_argument(
         "--backend",
         choices=list(BACKENDS),

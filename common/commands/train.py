@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from common.backends import BACKENDS, COMPILERS
-from common.cli import config_args, config_overrides, non_negative_int, positive_int, run_directory
+from common.cli import config_args, config_overrides, non_negative_int, positive_int, run_directory, seed
 from common.errors import ConfigError
 from common.precision import TRAINING_PRECISIONS
 
@@ -35,7 +35,7 @@ def _what_to_train(parser: argparse.ArgumentParser) -> None:
     length.add_argument("--steps", type=positive_int, help="the run's total number of iterations")
     length.add_argument("--epochs", type=positive_int, help="passes over the dataset (default 1)")
     parser.add_argument("--batch-size", type=positive_int, help="sets optim.batch_size")
-    parser.add_argument("--seed", type=non_negative_int, help="sets seed: weights, data order and noise all follow it")
+    parser.add_argument("--seed", type=seed, help="sets seed: weights, data order and noise all follow it")
     parser.add_argument("--out", type=run_directory, help="the run directory (default runs/PRESET-BACKEND)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
 

@@ -56,8 +56,14 @@ from sphinxarg.ext import ArgParseDirective
 
 CONFIG_MODULE = "common.config"
 SECTIONS = {"model": "ModelConfig", "optim": "OptimConfig", "data": "DataConfig", "top": "Config", "block": "Block"}
-# validate()'s helpers: the `valid` text each one raises with (None: taken from the call's arguments).
-HELPERS = {"_int": "an integer", "_positive_int": "a positive integer", "_one_of": None, "_in_range": None}
+# validate()'s helpers: the `valid` text each one raises with (None: taken from the call's
+# arguments), the config module's constants filled in.
+HELPERS = {
+    "_int": "an integer up to {INT_MAX}",
+    "_positive_int": "a positive integer up to {INT_MAX}",
+    "_one_of": None,
+    "_in_range": None,
+}
 VALIDATORS = ("validate", "_validate_block")
 DASH = "—"
 
@@ -103,8 +109,8 @@ def field_comments(source: str, class_name: str) -> dict[str, str]:
 
 
 def _fstring(node: ast.JoinedStr, bound: dict[str, object]) -> str:
-    """An f-string's text with the loop variables filled in; other values are left out, with
-    an `=` before them (`kernel={block.kernel}` reads `kernel`)."""
+    """An f-string's text with the loop variables and the module's constants filled in; other
+    values are left out, with an `=` before them (`kernel={block.kernel}` reads `kernel`)."""
     text = ""
     for part in node.values:
         if isinstance(part, ast.Constant):
@@ -151,6 +157,7 @@ def valid_values(source: str, namespace: dict) -> dict[str, list[str | tuple]]:
     Keys of a plan block are given as `block.NAME` (`_validate_block`'s `key` is a block's).
     """
     found: dict[str, list[str | tuple]] = {}
+    constants = {name: value for name, value in namespace.items() if name.isupper() and isinstance(value, int)}
 
     def add(key: str | None, valid) -> None:
         if key and valid is not None and valid not in found.setdefault(key, []):
@@ -175,13 +182,13 @@ def valid_values(source: str, namespace: dict) -> dict[str, list[str | tuple]]:
             elif name == "_in_range" and len(args) >= 5:
                 add(key, _text(args[4], bound))
             elif name in HELPERS and HELPERS[name]:
-                add(key, HELPERS[name])
+                add(key, HELPERS[name].format_map(constants))
         for child in ast.iter_child_nodes(node):
             visit(child, bound)
 
     for node in ast.parse(source).body:
         if isinstance(node, ast.FunctionDef) and node.name in VALIDATORS:
-            visit(node, {"key": "block"} if node.name == "_validate_block" else {})
+            visit(node, {**constants, "key": "block"} if node.name == "_validate_block" else constants)
     return found
 
 
@@ -269,11 +276,10 @@ def _table(headers: list[str], rows: list[list[nodes.entry]], widths: list[int],
     return table
 
 
-def _valid(valid: list[str | tuple], kind: str) -> list[nodes.Node]:
+def _valid(valid: list[str | tuple]) -> list[nodes.Node]:
     """What validation accepts, as inline nodes ([] when it checks nothing beyond the type)."""
-    texts = [v for v in valid if not (v == "an integer" and kind == "integer")]  # the type says it
     children: list[nodes.Node] = []
-    for i, item in enumerate(texts):
+    for i, item in enumerate(valid):
         if i:
             children.append(nodes.Text("; "))
         if isinstance(item, tuple):
@@ -327,7 +333,7 @@ class ConfigReference(SphinxDirective):
                 default = nodes.Text(f"{DASH} (required)")
             kind = toml_type(types[f.name])
             meaning = nodes.entry("", nodes.paragraph("", "", *_inline(comments.get(f.name) or DASH)))
-            valid_text = _valid(valid.get(key, []), kind)
+            valid_text = _valid(valid.get(key, []))
             if valid_text:
                 meaning += nodes.paragraph("", "", nodes.emphasis("", "Valid: "), *valid_text)
             rows.append([_cell(_code(key)), _cell(nodes.Text(kind)), _cell(default), meaning])
