@@ -257,6 +257,7 @@ def _restore(trainer: Trainer, config: Config, file: Path) -> tuple[int, float, 
     arrays, metadata = checkpoint.load(file)
     if metadata.get("preset") != config.preset:
         raise ConfigError("--resume", str(file), f"a checkpoint of {config.preset} (it holds {metadata.get('preset')})")
+    checkpoint.saved_backend(metadata, file, "--resume")
     canonical.validate(arrays, config, source=str(file))
     trainer.load_state_dict(arrays)
     saved = checkpoint.saved_config(metadata, file, "--resume")

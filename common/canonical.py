@@ -21,6 +21,20 @@ Keys, with the spec's layer names (common/spec.py)::
 
 Layouts are PyTorch's (LAYOUTS). A file may hold the networks only (a converted
 pytorch/examples model): optimizer keys are then absent and an import starts Adam afresh.
+
+Every tensor is float32 but Adam's step counts, int64 (DTYPES): training stores float32 on
+every precision `dcgan train` offers (common/precision.py). Values are held to what training
+can leave in a saved state, since the loop saves no state whose weights are not finite
+(common/watch.py), so `validate` refuses:
+
+* a weight, bias or BN statistic that is NaN or infinite, and a negative running variance;
+* an Adam first moment that is NaN or infinite (an infinite gradient makes the weights NaN
+  in the same update, so no saved state holds one);
+* an Adam second moment that is NaN or negative. It may be +inf: a squared gradient past
+  float32's range leaves it there while the weights stay finite, and Adam goes on from it;
+* a negative step count.
+
+rng.* keys are a framework's own state, in its own dtypes and shapes: no rule here covers them.
 """
 
 from __future__ import annotations
@@ -44,6 +58,9 @@ LAYOUTS = {
     "optimizer step": "int64 scalar",
     "images, feature maps": "NCHW",
 }
+
+# The dtype of each kind of canonical tensor, by what it holds.
+DTYPES = {"weights, BN statistics and Adam's moments": np.dtype(np.float32), "Adam's step counts": np.dtype(np.int64)}
 
 ROLES = ("generator", "discriminator")
 OPTIMIZERS = {"generator": "g_optimizer", "discriminator": "d_optimizer"}
@@ -131,7 +148,9 @@ def expected_shapes(config: Config, with_optimizer: bool = True) -> dict[str, tu
 
 
 def validate(arrays: dict[str, np.ndarray], config: Config, source: str = "--checkpoint") -> None:
-    """Raises a ConfigError naming the first missing or misshapen tensor, or the unknown keys."""
+    """Raises a ConfigError naming the first missing or misshapen tensor, the unknown keys,
+    or the first tensor of the wrong dtype or holding values no saved state holds (see the
+    module's docstring), saying what it holds."""
     expected = expected_shapes(config, with_optimizer=has_optimizer(arrays))
     for key, shape in expected.items():
         if key not in arrays:
@@ -147,6 +166,39 @@ def validate(arrays: dict[str, np.ndarray], config: Config, source: str = "--che
     unknown = sorted(k for k in arrays if k not in expected and not k.startswith("rng."))
     if unknown:
         raise ConfigError(source, ", ".join(unknown[:5]), "keys of the canonical format (common/canonical.py)")
+    steps = {step_key(role) for role in ROLES}
+    for key in expected:
+        kind = "Adam's step counts" if key in steps else "weights, BN statistics and Adam's moments"
+        if arrays[key].dtype != DTYPES[kind]:
+            raise ConfigError(
+                source, f"{key} of dtype {arrays[key].dtype}", f"{DTYPES[kind]}, the canonical dtype of {kind}"
+            )
+        _check_values(key, arrays[key], source)
+
+
+def _check_values(key: str, array: np.ndarray, source: str) -> None:
+    """Refuses values no saved state holds (the module's docstring lists them), counted."""
+    infinite_ok, negative_ok, valid = _allowed_values(key)
+    counts = {
+        "NaN": np.isnan(array).sum(),
+        "infinite": 0 if infinite_ok else np.isinf(array).sum(),
+        "negative": 0 if negative_ok else (array < 0).sum(),
+    }
+    found = [f"{n} {what} value" + ("s" if n > 1 else "") for what, n in counts.items() if n]
+    if found:
+        raise ConfigError(source, f"{key} holding {' and '.join(found)}", valid)
+
+
+def _allowed_values(key: str) -> tuple[bool, bool, str]:
+    """Whether a tensor may hold infinities and negative values (none may hold NaN), and
+    what it holds, as a refusal says it."""
+    if key.endswith(".step"):
+        return False, False, "a count of Adam's updates, >= 0"
+    if ".exp_avg_sq." in key:
+        return True, False, "Adam's second moments: numbers >= 0, +inf where a squared gradient overflowed float32"
+    if key.endswith(".running_var"):
+        return False, False, "a running variance: finite numbers >= 0"
+    return False, True, "finite numbers: training saves no state whose weights are not (common/watch.py)"
 
 
 def fresh_optimizer(config: Config, dtype=np.float32) -> dict[str, np.ndarray]:

@@ -9,6 +9,12 @@ half-written checkpoint where a resume would look for one; the hash, checked on 
 catches what happens to a file afterwards (a truncated copy, a flipped bit, edited metadata).
 It guards against accidents, not against someone who recomputes it. Where a run keeps its
 checkpoints is common/rundir.py's.
+
+Files of the first format, dcgan-suite/1, carry no hash of their tensors, only `config_hash`
+of their config, so nothing shows whether their tensors are the ones written: `load` opens
+one only when asked to (`unverified`, which `dcgan convert --unverified` sets to re-save it
+in the current format), and refuses any file labelled /1 whose metadata is not /1's or whose
+config does not hash to its `config_hash`: a /2 file relabelled to escape its hash check.
 """
 
 from __future__ import annotations
@@ -23,12 +29,18 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from common import canonical
-from common.config import Config, toml_overrides
+from common.backends import BACKENDS
+from common.config import INT_MAX, Config, toml_overrides
 from common.errors import ConfigError
 from common.presets import make_config
 
-FORMAT = "dcgan-suite/2"  # /2 carries `sha256`; /1 files, from before it did, still open unverified
-FORMATS = (FORMAT, "dcgan-suite/1")
+FORMAT = "dcgan-suite/2"  # carries `sha256`, of the tensors and the metadata
+FORMAT_V1 = "dcgan-suite/1"  # from before: `config_hash` (of the config) is all it carries
+# The metadata a /1 file holds: canonical.metadata's of then, and `note` on a converted
+# pytorch/examples model.
+V1_METADATA = {"format", "preset", "backend", "step", "elapsed", "config", "config_hash", "note"}
+EXAMPLES_BACKEND = "pytorch-examples"  # the `backend` of a file `dcgan convert --from-pytorch-examples` wrote
+WRITERS = (*BACKENDS, EXAMPLES_BACKEND)  # what a checkpoint's `backend` may name
 
 
 def content_sha256(arrays: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> str:
@@ -90,17 +102,19 @@ def save(path: Path, arrays: dict[str, np.ndarray], metadata: dict[str, str]) ->
     write_atomically(path, arrays, {**metadata, "sha256": content_sha256(arrays, metadata)})
 
 
-def load(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def load(path: Path, unverified: bool = False) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """A checkpoint's arrays and metadata, refused by name unless its content hashes to the
-    SHA-256 it carries."""
+    SHA-256 it carries; a genuine dcgan-suite/1 file, which carries none, only if `unverified`."""
     arrays, metadata = read_file(
         path, "--checkpoint", "an existing checkpoint file or run directory", "a dcgan-suite safetensors checkpoint"
     )
-    if metadata.get("format") not in FORMATS:
+    if metadata.get("format") == FORMAT_V1:
+        _check_v1(path, metadata, unverified)
+    elif metadata.get("format") != FORMAT:
         raise ConfigError(
             "--checkpoint", str(path), f"a checkpoint of format {FORMAT} (found {metadata.get('format')!r})"
         )
-    if metadata["format"] == FORMAT:
+    else:
         found = content_sha256(arrays, metadata)
         if metadata.get("sha256") != found:
             raise ConfigError(
@@ -112,12 +126,59 @@ def load(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     return arrays, metadata
 
 
-def read(file: Path, source: str = "--checkpoint") -> tuple[dict[str, np.ndarray], dict[str, str], Config]:
-    """A checkpoint file's arrays, metadata and config, the arrays validated against the config."""
-    arrays, metadata = load(file)
+def _check_v1(path: Path, metadata: dict[str, str], unverified: bool) -> None:
+    """A file labelled dcgan-suite/1 checked by what /1 recorded: its metadata keys, and its
+    config against `config_hash`; then refused unless `unverified`, with the command that
+    re-saves it in the current format."""
+    foreign = sorted(set(metadata) - V1_METADATA)
+    if foreign:
+        raise ConfigError(
+            "--checkpoint",
+            str(path),
+            f"a checkpoint whose metadata fits its format, {FORMAT_V1}; it has {', '.join(foreign)}, "
+            f"which {FORMAT_V1} never wrote (corrupt or altered)",
+        )
+    config_hash = hashlib.sha256(metadata.get("config", "").encode()).hexdigest()[:16]
+    if metadata.get("config_hash") != config_hash:
+        raise ConfigError(
+            "--checkpoint",
+            str(path),
+            f"a {FORMAT_V1} checkpoint whose config hashes to the config_hash it carries, "
+            f"{metadata.get('config_hash')} (it hashes to {config_hash}: corrupt or altered)",
+        )
+    if not unverified:
+        backend = metadata.get("backend") if metadata.get("backend") in BACKENDS else "torch"
+        raise ConfigError(
+            "--checkpoint",
+            str(path),
+            f"a checkpoint of format {FORMAT}, verified by the hash it carries; {FORMAT_V1} files carry none "
+            f"of their tensors. If you trust this one, re-save it as {FORMAT} with: dcgan convert "
+            f"--checkpoint {path} --backend {backend} --out NEW.safetensors --unverified",
+        )
+
+
+def read(
+    file: Path, source: str = "--checkpoint", unverified: bool = False
+) -> tuple[dict[str, np.ndarray], dict[str, str], Config]:
+    """A checkpoint file's arrays, metadata and config, the metadata validated and the arrays
+    validated against the config (`unverified`: see `load`)."""
+    arrays, metadata = load(file, unverified)
+    saved_backend(metadata, file, source)
+    saved_progress(metadata, file, source)
     config = saved_config(metadata, file, source)
     canonical.validate(arrays, config, source)
     return arrays, metadata, config
+
+
+def saved_backend(metadata: dict[str, str], file: Path, source: str = "--checkpoint") -> str:
+    """The backend that wrote a checkpoint: one of BACKENDS, or pytorch-examples for a
+    converted pytorch/examples model."""
+    backend = metadata.get("backend")
+    if backend not in WRITERS:
+        raise ConfigError(
+            source, str(file), f"a checkpoint whose backend is one of {', '.join(WRITERS)} (it has {backend!r})"
+        )
+    return backend
 
 
 def saved_config(metadata: dict[str, str], file: Path, source: str = "--checkpoint") -> Config:
@@ -139,11 +200,11 @@ def saved_progress(metadata: dict[str, str], file: Path, source: str = "--checkp
         step, elapsed = int(metadata.get("step", 0)), float(metadata.get("elapsed", 0.0))
     except ValueError:
         step, elapsed = -1, 0.0
-    if step < 0 or not 0 <= elapsed < float("inf"):
+    if not 0 <= step <= INT_MAX or not 0 <= elapsed < float("inf"):
         raise ConfigError(
             source,
             str(file),
-            f"a checkpoint whose step is a whole number >= 0 and elapsed a number of seconds "
+            f"a checkpoint whose step is a whole number in [0, {INT_MAX}] and elapsed a number of seconds "
             f"(it has step={metadata.get('step')!r}, elapsed={metadata.get('elapsed')!r})",
         )
     return step, elapsed
@@ -152,6 +213,12 @@ def saved_progress(metadata: dict[str, str], file: Path, source: str = "--checkp
 def saved_devices(metadata: dict[str, str], file: Path, source: str = "--resume") -> int:
     """The data-parallel width a checkpoint was trained at (1 where it does not say)."""
     value = metadata.get("devices", "1")
-    if not value.isdigit() or int(value) < 1:
-        raise ConfigError(source, str(file), f"a checkpoint whose devices is a whole number >= 1 (it has {value!r})")
-    return int(value)
+    try:
+        devices = int(value)
+    except ValueError:  # "2.0", "../2", or a digit int() does not read ("²")
+        devices = 0
+    if not 1 <= devices <= INT_MAX:
+        raise ConfigError(
+            source, str(file), f"a checkpoint whose devices is a whole number in [1, {INT_MAX}] (it has {value!r})"
+        )
+    return devices

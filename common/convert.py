@@ -28,7 +28,6 @@ from common.config import Config
 from common.errors import ConfigError
 from common.rundir import RunDir, open_checkpoint
 
-EXAMPLES_BACKEND = "pytorch-examples"
 # pytorch/examples' command-line flags and the config keys they set.
 EXAMPLES_FLAGS = {"nz": "model.latent_dim", "ngf": "model.ngf", "ndf": "model.ndf", "imageSize": "model.image_size"}
 _EXAMPLES_KEY = re.compile(r"^(?:module\.)?main\.(\d+)\.(weight|bias|running_mean|running_var|num_batches_tracked)$")
@@ -69,9 +68,11 @@ def write(
     return run.save_checkpoint(step, arrays, metadata)
 
 
-def convert_checkpoint(path: Path, backend: str, out: Path) -> Path:
-    """`dcgan convert --checkpoint PATH --backend B --out OUT`; returns the file written."""
-    arrays, metadata, config = open_checkpoint(path)
+def convert_checkpoint(path: Path, backend: str, out: Path, unverified: bool = False) -> Path:
+    """`dcgan convert --checkpoint PATH --backend B --out OUT`; returns the file written.
+    `unverified` opens a dcgan-suite/1 file, which carries no hash (common.checkpoint.load):
+    the file written carries one."""
+    arrays, metadata, config = open_checkpoint(path, unverified=unverified)
     converted = through_backend(arrays, config, backend)
     step, elapsed = checkpoint.saved_progress(metadata, path)
     return write(out, converted, config, backend, step, elapsed)
@@ -205,6 +206,6 @@ def from_pytorch_examples(net_g: Path, net_d: Path | None, config: Config, out: 
         converted.update({e.key: state[e.key] for e in canonical.entries(config, "discriminator")})
         note = f"no --netD: the discriminator is the torch backend's initialisation from seed {config.seed}"
     canonical.validate(converted, config, "--netG")
-    file = write(Path(out), converted, config, EXAMPLES_BACKEND, 0, note=note)
+    file = write(Path(out), converted, config, checkpoint.EXAMPLES_BACKEND, 0, note=note)
     what = "generator and discriminator" if net_d is not None else f"generator (and {note})"
     return file, f"wrote {file}: the {what}, as a {config.preset} canonical state without optimizer state"

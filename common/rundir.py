@@ -268,11 +268,11 @@ def find_checkpoint(path: Path | str, source: str = "--checkpoint") -> Path:
 
 
 def open_checkpoint(
-    path: Path | str, source: str = "--checkpoint"
+    path: Path | str, source: str = "--checkpoint", unverified: bool = False
 ) -> tuple[dict[str, np.ndarray], dict[str, str], Config]:
     """A checkpoint file (or a run directory's latest): its arrays, metadata and config, the
-    arrays validated against the config."""
-    return checkpoint.read(find_checkpoint(path, source), source)
+    arrays validated against the config (`unverified`: common.checkpoint.load's)."""
+    return checkpoint.read(find_checkpoint(path, source), source, unverified)
 
 
 def _flat_changes(before: dict, now: dict, prefix: str = "") -> dict[str, tuple]:

@@ -64,7 +64,30 @@ DAMAGE = {  # what is done to a good checkpoint -> what the refusal says
         "the sha256 it carries, None",
     ),
     "an unknown format": (lambda p: _rewrite_header(p, _metadata(format="other/1")), "a checkpoint of format"),
+    "relabelled as the first format": (
+        lambda p: _rewrite_header(p, _metadata(format="dcgan-suite/1")),
+        "it has devices, sha256, which dcgan-suite/1 never wrote",
+    ),
+    "relabelled as the first format, with a config edited": (
+        lambda p: _rewrite_header(p, _as_v1(config="seed = 1\n")),
+        "whose config hashes to the config_hash it carries",
+    ),
+    "relabelled as the first format, whole": (
+        lambda p: _rewrite_header(p, _as_v1()),
+        "dcgan-suite/1 files carry none of their tensors",
+    ),
 }
+
+
+def _as_v1(**changes):
+    """The metadata of a dcgan-suite/1 file, as that format wrote it: no sha256, no devices."""
+
+    def change(header):
+        metadata = header["__metadata__"]
+        del metadata["sha256"], metadata["devices"]
+        metadata.update(format="dcgan-suite/1", **changes)
+
+    return change
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
@@ -108,14 +131,23 @@ def test_a_checkpoint_of_another_preset_is_refused_on_resume(run, tmp_path, caps
     assert _snapshot(mine.path) == before
 
 
-def test_a_checkpoint_from_before_hashes_still_opens(run, tmp_path):
-    """Format dcgan-suite/1 files carry no hash: they open unverified, and nothing else does."""
+def test_a_checkpoint_from_before_hashes_opens_only_to_be_re_saved(run, tmp_path, capsys):
+    """A dcgan-suite/1 file carries no hash of its tensors: refused where it would be used,
+    with the command that re-saves it, which then writes a verified file of the same state."""
     old = tmp_path / "old.safetensors"
     shutil.copy(RunDir(run).checkpoint_path(4), old)
-    _rewrite_header(old, lambda h: (h["__metadata__"].pop("sha256"), h["__metadata__"].update(format="dcgan-suite/1")))
-    arrays, metadata = checkpoint.load(old)
+    _rewrite_header(old, _as_v1())
+    assert main(["sample", "--checkpoint", str(old), "--out", str(tmp_path / "grid.png")]) == 2
+    err = capsys.readouterr().err
+    resave = f"dcgan convert --checkpoint {old} --backend torch --out NEW.safetensors --unverified"
+    assert len(err.strip().splitlines()) == 1 and resave in err and not (tmp_path / "grid.png").exists()
+    new = tmp_path / "new.safetensors"
+    args = ["convert", "--checkpoint", str(old), "--backend", "torch", "--out", str(new), "--unverified"]
+    assert main(args) == 0
+    arrays, metadata = checkpoint.load(new)  # verified against the hash it now carries
     good, _ = checkpoint.load(RunDir(run).checkpoint_path(4))
-    assert metadata["format"] == "dcgan-suite/1" and all(np.array_equal(arrays[k], good[k]) for k in good)
+    assert metadata["format"] == checkpoint.FORMAT and metadata["step"] == "4"
+    assert all(np.array_equal(arrays[k], good[k]) for k in good if not k.startswith("rng."))
 
 
 def test_a_metrics_line_cut_by_a_kill_is_repaired_on_resume(run, tmp_path):

@@ -5,6 +5,7 @@ crafted with a valid hash, cannot make a command write outside the paths it was 
 from __future__ import annotations
 
 import builtins
+import shutil
 
 import numpy as np
 import pytest
@@ -140,3 +141,67 @@ def test_crafted_metadata_cannot_write_outside_the_given_paths(field, value, run
         assert all(out in p.parents or p == out for p in written), (args, written)  # within --out, if anything
         before |= written
     assert not (tmp_path.parent / "outside").exists() and not (tmp_path.parents[1] / "outside").exists()
+
+
+def _first_weight(arrays: dict) -> str:
+    return next(k for k in arrays if k.startswith("generator.") and k.endswith(".weight"))
+
+
+# What is done to a checkpoint before it is re-hashed -> what the refusal says.
+CRAFTED = {
+    "NaN weights": (
+        lambda a, m: a.update({_first_weight(a): np.full_like(a[_first_weight(a)], np.nan)}),
+        lambda a: f"{_first_weight(a)} holding {a[_first_weight(a)].size} NaN values",
+    ),
+    "int32 weights": (
+        lambda a, m: a.update({_first_weight(a): np.ones_like(a[_first_weight(a)], np.int32)}),
+        lambda a: f"{_first_weight(a)} of dtype int32': float32",
+    ),
+    "a negative Adam step": (
+        lambda a, m: a.update({"g_optimizer.step": np.array(-1, np.int64)}),
+        lambda a: "g_optimizer.step holding 1 negative value",
+    ),
+    "a step that is no number": (
+        lambda a, m: m.update(step="12abc"),
+        lambda a: "a checkpoint whose step is a whole number in [0, 2147483647]",
+    ),
+    "an unknown backend": (
+        lambda a, m: m.update(backend="tensorflow"),
+        lambda a: "one of torch, jax, keras-tensorflow, keras-jax, keras-torch, pytorch-examples (it has 'tensorflow')",
+    ),
+}
+
+
+@pytest.mark.parametrize("crafted", list(CRAFTED))
+@pytest.mark.parametrize("command", ["sample", "convert", "eval", "resume"])
+def test_a_re_hashed_checkpoint_holding_what_no_run_saves_is_refused_by_name(command, crafted, run, tmp_path, capsys):
+    """A matching hash says only that the file is as it was written: what it holds is checked
+    on every load, and a value no training run saves is named, with nothing written."""
+    arrays, metadata = checkpoint.load(RunDir(run).checkpoint_path(1))
+    change, says = CRAFTED[crafted]
+    change(arrays, metadata)
+    resumed = RunDir(tmp_path / "run")
+    shutil.copytree(run, resumed.path)
+    file = resumed.checkpoint_path(1)
+    checkpoint.write_atomically(file, arrays, {**metadata, "sha256": checkpoint.content_sha256(arrays, metadata)})
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    args = {
+        "sample": ["sample", "--checkpoint", str(file), "--out", str(tmp_path / "grid.png")],
+        "convert": ["convert", "--checkpoint", str(file), "--backend", "torch", "--out", str(tmp_path / "conv")],
+        "eval": ["eval", "--checkpoint", str(file), "--n", "10", "--no-progress"],
+        "resume": ["train", "--resume", "--out", str(resumed.path), "--steps", "2", "--no-progress"],
+    }[command]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and says(arrays) in err, err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "2.0", "99999999999999999999", "0"])
+def test_a_devices_value_that_is_no_width_is_refused_by_name(value, tmp_path):
+    """What --resume reads as the run's data-parallel width: a whole number int() reads
+    ("\u00b2" is a digit to str.isdigit, not to int), in range."""
+    from common.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"devices is a whole number in \[1, 2147483647\] \(it has "):
+        checkpoint.saved_devices({"devices": value}, tmp_path / "step_000001.safetensors")

@@ -31,6 +31,13 @@ def add_parser(commands) -> None:
         "run directory for --backend that `dcgan train --resume --out DIR` continues",
     )
     parser.add_argument(
+        "--unverified",
+        action="store_true",
+        help="with --checkpoint: open a file of the first format, dcgan-suite/1, which carries no hash of its "
+        "tensors, to re-save it in the current one, which does (only for a file you trust; files of the "
+        "current format are verified whatever this says)",
+    )
+    parser.add_argument(
         "--from-pytorch-examples",
         action="store_true",
         help="read netG.pth (and netD.pth) saved by pytorch/examples' dcgan/main.py",
@@ -67,11 +74,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--checkpoint", None, "a checkpoint file or run directory (or --from-pytorch-examples)")
     if not args.backend:
         raise ConfigError("--backend", None, "the backend to convert through: one of " + ", ".join(BACKENDS))
-    return _through_backend(Path(args.checkpoint), args.backend, Path(args.out))
+    return _through_backend(Path(args.checkpoint), args.backend, Path(args.out), args.unverified)
 
 
-def _through_backend(checkpoint: Path, backend: str, out: Path) -> int:
-    file = convert_checkpoint(checkpoint, backend, out)
+def _through_backend(checkpoint: Path, backend: str, out: Path, unverified: bool) -> int:
+    file = convert_checkpoint(checkpoint, backend, out, unverified)
     what = (
         "canonical checkpoint"
         if out.suffix == ".safetensors"
@@ -84,6 +91,8 @@ def _through_backend(checkpoint: Path, backend: str, out: Path) -> int:
 def _from_pytorch_examples(args: argparse.Namespace) -> int:
     if args.checkpoint:
         raise ConfigError("--checkpoint", args.checkpoint, "absent with --from-pytorch-examples (give --netG)")
+    if args.unverified:
+        raise ConfigError("--unverified", True, "used only with --checkpoint, to re-save a dcgan-suite/1 file")
     if not args.netG:
         raise ConfigError("--netG", None, "the generator's .pth file (a state_dict from pytorch/examples' dcgan)")
     if args.backend:
