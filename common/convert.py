@@ -82,7 +82,8 @@ def convert_checkpoint(path: Path, backend: str, out: Path, unverified: bool = F
 
 
 def read_examples_state(path: Path, flag: str) -> dict[str, np.ndarray]:
-    """A pytorch/examples DCGAN state dict as numpy arrays, by its own keys (`module.` dropped).
+    """A pytorch/examples DCGAN state dict as float32 numpy arrays, by its own keys (`module.`
+    dropped), each refused by name unless it is a float tensor of finite values.
 
     Read with torch.load(weights_only=True) only: a file holding anything but tensors
     (a pickled module, say) is refused, never unpickled."""
@@ -118,9 +119,41 @@ def read_examples_state(path: Path, flag: str) -> dict[str, np.ndarray]:
                 "pytorch/examples DCGAN keys main.<i>.<weight|bias|"
                 "running_mean|running_var|num_batches_tracked> (optionally prefixed module.)",
             )
-        if match.group(2) != "num_batches_tracked":
-            arrays[f"main.{match.group(1)}.{match.group(2)}"] = value.detach().cpu().numpy()
+        if match.group(2) == "num_batches_tracked":
+            continue
+        name = f"{path} key {key!r}"
+        if not value.is_floating_point():
+            dtype = str(value.dtype).removeprefix("torch.")
+            raise ConfigError(flag, f"{name} of dtype {dtype}", "float tensors, as a network's weights are")
+        wide = torch.float64 if value.dtype == torch.float64 else torch.float32  # float16, bfloat16: exact in float32
+        arrays[f"main.{match.group(1)}.{match.group(2)}"] = _finite_float32(
+            value.detach().cpu().to(wide).numpy(), name, flag
+        )
     return arrays
+
+
+def _finite_float32(array: np.ndarray, name: str, flag: str) -> np.ndarray:
+    """A float array as the canonical float32, refused by `name` unless its values are finite
+    and stay so in float32: a network whose training diverged holds NaN, and converted it
+    would draw nothing else."""
+    nan, infinite = int(np.isnan(array).sum()), int(np.isinf(array).sum())
+    if nan or infinite:
+        found = " and ".join(f"{n} {what}" for what, n in (("NaN", nan), ("infinite", infinite)) if n)
+        raise ConfigError(
+            flag,
+            f"{name} holding {found} value{'s' if nan + infinite > 1 else ''}",
+            "finite weights (a network whose training diverged holds NaN: convert an earlier epoch's file)",
+        )
+    with np.errstate(over="ignore"):  # an overflow is reported below, as one line
+        converted = array.astype(np.float32)
+    overflow = int(np.isinf(converted).sum())  # float64 weights beyond float32's largest, 3.4e38
+    if overflow:
+        raise ConfigError(
+            flag,
+            f"{name} holding {overflow} value{'s' if overflow > 1 else ''} past float32's range",
+            "weights that fit float32, the canonical dtype",
+        )
+    return converted
 
 
 def _examples_order(arrays: dict[str, np.ndarray]) -> list[str]:
@@ -162,7 +195,7 @@ def _hint(role: str, arrays: dict[str, np.ndarray], config: Config) -> str:
 
 def map_examples(role: str, arrays: dict[str, np.ndarray], config: Config, flag: str) -> dict[str, np.ndarray]:
     """Examples tensors (in module order) onto canonical.entries(config, role) (in spec
-    order), every shape checked; returns canonical keys -> float32 arrays."""
+    order), every shape checked; returns canonical keys -> the arrays."""
     keys = _examples_order(arrays)
     targets = canonical.entries(config, role)
     for key, entry in zip(keys, targets):
@@ -183,7 +216,7 @@ def map_examples(role: str, arrays: dict[str, np.ndarray], config: Config, flag:
             f"{len(keys)} tensors",
             f"{len(targets)} tensors for the {role} of preset {config.preset} ({detail}){_hint(role, arrays, config)}",
         )
-    return {entry.key: np.asarray(arrays[key], dtype=np.float32) for key, entry in zip(keys, targets)}
+    return {entry.key: arrays[key] for key, entry in zip(keys, targets)}
 
 
 def from_pytorch_examples(net_g: Path, net_d: Path | None, config: Config, out: Path) -> tuple[Path, str]:

@@ -187,6 +187,9 @@ MAKERS: dict[str, tuple[str, Callable[[Path], None]]] = {
     "pth_garbage": ("garbage.pth", lambda p: p.write_bytes(b"PK\x03\x04 not a torch file")),
     "pth_keys": ("keys.pth", _pth(lambda: {"fc.weight": _zeros(4, 4)})),
     "pth_shapes": ("shapes.pth", _pth(lambda: {"main.0.weight": _zeros(3, 3)})),
+    "pth_nan": ("nan.pth", _pth(lambda: {"main.0.weight": _zeros(2, 2), "main.1.weight": _zeros(2) / 0})),
+    "pth_ints": ("ints.pth", _pth(lambda: {"main.0.weight": _zeros(2, 2).int()})),
+    "pth_huge": ("huge.pth", _pth(lambda: {"main.0.weight": (_zeros(3) + 1).double() * 1e300})),
 }
 
 
@@ -702,6 +705,30 @@ CASES = [
         "convert --from-pytorch-examples --netG {pth_shapes} --out {tmp}/model.safetensors",
         "--netG='main.0.weight (3, 3)'",
         "generator.convt1.weight of shape (100, 512, 4, 4) for preset dcgan64",
+    ),
+    case(
+        "convert-netg-nan",  # a network whose training diverged
+        "convert --from-pytorch-examples --netG {pth_nan} --out {tmp}/model.safetensors",
+        "--netG=\"{pth_nan} key 'main.1.weight' holding 2 NaN values\"",
+        "finite weights",
+    ),
+    case(
+        "convert-netg-integers",
+        "convert --from-pytorch-examples --netG {pth_ints} --out {tmp}/model.safetensors",
+        "--netG=\"{pth_ints} key 'main.0.weight' of dtype int32\"",
+        "float tensors",
+    ),
+    case(
+        "convert-netg-past-float32",
+        "convert --from-pytorch-examples --netG {pth_huge} --out {tmp}/model.safetensors",
+        "key 'main.0.weight' holding 3 values past float32's range",
+        "weights that fit float32",
+    ),
+    case(
+        "convert-unverified-with-examples",
+        "convert --from-pytorch-examples --netG {pth_keys} --unverified --out {tmp}/model.safetensors",
+        "--unverified=True",
+        "used only with --checkpoint",
     ),
     case(
         "convert-netg-missing",

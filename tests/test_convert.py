@@ -293,6 +293,24 @@ def test_without_netd_the_discriminator_is_torch_initialised(examples, tmp_path,
     assert np.array_equal(arrays["generator.convt2.weight"], examples["netG"].state_dict()["main.3.weight"].numpy())
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=["float64", "bfloat16"])
+def test_a_netg_saved_in_another_float_dtype_converts_to_float32(examples, tmp_path, dtype):
+    """pytorch/examples saves float32; a netG saved in another float dtype (net.double(),
+    net.bfloat16()) converts too, each value rounded once to the canonical float32."""
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in examples["netG"].state_dict().items()}
+    torch.save(state, tmp_path / "netG.pth")
+    out = tmp_path / "g.safetensors"
+    args = ["convert", "--from-pytorch-examples", "--netG", str(tmp_path / "netG.pth"), "--ngf", str(NGF)]
+    assert main([*args, "--ndf", "4", "--out", str(out)]) == 0
+    arrays, _ = checkpoint.load(out)
+    for key, theirs in (
+        ("generator.convt1.weight", "main.0.weight"),
+        ("generator.bn1.running_var", "main.1.running_var"),
+    ):
+        assert arrays[key].dtype == np.float32
+        assert np.array_equal(arrays[key], state[theirs].to(torch.float32).numpy())
+
+
 def test_a_pickled_module_is_refused(examples, tmp_path, capsys):
     path = tmp_path / "module.pth"
     torch.save(examples["netG"], path)  # the whole module: unpickling it would run arbitrary code
