@@ -1,6 +1,7 @@
 """Files a user hands the suite are data, never code: a pickle that would run code when loaded
-is refused without running it, wherever a file is read; and a checkpoint's metadata, even one
-crafted with a valid hash, cannot make a command write outside the paths it was given."""
+is refused without running it, wherever a file is read; a checkpoint's metadata, even one
+crafted with a valid hash, cannot make a command write outside the paths it was given; and
+what such a checkpoint holds (dtypes, values, its backend) is checked on every load."""
 
 from __future__ import annotations
 
@@ -205,3 +206,52 @@ def test_a_devices_value_that_is_no_width_is_refused_by_name(value, tmp_path):
 
     with pytest.raises(ConfigError, match=r"devices is a whole number in \[1, 2147483647\] \(it has "):
         checkpoint.saved_devices({"devices": value}, tmp_path / "step_000001.safetensors")
+
+
+def _moment(arrays: dict, moment: str) -> str:
+    return next(k for k in arrays if k.startswith(f"g_optimizer.{moment}."))
+
+
+def _running_var(arrays: dict) -> str:
+    return next(k for k in arrays if k.endswith(".running_var"))
+
+
+@pytest.mark.parametrize(
+    "key, value, refused",
+    [
+        (_first_weight, np.inf, "holding 1 infinite value"),
+        (lambda a: _moment(a, "exp_avg"), -np.inf, "holding 1 infinite value"),
+        (lambda a: _moment(a, "exp_avg_sq"), np.nan, "holding 1 NaN value"),
+        (lambda a: _moment(a, "exp_avg_sq"), -1.0, "holding 1 negative value"),
+        (lambda a: _moment(a, "exp_avg_sq"), np.inf, None),  # a squared gradient past float32's range
+        (_running_var, -0.5, "holding 1 negative value"),
+        (_running_var, 0.0, None),
+    ],
+    ids=[
+        "weight-inf",
+        "first-moment-inf",
+        "second-moment-nan",
+        "second-moment-negative",
+        "second-moment-inf",
+        "running-var-negative",
+        "running-var-zero",
+    ],  # fmt: skip
+)
+def test_a_state_is_held_to_what_training_saves(key, value, refused):
+    """The rules of common/canonical.py, one value each; the cases that load are states
+    training does save."""
+    from common import canonical
+    from common.errors import ConfigError
+    from common.presets import make_config
+
+    config = make_config("mnist28", {"model.ngf": 4, "model.ndf": 4})
+    arrays = {e.key: np.ones(e.shape, np.float32) for e in canonical.entries(config)}
+    arrays.update(canonical.fresh_optimizer(config))
+    name = key(arrays)
+    arrays[name] = arrays[name].copy()
+    arrays[name].flat[0] = value
+    if refused is None:
+        canonical.validate(arrays, config)
+    else:
+        with pytest.raises(ConfigError, match=f"{name} {refused}"):
+            canonical.validate(arrays, config)
