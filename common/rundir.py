@@ -1,6 +1,7 @@
 """The run directory: the one module that knows where a run keeps each of its files::
 
     run.json                             preset and backend (a run is continued only by the same ones)
+    run.lock                             while a process writes the run: its advisory lock, holding its pid
     config.toml                          the full resolved config the run started with
     resumes.jsonl                        each --resume: the step it continued from and the config
                                          values it changed (the checkpoints carry the config in force)
@@ -15,11 +16,13 @@
 new, resumed from a checkpoint, started over, or refused) and writes the run through
 `RunDir`; `dcgan convert` writes one; `dcgan sample`, `convert` and `parity` open a run's
 latest checkpoint with `open_checkpoint`. A directory holding another run, or anything
-else, is never written into.
+else, is never written into, and a run has one writer at a time (`RunDir.lock`).
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import re
@@ -38,6 +41,8 @@ from common.pictures import plot_losses, save_gif, save_grid
 from common.presets import make_config
 
 _CHECKPOINT_NAME = re.compile(r"step_(\d{6,})\.safetensors$")
+_LOCK_NAME = "run.lock"
+_HELD: set[str] = set()  # the real paths of the run locks this process holds
 
 
 class RunDir:
@@ -49,6 +54,7 @@ class RunDir:
         self.config_file = self.path / "config.toml"
         self.metrics_file = self.path / "metrics.jsonl"
         self.resumes_file = self.path / "resumes.jsonl"
+        self.lock_file = self.path / _LOCK_NAME
         self.samples_dir = self.path / "samples"
         self.checkpoints_dir = self.path / "checkpoints"
 
@@ -87,7 +93,7 @@ class RunDir:
                 raise ConfigError("--out", str(self.path), "a run directory to resume (it has no run.json)")
             if self.path.exists() and not self.path.is_dir():
                 raise ConfigError("--out", str(self.path), "a directory for the run (this is a file)")
-            if self.path.exists() and any(self.path.iterdir()):
+            if self._holds_files():
                 raise ConfigError("--out", str(self.path), "a new or empty directory (this one holds other files)")
             return None
         if identity != (config.preset, backend):
@@ -118,11 +124,78 @@ class RunDir:
     def create(self, config: Config, backend: str, valid: str = "a new or empty directory for the run") -> None:
         """Makes the directory of a new run (it must be new or empty: else `valid` says what
         would be) with run.json and config.toml."""
-        if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+        if self.path.exists() and (not self.path.is_dir() or self._holds_files()):
             raise ConfigError("--out", str(self.path), valid)
         self.path.mkdir(parents=True, exist_ok=True)
         self.run_file.write_text(json.dumps({"preset": config.preset, "backend": backend}) + "\n")
         self.config_file.write_text(config.to_toml())
+
+    def _holds_files(self) -> bool:
+        """Whether the directory holds anything but a lock file (a run killed before it wrote
+        run.json leaves only that)."""
+        return self.path.is_dir() and any(p.name != _LOCK_NAME for p in self.path.iterdir())
+
+    # ------------------------------------------------------------------ one writer
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Holds the run's advisory lock for the block: flock(2) on run.lock, which holds this
+        process's pid, so that a run has one writer. Another process is refused at once, with a
+        ConfigError naming the holder's pid, before it writes anything. The OS drops the lock
+        with the process that holds it, however that ends (SIGKILL included), so a killed run
+        is never locked out. Taken again by the process that holds it, the lock is already
+        held. On the way out run.lock is removed, and so are the directories made for it that
+        stayed empty (a new run refused before it started leaves nothing)."""
+        made = [p for p in (self.path, *self.path.parents) if not p.exists()]
+        self.path.mkdir(parents=True, exist_ok=True)
+        key = os.path.realpath(self.lock_file)
+        if key in _HELD:
+            yield
+            return
+        try:
+            fd = self._acquire()
+        except BaseException:
+            _remove_empty(made)
+            raise
+        _HELD.add(key)
+        try:
+            yield
+        finally:
+            _HELD.remove(key)
+            if _same_file(fd, self.lock_file):  # removed while held, so no process locks a file no longer there
+                self.lock_file.unlink()
+            os.close(fd)
+            _remove_empty(made)
+
+    def refuse_if_locked(self) -> None:
+        """Refuses the run at once, as `lock` does, where another process writes it; holds
+        nothing (a launcher's processes take the lock themselves: the one that writes)."""
+        with self.lock():
+            pass
+
+    def _acquire(self) -> int:
+        """run.lock opened, locked and holding this process's pid. A holder removes the file
+        as it lets go, so a file locked after that is no longer run.lock: it is opened again."""
+        while True:
+            fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                holder = _holder(fd)
+                os.close(fd)
+                if err.errno not in (errno.EAGAIN, errno.EACCES):  # not another holder: the system's own error
+                    raise
+                raise ConfigError(
+                    "--out",
+                    str(self.path),
+                    f"a run that no other process is writing: {holder} is writing it (its pid is in "
+                    f"{self.lock_file}); wait for it to end, or stop it",
+                ) from None
+            if _same_file(fd, self.lock_file):
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+                return fd
+            os.close(fd)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -273,6 +346,36 @@ def open_checkpoint(
     """A checkpoint file (or a run directory's latest): its arrays, metadata and config, the
     arrays validated against the config (`unverified`: common.checkpoint.load's)."""
     return checkpoint.read(find_checkpoint(path, source), source, unverified)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether the open file `fd` is the file at `path` now."""
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (mine.st_dev, mine.st_ino) == (found.st_dev, found.st_ino)
+
+
+def _holder(fd: int) -> str:
+    """The process whose pid a lock file holds, by its pid. The holder writes it as soon as
+    it has the lock, so an empty file is read again for a moment."""
+    for _ in range(20):
+        pid = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        if pid:
+            return f"process {pid}"
+        time.sleep(0.05)
+    return "another process"
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Removes the folders, deepest first, that a lock made and nothing else filled."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: a run was written into it
+            return
 
 
 def _flat_changes(before: dict, now: dict, prefix: str = "") -> dict[str, tuple]:

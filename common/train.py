@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,7 +95,7 @@ class Schedule:
 def train(start: RunStart, options: RunOptions = RunOptions()) -> list[dict]:
     """Trains the run `start` resolved until it has `options.steps` iterations; returns this
     session's metrics (on the process that writes the run's files; with several processes the
-    others return none).
+    others return none). That process holds the run's lock (`RunDir.lock`) throughout.
 
     SIGINT and SIGTERM stop it after the iteration in progress: the loop saves that step's
     checkpoint and the summaries and raises Interrupted. A second signal ends the process at
@@ -110,15 +111,17 @@ def _train(start: RunStart, options: RunOptions, stop: StopOnSignal) -> list[dic
     total = options.total_steps(schedule)
     scorer = Scorer(config, options, start.backend) if options.eval_every else None  # refuses a dataset it cannot score
     backend = load_backend(start.backend, options.precision, options.compile, start.devices)
-    book = Bookkeeping(start, options, schedule, total, backend, backend.trainer(config), scorer, stop)
-    with Batches(dataset, schedule, total, book.trainer.rows(schedule.batch_size)) as batches, book:
-        while book.running():
-            reals, noise = batches.take(book.step, book.config)
-            began = time.perf_counter()
-            with book.step_in_progress():
-                metrics = _train_step(book.trainer, reals, noise)
-            book.record(metrics, time.perf_counter() - began)
-    return book.finish()
+    trainer = backend.trainer(config)
+    with start.run.lock() if trainer.writer else nullcontext():  # the process that writes the run holds its lock
+        book = Bookkeeping(start, options, schedule, total, backend, trainer, scorer, stop)
+        with Batches(dataset, schedule, total, book.trainer.rows(schedule.batch_size)) as batches, book:
+            while book.running():
+                reals, noise = batches.take(book.step, book.config)
+                began = time.perf_counter()
+                with book.step_in_progress():
+                    metrics = _train_step(book.trainer, reals, noise)
+                book.record(metrics, time.perf_counter() - began)
+        return book.finish()
 
 
 def _train_step(trainer: Trainer, reals: np.ndarray, noise: IterationNoise) -> dict[str, float]:

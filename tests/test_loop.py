@@ -3,7 +3,9 @@ pictures."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +114,17 @@ def test_a_run_is_resolved_once_and_resolving_writes_nothing(tmp_path, monkeypat
     with pytest.raises(ConfigError, match="a mnist28 run on torch; it holds a mnist28 run on jax"):
         resolve_run(out, None, "torch", {}, resume=True)
     assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == before
+
+
+def test_a_run_lock_is_held_once_per_process_and_leaves_nothing_behind(tmp_path):
+    run = RunDir(tmp_path / "runs" / "new")
+    with run.lock():
+        assert run.lock_file.read_text() == f"{os.getpid()}\n"
+        with RunDir(tmp_path / "runs" / ".." / "runs" / "new").lock():  # taken again here: already held
+            pass
+        with open(run.lock_file) as other, pytest.raises(BlockingIOError):  # a file description of its own
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    assert not (tmp_path / "runs").exists()  # the lock file, and the folders made for it, are gone
 
 
 def test_train_refuses_another_runs_directory_from_the_cli(tmp_path, capsys):

@@ -1,13 +1,18 @@
 """What a run's files survive: checkpoints damaged or altered after they were written (each
 refused by name, with nothing written), a metrics.jsonl cut mid-line by a kill, a run killed
-before its first checkpoint, and resumes that change the config (recorded, config.toml kept).
-PyTorch, tiny mnist28, in this process."""
+before its first checkpoint, resumes that change the config (recorded, config.toml kept), a
+second process that would write the run (refused while the first holds its lock, until a
+SIGKILL frees it). PyTorch, tiny mnist28, in this process."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +21,8 @@ import pytest
 from common import checkpoint
 from common.cli import main
 from common.rundir import RunDir
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY = ["--preset", "mnist28", "--dataset", "fake", "--set", "model.ngf=4", "--set", "model.ndf=4", "--batch-size", "4"]
 
@@ -191,3 +198,60 @@ def test_resume_overrides_are_recorded_and_stay_in_force(run, tmp_path):
     assert resumes[1]["changed"] == {}
     _, metadata, config = checkpoint.read(copy.checkpoint_path(8))
     assert config.optim.lr_g == 0.0001 and config.optim.beta1 == 0.6  # each checkpoint carries the config in force
+
+
+# Holds a run's lock as `dcgan train` does, until it is killed.
+HOLD = """
+import sys, time
+from common.rundir import RunDir
+with RunDir(sys.argv[1]).lock():
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_second_writer_is_refused_naming_the_holder_until_a_sigkill_frees_the_run(run, tmp_path, capsys):
+    copy = RunDir(tmp_path / "run")
+    shutil.copytree(run, copy.path)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(copy.path)], cwd=ROOT, env=env, stdout=subprocess.PIPE)
+    resume = ["train", "--resume", "--out", str(copy.path), "--steps", "6", "--no-progress"]
+    try:
+        assert holder.stdout.readline() == b"held\n"
+        before = _snapshot(tmp_path)
+        for devices in ([], ["--devices", "2"]):  # one process; and torch's launcher, before it starts any
+            assert main([*resume, *devices]) == 2
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and "Traceback" not in err
+            assert f"process {holder.pid} is writing it" in err and str(copy.path) in err
+        assert _snapshot(tmp_path) == before  # nothing written
+    finally:
+        holder.kill()
+        holder.wait()
+    assert holder.returncode == -signal.SIGKILL
+    assert copy.lock_file.read_text() == f"{holder.pid}\n"  # the file outlives its holder; the lock did not
+    assert main(resume) == 0
+    assert [r["step"] for r in copy.read_metrics()] == [1, 2, 3, 4, 5, 6]
+    assert not copy.lock_file.exists()  # let go of, and removed, as the run ended
+
+
+def test_a_running_train_refuses_another_writer_of_its_run(tmp_path, monkeypatch, dcgan):
+    """`dcgan train --resume` in another process while the run trains: refused at once, naming
+    this process; the run goes on undisturbed."""
+    out = RunDir(tmp_path / "run")
+    save, second = checkpoint.save_file, []
+    another = ["train", "--resume", "--out", str(out.path), "--steps", "8", "--no-progress"]
+
+    def save_file(arrays, path, metadata=None):
+        if not second:  # mid-run: iteration 2's checkpoint
+            second.append(dcgan(*another, check=False))
+        return save(arrays, path, metadata=metadata)
+
+    monkeypatch.setattr(checkpoint, "save_file", save_file)
+    args = ["train", "--backend", "torch", *TINY, "--steps", "4", "--checkpoint-every", "2", "--no-progress"]
+    assert main([*args, "--out", str(out.path)]) == 0
+    [refused] = second
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert f"process {os.getpid()} is writing it" in refused.stderr
+    assert [r["step"] for r in out.read_metrics()] == [1, 2, 3, 4] and out.saved_steps() == [4]
+    assert not out.resumes_file.exists() and not out.lock_file.exists()

@@ -4,6 +4,7 @@ in a run directory, continued with --resume; data-parallel over --devices."""
 from __future__ import annotations
 
 import argparse
+from contextlib import nullcontext
 
 from common.backends import BACKENDS, COMPILERS
 from common.cli import config_args, config_overrides, non_negative_int, positive_int, run_directory, seed
@@ -112,6 +113,9 @@ def _data_parallel(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Trains the run as `resolve_run` decides. The process that writes the run holds its lock
+    (common/rundir.py's `RunDir.lock`): here, in one process; with several, the writer among
+    them, once a launcher here has refused at once a run another process writes."""
     from common.launch import join, launcher, processes
     from common.rundir import resolve_run
     from common.train import RunOptions, train
@@ -131,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
         join(start.backend, start.devices, count, args.process_id, args.coordinator)
     launch = launcher(start.backend, count)
     if launch is not None:  # several processes (torch's DDP; jax's --processes): this command again, in each
+        start.run.refuse_if_locked()
         argv = [*args.argv, *([] if args.devices else ["--devices", str(start.devices)])]
         return launch(start.devices, count, argv, start.config)
     options = RunOptions(
@@ -146,7 +151,8 @@ def run(args: argparse.Namespace) -> int:
         eval_n=args.eval_n,
         tensorboard=args.tensorboard,
     )
-    records = train(start, options)
+    with start.run.lock() if count == 1 else nullcontext():  # else the writer among the processes takes it
+        records = train(start, options)
     if records:
         last = records[-1]
         print(
