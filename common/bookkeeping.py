@@ -64,6 +64,7 @@ class Bookkeeping:
         self.rollbacks = 0
         self.stopping: int | None = None  # the signal the processes agreed to stop on
         self.step = self.saved = 0
+        self.checkpointed = False  # whether the run has a checkpoint of iteration `saved`
         self.elapsed = 0.0  # the run's training seconds before this session
 
     # ------------------------------------------------------------------ the session
@@ -88,21 +89,28 @@ class Bookkeeping:
 
     def _open(self) -> tuple[int, float]:
         """Starts the session as `start` says; returns the step it starts from and the run's
-        training seconds so far."""
+        training seconds so far. What the session is asked to do, its target, is the first
+        thing it writes (once the checkpoint it resumes from has loaded: a damaged one is
+        refused with nothing written), before any iteration, so a session stopped from here
+        on leaves a run that `--resume` alone takes to that target."""
         start, run = self.start, self.run
+        target = self.options.target()
         if start.resume_from is not None:
             step, elapsed, before = _restore(self.trainer, self.config, start.resume_from)
+            self.checkpointed = True
             if self.writer:
+                run.save_target(target)
                 run.truncate(step)
                 run.record_resume(step, before, self.config, devices=(start.saved_devices, start.devices))
             return step, elapsed
         if start.starts_over:  # stopped before its first checkpoint: nothing was kept, so it starts over
             if self.writer:
+                run.save_target(target)
                 tqdm.write(f"{run.path} has no checkpoint yet: the run starts over from iteration 0")
                 run.truncate(0)
                 run.record_resume(0, self.config, self.config)
         elif self.writer:
-            run.create(self.config, self.backend_name)
+            run.create(self.config, self.backend_name, target=target)
         return 0, 0.0
 
     def __exit__(self, kind, error, traceback) -> None:
@@ -122,7 +130,7 @@ class Bookkeeping:
         if self.writer:
             self.run.write_summaries(f"{self.config.preset} on {self.backend_name}, {self.config.data.dataset}")
         if self.stopping is not None and self.step < self.total:
-            raise Interrupted(self.stopping, self.step, self.run.path)
+            raise Interrupted(self.stopping, self.step, self.run.path, self.checkpointed)
         return self.records if self.writer else []
 
     # ------------------------------------------------------------------ each iteration
@@ -213,6 +221,7 @@ class Bookkeeping:
                     f"dcgan train --resume --out {self.run.path}"
                 ) from None
         self.saved = self.step
+        self.checkpointed = True
 
     # ------------------------------------------------------------------ divergence
 
@@ -275,14 +284,19 @@ class SaveFailed(RunStopped):
 
 
 class Interrupted(RunStopped):
-    """SIGINT or SIGTERM stopped the run after a whole iteration, which was saved."""
+    """SIGINT or SIGTERM stopped the run after a whole iteration, which was saved (`saved`),
+    or before its first, when nothing is trained yet. Either way run.json holds the run's
+    target, so `--resume` alone goes on to it."""
 
-    def __init__(self, signum: int, step: int, run_dir: Path):
+    def __init__(self, signum: int, step: int, run_dir: Path, saved: bool):
         self.signum, self.step, self.run_dir = signum, step, run_dir
         name = signal.Signals(signum).name
         super().__init__(
             f"stopped by {name} after iteration {step}, which is saved; "
             f"continue with: dcgan train --resume --out {run_dir}"
+            if saved
+            else f"stopped by {name} before iteration 1: nothing is trained or saved yet; "
+            f"start it with: dcgan train --resume --out {run_dir}"
         )
 
     @property

@@ -1,6 +1,7 @@
 """The run directory: the one module that knows where a run keeps each of its files::
 
-    run.json                             preset and backend (a run is continued only by the same ones)
+    run.json                             preset and backend (a run is continued only by the same ones),
+                                         and its target: {"steps": N} or {"epochs": E}
     run.lock                             while a process writes the run: its advisory lock, holding its pid
     config.toml                          the full resolved config the run started with
     resumes.jsonl                        each --resume: the step it continued from and the config
@@ -29,7 +30,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -121,13 +122,20 @@ class RunDir:
             f.write(json.dumps(record) + "\n")
         return record
 
-    def create(self, config: Config, backend: str, valid: str = "a new or empty directory for the run") -> None:
+    def create(
+        self,
+        config: Config,
+        backend: str,
+        valid: str = "a new or empty directory for the run",
+        target: dict[str, int] | None = None,
+    ) -> None:
         """Makes the directory of a new run (it must be new or empty: else `valid` says what
-        would be) with run.json and config.toml."""
+        would be) with run.json, holding `target` where given, and config.toml."""
         if self.path.exists() and (not self.path.is_dir() or self._holds_files()):
             raise ConfigError("--out", str(self.path), valid)
         self.path.mkdir(parents=True, exist_ok=True)
-        self.run_file.write_text(json.dumps({"preset": config.preset, "backend": backend}) + "\n")
+        record = {"preset": config.preset, "backend": backend, **({"target": target} if target else {})}
+        _write_atomically(self.run_file, json.dumps(record) + "\n")
         self.config_file.write_text(config.to_toml())
 
     def _holds_files(self) -> bool:
@@ -135,7 +143,28 @@ class RunDir:
         run.json leaves only that)."""
         return self.path.is_dir() and any(p.name != _LOCK_NAME for p in self.path.iterdir())
 
-    # ------------------------------------------------------------------ one writer
+    # ------------------------------------------------------------------ target and lock
+
+    def saved_target(self) -> dict[str, int] | None:
+        """How long the run was last asked to be: run.json's target, {"steps": N} or
+        {"epochs": E}; None for a run that holds none (`dcgan convert` writes none)."""
+        target = json.loads(self.run_file.read_text()).get("target")
+        if target is None:
+            return None
+        if not (
+            isinstance(target, dict)
+            and len(target) == 1
+            and all(unit in ("steps", "epochs") and type(n) is int and n > 0 for unit, n in target.items())
+        ):
+            valid = f'a run whose run.json target is {{"steps": N}} or {{"epochs": E}}, not {target!r}'
+            raise ConfigError("--out", str(self.path), valid)
+        return target
+
+    def save_target(self, target: dict[str, int]) -> None:
+        """Records in run.json, atomically, how long the run is now asked to be, so that a
+        resume that gives no --steps or --epochs goes on to it."""
+        record = json.loads(self.run_file.read_text())
+        _write_atomically(self.run_file, json.dumps({**record, "target": target}) + "\n")
 
     @contextmanager
     def lock(self) -> Iterator[None]:
@@ -289,7 +318,9 @@ class RunStart:
 
     A new run (`resume_from` None, `starts_over` False) is created in an empty directory; a
     resumed one continues from `resume_from`, its latest checkpoint; one stopped before its
-    first checkpoint kept nothing to continue from, so it `starts_over` from iteration 0."""
+    first checkpoint kept nothing to continue from, so it `starts_over` from iteration 0. It
+    goes on to `target`: the one this session gives (`new_target`), else the run's own, past
+    the `done` iterations the run has."""
 
     run: RunDir
     backend: str
@@ -298,6 +329,9 @@ class RunStart:
     resume_from: Path | None = None
     saved_devices: int = 1  # the width the run had at `resume_from`
     starts_over: bool = False
+    target: dict[str, int] = field(default_factory=lambda: {"epochs": 1})  # how long the run is: steps or epochs
+    new_target: bool = False  # whether this session gave `target` (else it is the run's saved one, or the default)
+    done: int = 0  # the iterations the run has done: `resume_from`'s step
 
 
 def resolve_run(
@@ -307,13 +341,16 @@ def resolve_run(
     overrides: dict,
     resume: bool = False,
     devices: int | None = None,
+    steps: int | None = None,
+    epochs: int | None = None,
 ) -> RunStart:
     """`dcgan train`'s run: --out (default runs/PRESET-BACKEND), the preset and backend
     (default dcgan64 on torch; with --resume, the run's own), the config (with --resume, the
-    one in force at the run's latest checkpoint) with `overrides` on top, and --devices
-    (default the run's). Refuses, with a ConfigError and before anything is written, a
-    directory that holds another run or other files, a run that is not resumed, and a
-    --resume with no run to continue."""
+    one in force at the run's latest checkpoint) with `overrides` on top, --devices (default
+    the run's), and the target, --steps or --epochs (default the run's saved one, else one
+    epoch). Refuses, with a ConfigError and before anything is written, a directory that
+    holds another run or other files, a run that is not resumed, and a --resume with no run
+    to continue."""
     identity = RunDir(out).identity() if resume and out else None  # --resume needs no --preset/--backend
     preset = preset or (identity[0] if identity else "dcgan64")
     backend = backend or (identity[1] if identity else "torch")
@@ -324,8 +361,18 @@ def resolve_run(
         config = make_config(preset, overrides)
     resume_from = run.check(config, backend, resume)
     saved_devices = run.saved_devices() if resume_from else 1
+    given = {"steps": steps} if steps is not None else {"epochs": epochs} if epochs is not None else None
     return RunStart(
-        run, backend, config, devices or saved_devices, resume_from, saved_devices, resume and resume_from is None
+        run,
+        backend,
+        config,
+        devices or saved_devices,
+        resume_from,
+        saved_devices,
+        resume and resume_from is None,
+        target=given or (run.saved_target() if resume else None) or {"epochs": 1},
+        new_target=given is not None,
+        done=run.saved_steps()[-1] if resume_from else 0,
     )
 
 
@@ -346,6 +393,21 @@ def open_checkpoint(
     """A checkpoint file (or a run directory's latest): its arrays, metadata and config, the
     arrays validated against the config (`unverified`: common.checkpoint.load's)."""
     return checkpoint.read(find_checkpoint(path, source), source, unverified)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """`text` written to a temporary name, flushed to disk and renamed into place, so a crash
+    never leaves `path` half-written."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _same_file(fd: int, path: Path) -> bool:

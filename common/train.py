@@ -7,6 +7,7 @@ checkpoints, stop signals and divergence, is common/bookkeeping.py's.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import threading
@@ -43,6 +44,10 @@ class RunOptions:
     eval_every: int | None = None  # iterations between scores (common/quality/), logged in metrics.jsonl
     eval_n: int = 10_000  # generated images each score is computed on
     tensorboard: bool = False  # also write TensorBoard event files (common/tensorboard.py)
+
+    def target(self) -> dict[str, int]:
+        """How long the run is asked to be, as run.json records it: {"steps": N} or {"epochs": E}."""
+        return {"steps": self.steps} if self.steps is not None else {"epochs": self.epochs or 1}
 
     def total_steps(self, schedule: Schedule) -> int:
         """The run's total iterations: `steps`, or `epochs` (default 1) passes over the data."""
@@ -95,7 +100,9 @@ class Schedule:
 def train(start: RunStart, options: RunOptions = RunOptions()) -> list[dict]:
     """Trains the run `start` resolved until it has `options.steps` iterations; returns this
     session's metrics (on the process that writes the run's files; with several processes the
-    others return none). That process holds the run's lock (`RunDir.lock`) throughout.
+    others return none). That process holds the run's lock (`RunDir.lock`) throughout. A run
+    already at its target raises Finished, and one given a target below what it has done is
+    refused, before anything is written.
 
     SIGINT and SIGTERM stop it after the iteration in progress: the loop saves that step's
     checkpoint and the summaries and raises Interrupted. A second signal ends the process at
@@ -108,7 +115,7 @@ def _train(start: RunStart, options: RunOptions, stop: StopOnSignal) -> list[dic
     config = start.config
     dataset = load_dataset(config.data, config.seed)
     schedule = Schedule.for_dataset(config, len(dataset), start.devices)
-    total = options.total_steps(schedule)
+    total = _total(start, options, schedule)
     scorer = Scorer(config, options, start.backend) if options.eval_every else None  # refuses a dataset it cannot score
     backend = load_backend(start.backend, options.precision, options.compile, start.devices)
     trainer = backend.trainer(config)
@@ -124,10 +131,40 @@ def _train(start: RunStart, options: RunOptions, stop: StopOnSignal) -> list[dic
         return book.finish()
 
 
+def _total(start: RunStart, options: RunOptions, schedule: Schedule) -> int:
+    """The run's total iterations, which must be more than it has done: a target given now
+    that is below them is refused, and a run already at its target is Finished."""
+    total = options.total_steps(schedule)
+    if start.done < total:
+        return total
+    flag, value = ("--steps", options.steps) if options.steps is not None else ("--epochs", options.epochs or 1)
+    per_epoch = schedule.iterations_per_epoch
+    if start.new_target and start.done > total:
+        if flag == "--steps":
+            valid = f"at least the {start.done} iterations the run in {start.run.path} has done"
+        else:
+            valid = (
+                f"at least {math.ceil(start.done / per_epoch)}: the run in {start.run.path} has done "
+                f"{start.done} iterations, {per_epoch} an epoch"
+            )
+        raise ConfigError(flag, value, valid)
+    further = 2 * start.done if flag == "--steps" else start.done // per_epoch + 1
+    raise Finished(
+        f"the run in {start.run.path} is finished: iteration {start.done}, which is saved, reached its target of "
+        f"{total} iterations ({flag} {value}); to train it further, give a larger one: "
+        f"dcgan train --resume --out {start.run.path} {flag} {further}"
+    )
+
+
 def _train_step(trainer: Trainer, reals: np.ndarray, noise: IterationNoise) -> dict[str, float]:
     """One iteration of the algorithm, its metrics read as floats: reading them waits for the
     device, so the time around this call is the step's."""
     return {k: float(v) for k, v in trainer.train_step(reals, noise.z_d, noise.z_g).items()}
+
+
+class Finished(Exception):
+    """A run resumed with nothing to train: it has done its target's iterations. The message
+    says so and how to go further; `dcgan train` prints it and exits 0."""
 
 
 class Batches:

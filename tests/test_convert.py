@@ -427,7 +427,8 @@ def test_a_converted_run_continues_on_jax(helpers):
     _ok(helpers, "jax", "convert-run")
     _ok(helpers, "jax", "resume")
     run = helpers["work"] / "jax-run"
-    assert json.loads((run / "run.json").read_text()) == {"preset": "mnist28", "backend": "jax"}
+    saved = {"preset": "mnist28", "backend": "jax", "target": {"steps": 3}}  # the target: the resume's
+    assert json.loads((run / "run.json").read_text()) == saved
     assert RunDir(run).saved_steps() == [3]
     _, metadata = checkpoint.load(RunDir(run).checkpoint_path(3))
     assert metadata["backend"] == "jax" and metadata["step"] == "3"

@@ -116,6 +116,32 @@ def test_a_run_is_resolved_once_and_resolving_writes_nothing(tmp_path, monkeypat
     assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == before
 
 
+def test_a_resume_takes_the_runs_saved_target_unless_it_is_given_one(tmp_path):
+    out = str(tmp_path / "run")
+    assert resolve_run(out, "mnist28", None, {}).target == {"epochs": 1}  # the default
+    new = resolve_run(out, "mnist28", None, {}, steps=3)
+    assert (new.target, new.new_target, new.done) == ({"steps": 3}, True, 0)
+    run = RunDir(out)
+    run.create(new.config, "torch", target=new.target)
+    assert json.loads(run.run_file.read_text()) == {"preset": "mnist28", "backend": "torch", "target": {"steps": 3}}
+    again = resolve_run(out, None, None, {}, resume=True)
+    assert (again.target, again.new_target) == ({"steps": 3}, False)
+    assert resolve_run(out, None, None, {}, resume=True, epochs=2).target == {"epochs": 2}
+    run.save_checkpoint(3, {"w": np.zeros(2, np.float32)}, canonical.metadata(new.config, "torch", 3, 0))
+    run.save_target({"epochs": 2})
+    assert json.loads(run.run_file.read_text())["preset"] == "mnist28"  # the rest of run.json stays
+    assert not list(tmp_path.glob("run/*.tmp"))  # written to a temporary name and renamed
+    resumed = resolve_run(out, None, None, {}, resume=True)
+    assert (resumed.target, resumed.done) == ({"epochs": 2}, 3)
+    for bad in ({"steps": 0}, {"steps": 3, "epochs": 1}, {"iterations": 3}, [3], {"steps": "3"}):
+        run.run_file.write_text(json.dumps({"preset": "mnist28", "backend": "torch", "target": bad}))
+        with pytest.raises(ConfigError, match="run.json target is"):
+            resolve_run(out, None, None, {}, resume=True)
+    (tmp_path / "converted").mkdir()
+    RunDir(tmp_path / "converted").create(new.config, "torch")  # as `dcgan convert` writes a run: no target
+    assert resolve_run(str(tmp_path / "converted"), None, None, {}, resume=True).target == {"epochs": 1}
+
+
 def test_a_run_lock_is_held_once_per_process_and_leaves_nothing_behind(tmp_path):
     run = RunDir(tmp_path / "runs" / "new")
     with run.lock():

@@ -1,8 +1,9 @@
 """What a run's files survive: checkpoints damaged or altered after they were written (each
 refused by name, with nothing written), a metrics.jsonl cut mid-line by a kill, a run killed
 before its first checkpoint, resumes that change the config (recorded, config.toml kept), a
-second process that would write the run (refused while the first holds its lock, until a
-SIGKILL frees it). PyTorch, tiny mnist28, in this process."""
+second process that would write the run (refused while the first holds its lock, even after a
+SIGKILL frees it), and resumes that give no target (the run's own) or one it has passed.
+PyTorch, tiny mnist28, in this process."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 
 from common import checkpoint
+from common import data as data_module
 from common.cli import main
 from common.rundir import RunDir
 
@@ -255,3 +257,37 @@ def test_a_running_train_refuses_another_writer_of_its_run(tmp_path, monkeypatch
     assert f"process {os.getpid()} is writing it" in refused.stderr
     assert [r["step"] for r in out.read_metrics()] == [1, 2, 3, 4] and out.saved_steps() == [4]
     assert not out.resumes_file.exists() and not out.lock_file.exists()
+
+
+def test_a_resume_goes_to_the_runs_target_says_when_it_is_finished_and_refuses_one_passed(
+    run, tmp_path, monkeypatch, capsys
+):
+    copy = RunDir(tmp_path / "run")
+    shutil.copytree(run, copy.path)
+    assert json.loads(copy.run_file.read_text())["target"] == {"steps": 4}
+    resume = ["train", "--resume", "--out", str(copy.path), "--no-progress"]
+    before = _snapshot(tmp_path)
+    for target in ([], ["--steps", "4"]):  # its own target, and the same given again: nothing to train
+        assert main([*resume, *target]) == 0
+        out, err = capsys.readouterr()
+        assert err == "" and out.strip() == (
+            f"dcgan: the run in {copy.path} is finished: iteration 4, which is saved, reached its target of 4 "
+            f"iterations (--steps 4); to train it further, give a larger one: "
+            f"dcgan train --resume --out {copy.path} --steps 8"
+        )
+    monkeypatch.setattr(data_module, "FAKE_SIZE", 12)  # 3 iterations an epoch
+    for target, says in [
+        (["--steps", "3"], f"--steps=3: at least the 4 iterations the run in {copy.path} has done"),
+        (["--epochs", "1"], f"--epochs=1: at least 2: the run in {copy.path} has done 4 iterations, 3 an epoch"),
+    ]:
+        assert main([*resume, *target]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and says in err, err
+    assert _snapshot(tmp_path) == before  # none of them wrote anything
+    monkeypatch.undo()
+
+    assert main([*resume, "--steps", "6"]) == 0  # a new target is the run's from now on
+    assert json.loads(copy.run_file.read_text())["target"] == {"steps": 6}
+    assert main(resume) == 0
+    assert "iteration 6, which is saved, reached its target of 6 iterations" in capsys.readouterr().out
+    assert [r["step"] for r in copy.read_metrics()] == [1, 2, 3, 4, 5, 6]

@@ -33,8 +33,12 @@ def _what_to_train(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--data-dir", help="where the dataset's files are, or go (sets data.data_dir)")
     length = parser.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=positive_int, help="the run's total number of iterations")
-    length.add_argument("--epochs", type=positive_int, help="passes over the dataset (default 1)")
+    length.add_argument(
+        "--steps", type=positive_int, help="the run's total number of iterations (with --resume: default the run's)"
+    )
+    length.add_argument(
+        "--epochs", type=positive_int, help="passes over the dataset (default 1; with --resume: the run's target)"
+    )
     parser.add_argument("--batch-size", type=positive_int, help="sets optim.batch_size")
     parser.add_argument("--seed", type=seed, help="sets seed: weights, data order and noise all follow it")
     parser.add_argument("--out", type=run_directory, help="the run directory (default runs/PRESET-BACKEND)")
@@ -118,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     them, once a launcher here has refused at once a run another process writes."""
     from common.launch import join, launcher, processes
     from common.rundir import resolve_run
-    from common.train import RunOptions, train
+    from common.train import Finished, RunOptions, train
 
     shortcuts = {
         "optim.batch_size": args.batch_size,
@@ -127,7 +131,9 @@ def run(args: argparse.Namespace) -> int:
         "data.data_dir": args.data_dir,
     }
     overrides = config_overrides(args, shortcuts)
-    start = resolve_run(args.out, args.preset, args.backend, overrides, args.resume, args.devices)
+    start = resolve_run(
+        args.out, args.preset, args.backend, overrides, args.resume, args.devices, args.steps, args.epochs
+    )
     count = processes(start.backend, start.devices, args.processes, args.process_id)
     if args.coordinator and args.process_id is None:
         raise ConfigError("--coordinator", args.coordinator, "given with --process-id (each process's own)")
@@ -139,8 +145,8 @@ def run(args: argparse.Namespace) -> int:
         argv = [*args.argv, *([] if args.devices else ["--devices", str(start.devices)])]
         return launch(start.devices, count, argv, start.config)
     options = RunOptions(
-        steps=args.steps,
-        epochs=args.epochs,
+        steps=start.target.get("steps"),
+        epochs=start.target.get("epochs"),
         compile=args.compile,
         precision=args.precision,
         sample_every=args.sample_every,
@@ -151,8 +157,12 @@ def run(args: argparse.Namespace) -> int:
         eval_n=args.eval_n,
         tensorboard=args.tensorboard,
     )
-    with start.run.lock() if count == 1 else nullcontext():  # else the writer among the processes takes it
-        records = train(start, options)
+    try:
+        with start.run.lock() if count == 1 else nullcontext():  # else the writer among the processes takes it
+            records = train(start, options)
+    except Finished as finished:
+        print(f"dcgan: {finished}")
+        return 0
     if records:
         last = records[-1]
         print(
