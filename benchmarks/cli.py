@@ -11,7 +11,7 @@ from benchmarks import report
 from benchmarks.environment import gpus
 from benchmarks.modes import DEVICES, MODES, OLD_PRECISIONS, PRECISIONS, parse_modes
 from benchmarks.runner import Settings, run
-from common.cli import CommandParser, non_negative_int, positive_int
+from common.cli import CommandParser, non_negative_int, positive_int, run_command
 from common.errors import ConfigError
 from common.presets import PRESETS
 
@@ -194,8 +194,4 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m benchmarks", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_arguments(parser)
-    try:
-        return bench(parser.parse_args(argv))
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_command(lambda: bench(parser.parse_args(argv)), prog=parser.prog)

@@ -1,19 +1,25 @@
 """The `dcgan` command: the table of its subcommands (each a module of common/commands/, and
 those other packages add), the argument types and config flags they share, and `main`. Bad
 input ends in one line naming the bad value and what is valid (argparse's errors in two: the
-second says where the options are listed), never a traceback."""
+second says where the options are listed), never a traceback.
+
+The exit status is `run_command`'s, whatever the command: 0 only where its `run` returned 0;
+2 for bad input; a stopped run's own code; 1 for what the machine refused (a full disk, a
+read-only file system, memory: one line naming it) and for a bug (an unexpected exception,
+which ends in its traceback, or a `run` that returned anything but an exit code)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import NoReturn
 
 from common.config import INT_MAX, SEED_MAX, load_toml, parse_set
-from common.errors import ConfigError, RunStopped
+from common.errors import ConfigError, RunStopped, environment_error
 from common.presets import PRESETS
 
 # Subcommands that packages above `common` add to `dcgan` (pyproject.toml's entry points):
@@ -125,20 +131,48 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`dcgan ARGV`'s exit status (the console script exits with it)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the table
-    args = build_parser().parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # what a launcher runs again in each process
-    try:
+
+    def command() -> int:
+        args = build_parser().parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # what a launcher runs again in each process
         return args.run(args)
+
+    return run_command(command)
+
+
+def run_command(command: Callable[[], int], prog: str = "dcgan") -> int:
+    """Runs a command (parsing its arguments, then its `run`) and turns whatever it returns or
+    raises into an exit status, so that no failure exits 0: bad input (ConfigError) is one
+    line and 2; a stopped run (RunStopped) its own line and code; what the machine refused
+    (any OSError, named by path and errno; memory) one line and 1. Anything else is a bug,
+    raised on: the interpreter shows its traceback and exits 1. Only a returned 0 is
+    success: a `run` that returns None or another non-code broke its contract
+    (common/commands/__init__.py), and an int outside 0-255 would reach the shell modulo 256
+    (256 as 0), so both exit 1. argparse's own exits (--help, a usage error) pass through as
+    SystemExit."""
+    try:
+        returned = command()
     except ConfigError as err:
-        print(f"dcgan: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     except RunStopped as err:  # diverged, a failed save, or SIGINT/SIGTERM (common/bookkeeping.py)
-        print(f"dcgan: {err}", file=sys.stderr)
+        print(f"{prog}: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:  # Ctrl-C outside a training loop, which stops on its own terms
-        print("dcgan: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        line = environment_error(err)
+        if line is None:
+            raise  # a bug: Python prints its traceback and exits 1
+        print(f"{prog}: error: {line}", file=sys.stderr)
+        return 1
+    if isinstance(returned, bool) or not isinstance(returned, int) or not 0 <= returned <= 255:
+        print(f"{prog}: internal error: the command returned {returned!r}, not an exit code (a bug)", file=sys.stderr)
+        return 1
+    return returned
 
 
 if __name__ == "__main__":
