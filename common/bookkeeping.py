@@ -20,8 +20,8 @@ from tqdm import tqdm
 from common import canonical, checkpoint
 from common.algorithm import fixed_noise
 from common.config import Config, apply_overrides, validate
-from common.errors import ConfigError, RunStopped
-from common.rundir import RunStart
+from common.errors import ConfigError, RunStopped, os_error
+from common.rundir import RunDir, RunStart
 from common.tensorboard import TensorBoard
 from common.trainer import Trainer
 from common.watch import Diverged, Watch, check_finite, check_finite_state
@@ -212,14 +212,8 @@ class Bookkeeping:
             try:
                 self.run.save_checkpoint(self.step, state, metadata, self.options.keep_every)
             except OSError as err:
-                latest = self.run.latest_checkpoint()
-                raise SaveFailed(
-                    f"error: could not save iteration {self.step}'s checkpoint in {self.run.checkpoints_dir} "
-                    f"({err.strerror or err}); "
-                    + (f"the last good one, {latest.name}, is intact" if latest else "no checkpoint was saved before")
-                    + ". Free the space or fix the permissions, then continue with: "
-                    f"dcgan train --resume --out {self.run.path}"
-                ) from None
+                what = f"could not save iteration {self.step}'s checkpoint ({os_error(err)})"
+                raise SaveFailed(f"error: {what}; {saved_so_far(self.run)}") from None
         self.saved = self.step
         self.checkpointed = True
 
@@ -271,6 +265,20 @@ def _restore(trainer: Trainer, config: Config, file: Path) -> tuple[int, float, 
     trainer.load_state_dict(arrays)
     saved = checkpoint.saved_config(metadata, file, "--resume")
     return (*checkpoint.saved_progress(metadata, file, "--resume"), saved)
+
+
+def saved_so_far(run: RunDir) -> str:
+    """What a run that stopped short keeps, and how it goes on: its latest checkpoint (written
+    atomically, so whole whatever stopped the run), or none yet."""
+    if not run.run_file.exists():
+        return f"nothing was written in {run.path}"
+    latest = run.latest_checkpoint()
+    if latest is None:
+        return f"no checkpoint was saved yet, so dcgan train --resume --out {run.path} starts the run over"
+    return (
+        f"the run is saved up to iteration {run.saved_steps()[-1]} (its last checkpoint, {latest.name}, is intact); "
+        f"continue with: dcgan train --resume --out {run.path}"
+    )
 
 
 @contextmanager

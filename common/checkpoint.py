@@ -19,8 +19,11 @@ config does not hash to its `config_hash`: a /2 file relabelled to escape its ha
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -57,20 +60,44 @@ def content_sha256(arrays: dict[str, np.ndarray], metadata: dict[str, str] | Non
     return digest.hexdigest()
 
 
-def write_atomically(path: Path, arrays: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
-    """A safetensors file written to a temporary name, flushed to disk and renamed into place,
-    so a crash never leaves a half-written file under `path`."""
+# How safetensors reports a failed write: its own SafetensorError, not an OSError, with the
+# system's errno in its message ("I/O error: No space left on device (os error 28)").
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+@contextlib.contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A temporary name beside `path` for the block to write; flushed to disk and renamed onto
+    `path` when the block ends, removed if it raises, so a crash or a full disk never leaves
+    a half-written file under `path`, nor spoils the one already there."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    contiguous = {k: np.ascontiguousarray(v).reshape(np.shape(v)) for k, v in arrays.items()}  # keeps 0-d arrays 0-d
     try:
-        save_file(contiguous, str(tmp), metadata=metadata)
+        yield tmp
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:  # a full disk, a permission error, an interrupt: no partial file stays behind
-        tmp.unlink(missing_ok=True)
+    except BaseException as err:  # a full disk, a permission error, an interrupt: no partial file stays behind
+        with contextlib.suppress(OSError):  # where it cannot be removed, it was never written
+            tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno is not None and err.filename in (None, tmp, str(tmp)):
+            err.filename = str(path)  # the file that could not be written (a failed write() names none)
         raise
+
+
+def write_atomically(path: Path, arrays: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
+    """A safetensors file written through `replacing`. A write the system refuses (a full
+    disk, a read-only file system, a name too long) raises an OSError with its errno and
+    `path`, as any other write does."""
+    contiguous = {k: np.ascontiguousarray(v).reshape(np.shape(v)) for k, v in arrays.items()}  # keeps 0-d arrays 0-d
+    try:
+        with replacing(path) as tmp:
+            save_file(contiguous, str(tmp), metadata=metadata)
+    except Exception as err:
+        code = _OS_ERROR.search(str(err)) if not isinstance(err, OSError) else None
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None
 
 
 def read_file(path: Path, flag: str, missing: str, unreadable: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:

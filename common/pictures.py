@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from common.checkpoint import replacing
 from common.errors import ConfigError
 from common.images import to_uint8
 
@@ -39,23 +40,26 @@ def check_image_file(path: Path, flag: str) -> None:
 
 
 def save_grid(path: Path, images: np.ndarray, scale: int | None = None) -> None:
-    """Writes a grid PNG, enlarged `scale` times pixel for pixel (default: small images, such as
-    28x28, to about 64 pixels a tile, so a grid is legible at a glance)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Writes a grid image, enlarged `scale` times pixel for pixel (default: small images, such
+    as 28x28, to about 64 pixels a tile, so a grid is legible at a glance), atomically
+    (common/checkpoint.py's `replacing`)."""
     scale = scale or max(1, 64 // images.shape[-1])
     grid = Image.fromarray(image_grid(images))
     if scale > 1:
         grid = grid.resize((grid.width * scale, grid.height * scale), Image.Resampling.NEAREST)
-    grid.save(path)
+    with replacing(path) as tmp:  # the format is the name's, not the temporary one's
+        grid.save(tmp, format=Image.registered_extensions()[path.suffix.lower()])
 
 
 def save_gif(path: Path, frames: Sequence[Path], ms_per_frame: int = 400) -> None:
-    """The sample grids over training, as one looping GIF (the last frame held longer)."""
+    """The sample grids over training, as one looping GIF (the last frame held longer), written
+    atomically."""
     if not frames:
         return
     images = [Image.open(frame).convert("RGB") for frame in frames]
     durations = [ms_per_frame] * (len(images) - 1) + [ms_per_frame * 5]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0)
+    with replacing(path) as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0)
 
 
 def plot_losses(path: Path, records: Sequence[dict], title: str) -> None:
@@ -94,5 +98,8 @@ def plot_losses(path: Path, records: Sequence[dict], title: str) -> None:
         ax.grid(alpha=0.3, which="both")
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        with replacing(path) as tmp:
+            fig.savefig(tmp, format=path.suffix.removeprefix("."))
+    finally:
+        plt.close(fig)

@@ -14,6 +14,7 @@ from common.algorithm import latent
 from common.backends import BACKENDS, load_backend
 from common.config import Config
 from common.errors import ConfigError
+from common.memory import check_images
 from common.pictures import check_image_file, save_grid
 from common.rundir import open_checkpoint
 
@@ -80,11 +81,12 @@ def sample(
     check_image_file(Path(out), "--out")
     arrays, metadata, config = open_checkpoint(path)
     backend = backend or source_backend(metadata)
-    z = (
-        load_noise(noise, config, n)
-        if noise is not None
-        else latent(config, n or DEFAULT_N, np.random.default_rng(seed))
-    )
+    if noise is not None:
+        z = load_noise(noise, config, n)
+        check_images(config, len(z), "--noise")
+    else:
+        check_images(config, n or DEFAULT_N)  # before the latent vectors are drawn
+        z = latent(config, n or DEFAULT_N, np.random.default_rng(seed))
     trainer = load_backend(backend).trainer(config)
     trainer.load_state_dict(arrays)
     images = generate(trainer, z)

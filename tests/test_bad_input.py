@@ -577,6 +577,20 @@ CASES = [
         "--out='{this_run}'",
         "a directory for a mnist28 run on jax; it holds a mnist28 run on torch",
     ),
+    # ---- more than the machine's memory, refused before any of it is allocated
+    case(
+        "train-model-larger-than-memory",
+        f"{TRAIN} --set model.ngf=40000",
+        "model='mnist28 with latent_dim=300 ngf=40000 ndf=4'",
+        "what fits in this machine's",
+    ),
+    case(
+        "sample-n-larger-than-memory",
+        "sample --checkpoint {ckpt} --n 300000000 --out {tmp}/grid.png",
+        "--n=300000000",
+        "of them would fit",
+    ),
+    case("eval-n-larger-than-memory", "eval --checkpoint {ckpt} --n 300000000", "--n=300000000", "of them would fit"),
     # ---- training options
     case("train-steps-zero", f"{TRAIN} --steps 0", "argument --steps: 0", "is not a positive integer"),
     case(

@@ -31,6 +31,7 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from common.memory import check_training
     from common.parity.command import checkpoint_weights, compare
     from common.parity.inputs import random_state
 
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         config = make_config(args.preset or "dcgan64", config_overrides(args))
         state, name = random_state(config, args.seed), f"{config.preset}, random weights (seed {args.seed})"
+    check_training(config, args.batch_size)
     return compare(
         config,
         state,

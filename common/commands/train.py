@@ -8,7 +8,7 @@ from contextlib import nullcontext
 
 from common.backends import BACKENDS, COMPILERS
 from common.cli import config_args, config_overrides, non_negative_int, positive_int, run_directory, seed
-from common.errors import ConfigError
+from common.errors import ConfigError, RunStopped, environment_error
 from common.precision import TRAINING_PRECISIONS
 
 
@@ -120,7 +120,9 @@ def run(args: argparse.Namespace) -> int:
     """Trains the run as `resolve_run` decides. The process that writes the run holds its lock
     (common/rundir.py's `RunDir.lock`): here, in one process; with several, the writer among
     them, once a launcher here has refused at once a run another process writes."""
+    from common.bookkeeping import saved_so_far
     from common.launch import join, launcher, processes
+    from common.memory import check_training
     from common.rundir import resolve_run
     from common.train import Finished, RunOptions, train
 
@@ -134,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
     start = resolve_run(
         args.out, args.preset, args.backend, overrides, args.resume, args.devices, args.steps, args.epochs
     )
+    check_training(start.config)
     count = processes(start.backend, start.devices, args.processes, args.process_id)
     if args.coordinator and args.process_id is None:
         raise ConfigError("--coordinator", args.coordinator, "given with --process-id (each process's own)")
@@ -163,6 +166,13 @@ def run(args: argparse.Namespace) -> int:
     except Finished as finished:
         print(f"dcgan: {finished}")
         return 0
+    except Exception as err:  # what the machine refused part-way (a full disk, memory): said with what was kept
+        if isinstance(err, OSError) and err.filename is None:  # a failed write() names no file: name the run's
+            err.filename = str(start.run.path)
+        line = environment_error(err)
+        if line is None:
+            raise
+        raise RunStopped(f"error: {line}; {saved_so_far(start.run)}") from None
     if records:
         last = records[-1]
         print(

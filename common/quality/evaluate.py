@@ -35,6 +35,7 @@ from common.algorithm import latent
 from common.backends import BACKENDS, installed, load_backend
 from common.config import Config
 from common.errors import ConfigError
+from common.memory import check_images
 from common.quality import metrics
 from common.quality.features import LABEL, cache_dir, fashion_mnist, feature_weights
 
@@ -274,6 +275,7 @@ def evaluate_checkpoint(
         raise ConfigError("--n", n, f"at least {MIN_N}: precision, recall, density and coverage use {K} neighbours")
     arrays, metadata, config = open_checkpoint(path)
     check_dataset(config, features)
+    check_images(config, n)
     backend = backend or default_backend(sample.source_backend(metadata))
     if features == "inception":
         space = InceptionSpace.load(weights, config, n, progress)
