@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +87,8 @@ def read_examples_state(path: Path, flag: str) -> dict[str, np.ndarray]:
     dropped), each refused by name unless it is a float tensor of finite values.
 
     Read with torch.load(weights_only=True) only: a file holding anything but tensors
-    (a pickled module, say) is refused, never unpickled."""
+    (a pickled module, say) is refused, never unpickled. A file it cannot read is refused
+    with what the file is (`_what_it_is`) and what would be read."""
     import torch
 
     path = Path(path)
@@ -94,21 +96,12 @@ def read_examples_state(path: Path, flag: str) -> dict[str, np.ndarray]:
         raise ConfigError(flag, str(path), "an existing .pth file (a state_dict saved by pytorch/examples' dcgan)")
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError, TypeError) as err:
-        # UnpicklingError for anything that is not plain tensors; the others for corrupt files
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(
-            flag,
-            str(path),
-            "a state_dict of tensors as torch.save(netG.state_dict()) writes it; "
-            f"torch.load(weights_only=True) refused it ({first[:200]})",
-        ) from None
+    except (MemoryError, OSError):  # the machine's refusal, not the file's: dcgan names it (common/cli.py)
+        raise
+    except Exception as err:  # a bad file raises whatever its bytes lead the reader to (KeyError, IndexError, ...)
+        raise ConfigError(flag, str(path), f"{EXAMPLES_FILE}; {_what_it_is(path, err)}") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ConfigError(
-            flag,
-            str(path),
-            f"a state_dict of tensors as torch.save(netG.state_dict()) writes it (found {type(state).__name__})",
-        )
+        raise ConfigError(flag, str(path), f"{EXAMPLES_FILE} (found {type(state).__name__})")
     arrays = {}
     for key, value in state.items():
         match = _EXAMPLES_KEY.match(key)
@@ -154,6 +147,49 @@ def _finite_float32(array: np.ndarray, name: str, flag: str) -> np.ndarray:
             "weights that fit float32, the canonical dtype",
         )
     return converted
+
+
+# What --netG and --netD read: torch.load(weights_only=True) reads torch.save's files (a zip
+# archive since PyTorch 1.6, a pickle before) and, for a name ending in .safetensors, a
+# safetensors file.
+EXAMPLES_FILE = (
+    "a state_dict of tensors as torch.save(netG.state_dict()) writes it, or a .safetensors file of the same tensors"
+)
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def _what_it_is(path: Path, err: Exception) -> str:
+    """What a file torch.load(weights_only=True) refused is, read from its first bytes and
+    never unpickled: empty, a zip archive cut short, a TorchScript archive, a pickle of
+    objects besides tensors, an unreadable safetensors file, or none of the formats. torch's
+    own message is not repeated: it advises weights_only=False, the general unpickling this
+    suite refuses."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    objects = _GLOBAL.search(str(err)) if isinstance(err, pickle.UnpicklingError) else None
+    pickled = f"it pickles {objects.group(1)}, a Python object, besides tensors" if objects else ""
+    if not head:
+        return "this file is empty"
+    if head.startswith(b"PK\x03\x04"):  # torch.save's zip archive
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, EOFError):
+            return "this is a zip archive cut short or corrupt, as a copy that did not finish leaves it"
+        if any(name.endswith("/constants.pkl") for name in names):
+            return "this is a TorchScript archive (torch.jit.save), a program rather than a state_dict"
+        if pickled:
+            return f"{pickled} (torch.save(netG) saves the whole module: save netG.state_dict())"
+        return "this zip archive is not one torch.save wrote (or it is damaged)"
+    if head.startswith(b"\x80"):  # a pickle: torch.save's format before PyTorch 1.6
+        return f"{pickled or 'this pickle holds more than tensors'}, or it is cut short"
+    if path.suffix == ".safetensors":
+        first = next(iter(str(err).strip().splitlines()), type(err).__name__)
+        return f"this is not a readable safetensors file ({first[:200]})"
+    return (
+        "this is none of those formats (torch.save's zip archive or pickle, safetensors): "
+        f"it starts with the bytes {head[:8].hex(' ')}"
+    )
 
 
 def _examples_order(arrays: dict[str, np.ndarray]) -> list[str]:

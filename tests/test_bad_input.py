@@ -142,6 +142,17 @@ def _pth(state: Callable[[], object]) -> Callable[[Path], None]:
     return make
 
 
+def _cut_short(make: Callable[[Path], None]) -> Callable[[Path], None]:
+    """A file as `make` writes it, then cut in half, as a copy that did not finish leaves it."""
+
+    def cut(path: Path) -> None:
+        make(path)
+        whole = path.read_bytes()
+        path.write_bytes(whole[: len(whole) // 2])
+
+    return cut
+
+
 def _zeros(*shape: int):
     import torch
 
@@ -190,6 +201,10 @@ MAKERS: dict[str, tuple[str, Callable[[Path], None]]] = {
     "pth_nan": ("nan.pth", _pth(lambda: {"main.0.weight": _zeros(2, 2), "main.1.weight": _zeros(2) / 0})),
     "pth_ints": ("ints.pth", _pth(lambda: {"main.0.weight": _zeros(2, 2).int()})),
     "pth_huge": ("huge.pth", _pth(lambda: {"main.0.weight": (_zeros(3) + 1).double() * 1e300})),
+    "pth_random": ("random.pth", lambda p: p.write_bytes(np.random.default_rng(0).bytes(2000))),
+    "pth_empty": ("empty.pth", lambda p: p.write_bytes(b"")),
+    "pth_cut": ("cut.pth", _cut_short(_pth(lambda: {"main.0.weight": _zeros(3, 3)}))),
+    "netg_safetensors": ("netG.safetensors", lambda p: p.write_bytes(np.random.default_rng(0).bytes(2000))),
 }
 
 
@@ -707,6 +722,31 @@ CASES = [
         "convert --from-pytorch-examples --netG {pth_garbage} --out {tmp}/model.safetensors",
         "--netG='{pth_garbage}'",
         "a state_dict of tensors as torch.save(netG.state_dict()) writes it",
+    ),
+    case(
+        "convert-netg-random-bytes",
+        "convert --from-pytorch-examples --netG {pth_random} --out {tmp}/model.safetensors",
+        "--netG='{pth_random}'",
+        "this is none of those formats (torch.save's zip archive or pickle, safetensors): it starts with the bytes "
+        "5f 82 c2 d9",
+    ),
+    case(
+        "convert-netg-empty",
+        "convert --from-pytorch-examples --netG {pth_empty} --out {tmp}/model.safetensors",
+        "--netG='{pth_empty}'",
+        "this file is empty",
+    ),
+    case(
+        "convert-netg-cut-short",
+        "convert --from-pytorch-examples --netG {pth_cut} --out {tmp}/model.safetensors",
+        "--netG='{pth_cut}'",
+        "this is a zip archive cut short or corrupt",
+    ),
+    case(
+        "convert-netg-safetensors-unreadable",
+        "convert --from-pytorch-examples --netG {netg_safetensors} --out {tmp}/model.safetensors",
+        "--netG='{netg_safetensors}'",
+        "or a .safetensors file of the same tensors; this is not a readable safetensors file (",
     ),
     case(
         "convert-netg-foreign-keys",

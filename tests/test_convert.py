@@ -331,7 +331,23 @@ def test_a_pickled_module_is_refused(examples, tmp_path, capsys):
     )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--netG" in err and "state_dict" in err
+    assert "it pickles tests.test_convert.ExamplesG, a Python object, besides tensors" in err
+    assert "weights_only" not in err  # torch's advice to unpickle anyway is not passed on
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_a_safetensors_netg_converts_as_its_pth(examples, tmp_path):
+    """torch.load reads a file named .safetensors as safetensors: the same tensors give the same file."""
+    from safetensors.torch import save_file
+
+    net_g, out = tmp_path / "netG.safetensors", tmp_path / "m.safetensors"
+    save_file(examples["netG"].state_dict(), str(net_g))
+    net_d = str(examples["root"] / "netD.pth")
+    argv = ["--netG", str(net_g), "--netD", net_d, "--ngf", str(NGF), "--ndf", str(NDF), "--out", str(out)]
+    assert main(["convert", "--from-pytorch-examples", *argv]) == 0
+    ours, _ = checkpoint.load(out)
+    theirs, _ = checkpoint.load(examples["model"])
+    assert ours.keys() == theirs.keys() and all(np.array_equal(ours[k], theirs[k]) for k in ours)
 
 
 def test_a_shape_mismatch_names_the_key_and_the_flag(examples, tmp_path, capsys):
