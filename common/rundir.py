@@ -65,7 +65,16 @@ class RunDir:
         """(preset, backend) of the run this directory holds, or None where it holds none."""
         if not self.run_file.exists():
             return None
-        saved = json.loads(self.run_file.read_text())
+        valid = "a run directory whose run.json is a JSON object naming the run's preset and backend"
+        try:
+            saved = json.loads(self.run_file.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ConfigError("--out", str(self.run_file), f"{valid} (it is not JSON: {err})") from None
+        if not isinstance(saved, dict):
+            raise ConfigError("--out", str(self.run_file), f"{valid} (it holds a {type(saved).__name__})")
+        bad = next((key for key in ("preset", "backend") if not isinstance(saved.get(key), str)), None)
+        if bad is not None:
+            raise ConfigError("--out", str(self.run_file), f"{valid} (its {bad} is {saved.get(bad)!r})")
         return saved["preset"], saved["backend"]
 
     def saved_config(self, overrides: dict) -> Config:

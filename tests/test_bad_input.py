@@ -153,6 +153,16 @@ def _cut_short(make: Callable[[Path], None]) -> Callable[[Path], None]:
     return cut
 
 
+def _broken_run(run_json: str) -> Callable[[Path], None]:
+    """A run directory with a checkpoint, whose run.json holds `run_json`."""
+
+    def make(path: Path) -> None:
+        _run(path, "mnist28", "torch")
+        (path / "run.json").write_text(run_json)
+
+    return make
+
+
 def _zeros(*shape: int):
     import torch
 
@@ -205,6 +215,8 @@ MAKERS: dict[str, tuple[str, Callable[[Path], None]]] = {
     "pth_empty": ("empty.pth", lambda p: p.write_bytes(b"")),
     "pth_cut": ("cut.pth", _cut_short(_pth(lambda: {"main.0.weight": _zeros(3, 3)}))),
     "netg_safetensors": ("netG.safetensors", lambda p: p.write_bytes(np.random.default_rng(0).bytes(2000))),
+    "run_not_json": ("run-not-json", _broken_run("{preset: mnist28")),
+    "run_list": ("run-list", _broken_run('["mnist28", "torch"]\n')),
 }
 
 
@@ -591,6 +603,24 @@ CASES = [
         "train --resume --out {this_run} --backend jax",
         "--out='{this_run}'",
         "a directory for a mnist28 run on jax; it holds a mnist28 run on torch",
+    ),
+    case(
+        "train-resume-run-json-not-json",
+        "train --resume --out {run_not_json}",
+        "--out='{run_not_json}/run.json'",
+        "a run directory whose run.json is a JSON object naming the run's preset and backend (it is not JSON: ",
+    ),
+    case(
+        "train-resume-run-json-a-list",
+        "train --resume --out {run_list}",
+        "--out='{run_list}/run.json'",
+        "a JSON object naming the run's preset and backend (it holds a list)",
+    ),
+    case(
+        "train-out-run-json-a-list",
+        f"{TRAIN} --out {{run_list}}",
+        "--out='{run_list}/run.json'",
+        "a JSON object naming the run's preset and backend (it holds a list)",
     ),
     # ---- more than the machine's memory, refused before any of it is allocated
     case(

@@ -127,3 +127,14 @@ def test_a_file_name_too_long(command, model, tmp_path, capsys):
     assert main(argv) == 1
     assert f"dcgan: error: {target}: File name too long (ENAMETOOLONG)" in _one_line(capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
+
+
+def test_sample_of_a_run_whose_run_json_is_damaged_reads_its_checkpoint(model, tmp_path, capsys):
+    """sample (and eval) read a run's checkpoint, which carries its config, never run.json:
+    a damaged run.json loses none of the run's checkpoints."""
+    run = RunDir(tmp_path / "run")
+    run.checkpoints_dir.mkdir(parents=True)
+    os.replace(model, run.checkpoint_path(1))
+    run.run_file.write_text("[1, 2]\n")
+    assert main(["sample", "--checkpoint", str(run.path), "--n", "4", "--out", str(tmp_path / "grid.png")]) == 0
+    assert (tmp_path / "grid.png").is_file()
