@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
-from pathlib import Path
 
 from benchmarks import report
 from benchmarks.environment import gpus
 from benchmarks.modes import DEVICES, MODES, OLD_PRECISIONS, PRECISIONS, parse_modes
 from benchmarks.runner import Settings, run
-from common.cli import CommandParser, non_negative_int, positive_int, run_command
+from common.cli import CommandParser, Distinct, non_negative_int, output_file, positive_int, run_command
 from common.errors import ConfigError
 from common.presets import PRESETS
 
@@ -65,18 +64,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--preset",
         nargs="+",
+        action=Distinct,
         choices=list(PRESETS),
         help=f"presets to time (default {_words(SHORT['preset'])}; --full: {_words(FULL['preset'])})",
     )
     parser.add_argument(
         "--modes",
         nargs="+",
+        action=Distinct,
         metavar="MODE",
         help="modes to time, of " + ", ".join(MODES) + " (default: all but torch-compile-max-autotune; --full: all)",
     )
     parser.add_argument(
         "--precision",
         nargs="+",
+        action=Distinct,
         choices=[*PRECISIONS, *OLD_PRECISIONS],
         metavar="PRECISION",
         help=f"{', '.join(PRECISIONS)}: the names `dcgan train --precision` takes (default "
@@ -86,6 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size",
         nargs="+",
+        action=Distinct,
         type=positive_int,
         help=f"default {_words(SHORT['batch_size'])}; --full: {_words(FULL['batch_size'])}",
     )
@@ -106,14 +109,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--devices",
         nargs="+",
+        action=Distinct,
         type=positive_int,
         default=[1],
         help="data-parallel widths to time (1), as `dcgan train --devices`: the batch size is per device, the "
         "global batch N times it; scaling efficiency is images/s on N over N x images/s on 1 (benchmarks/scaling.py)",
     )
-    parser.add_argument("--json", type=Path, help="write the records here")
-    parser.add_argument("--markdown", type=Path, help="write the table here (default: print it)")
-    parser.add_argument("--plot", type=Path, help="write the bar chart (PNG) here")
+    parser.add_argument("--json", type=output_file, help="write the records here")
+    parser.add_argument("--markdown", type=output_file, help="write the table here (default: print it)")
+    parser.add_argument("--plot", type=output_file, help="write the bar chart (PNG) here")
     parser.add_argument("--no-interleave", action="store_true", help="time each mode to the end before the next")
     parser.add_argument("--no-peak", action="store_true", help="skip measuring the machine's peak FLOP/s")
     parser.add_argument(

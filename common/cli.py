@@ -79,15 +79,56 @@ def _integer(text: str, lo: int, hi: int, what: str) -> int:
     return value
 
 
+def _under_a_file(path: Path) -> Path | None:
+    """The file on the way to `path` (one of its parents that exists and is no directory), if any."""
+    return next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+
+
 def run_directory(text: str) -> str:
     """argparse's type for a run's --out: a directory, or a path where one can be made. A file
     there, or on the way there, is refused before any data or framework is loaded."""
     path = Path(text)
-    blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    blocking = path if path.exists() and not path.is_dir() else _under_a_file(path)
     if blocking is not None:
         where = f"{text!r} is a file" if blocking == path else f"{text!r} is under the file {str(blocking)!r}"
         raise argparse.ArgumentTypeError(f"{where}: give a directory for the run (new or empty, or a run to --resume)")
     return text
+
+
+def output_file(text: str) -> Path:
+    """argparse's type for a file a command writes (--npz, --json, --markdown, --plot): a path
+    where that file can be written under the name given, so a directory, or a path under a
+    file, is refused before any work is done rather than after it."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory: give the name of the file to write")
+    blocking = _under_a_file(path)
+    if blocking is not None:
+        raise argparse.ArgumentTypeError(f"{text!r} is under the file {str(blocking)!r}: give a file in a directory")
+    return path
+
+
+def host_port(text: str) -> str:
+    """argparse's type for a process's address (--coordinator): HOST:PORT, an IPv6 host in
+    brackets, the port 1 to 65535. Checked as it is parsed: jax.distributed would wait its
+    whole timeout for an address it can never reach."""
+    host, colon, port = text.rpartition(":")
+    if not colon or not host or (":" in host and not (host.startswith("[") and host.endswith("]"))):
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (e.g. 10.0.0.1:1234, [::1]:1234)")
+    if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} has port {port!r}: a port is a whole number from 1 to 65535")
+    return text
+
+
+class Distinct(argparse.Action):
+    """argparse's action for a list flag (nargs="+") whose values each count once: a value
+    named twice (a backend compared with itself, a mode timed twice) is refused by name."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+        if twice is not None:
+            raise argparse.ArgumentError(self, f"{twice!r} is named twice: name each once")
+        setattr(namespace, self.dest, values)
 
 
 class CommandParser(argparse.ArgumentParser):

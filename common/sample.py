@@ -12,6 +12,7 @@ import numpy as np
 
 from common.algorithm import latent
 from common.backends import BACKENDS, load_backend
+from common.checkpoint import replacing
 from common.config import Config
 from common.errors import ConfigError
 from common.memory import check_images
@@ -95,6 +96,6 @@ def sample(
         rest = f"{npz} holds all {len(images)}" if npz else "--npz FILE writes them all"
         print(f"dcgan sample: the grid shows the first {GRID_MAX} of {len(images)} images; {rest}")
     if npz:
-        Path(npz).parent.mkdir(parents=True, exist_ok=True)
-        np.savez(npz, images=np.asarray(images, dtype=np.float32), z=z)
+        with replacing(Path(npz)) as tmp, open(tmp, "wb") as f:  # a file, not a name, to which numpy would add .npz
+            np.savez(f, images=np.asarray(images, dtype=np.float32), z=z)
     return images

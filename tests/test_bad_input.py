@@ -449,6 +449,18 @@ CASES = [
         "given with --process-id",
     ),
     case(
+        "train-coordinator-without-port",
+        f"{TRAIN} --backend jax --devices 2 --processes 2 --process-id 0 --coordinator localhost",
+        "argument --coordinator: 'localhost' is not HOST:PORT",
+        "e.g. 10.0.0.1:1234",
+    ),
+    case(  # refused as it is parsed: jax.distributed would wait for it until its timeout
+        "train-coordinator-port-out-of-range",
+        f"{TRAIN} --backend jax --devices 2 --processes 2 --process-id 0 --coordinator localhost:70000",
+        "argument --coordinator: 'localhost:70000' has port '70000'",
+        "a port is a whole number from 1 to 65535",
+    ),
+    case(
         "sample-backend-not-installed",
         "sample --checkpoint {ckpt} --backend jax --out {tmp}/grid.png",
         "backend='jax'",
@@ -478,6 +490,19 @@ CASES = [
         "bench --modes torch-eager torch-fast",
         "--modes='torch-fast'",
         "one of reference-loop, torch-eager",
+    ),
+    case(
+        "parity-backend-twice", "parity --backends torch torch", "argument --backends: 'torch' is named twice", "once"
+    ),
+    case("parity-one-backend", "parity --backends torch", "--backends='torch'", "two or more backends"),
+    case(
+        "bench-mode-twice",
+        "bench --modes torch-eager jax-jit torch-eager",
+        "argument --modes: 'torch-eager' is named twice",
+        "name each once",
+    ),
+    case(
+        "bench-json-a-directory", "bench --json {empty}", "argument --json: '{empty}' is a directory", "file to write"
     ),
     case("bench-precision-float64", "bench --precision float64", "'float64'", "bf16"),
     case("bench-preset-unknown", "bench --preset dcgan128", "'dcgan128'", "mnist28"),
@@ -720,6 +745,12 @@ CASES = [
         "sample --checkpoint {ckpt} --out {tmp}/grid.txt",
         "--out='{tmp}/grid.txt'",
         "an image file name such as samples.png",
+    ),
+    case(
+        "sample-npz-a-directory",
+        "sample --checkpoint {ckpt} --npz {empty} --out {tmp}/grid.png",
+        "argument --npz: '{empty}' is a directory",
+        "give the name of the file to write",
     ),
     case(
         "sample-checkpoint-missing",

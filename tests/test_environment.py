@@ -138,3 +138,14 @@ def test_sample_of_a_run_whose_run_json_is_damaged_reads_its_checkpoint(model, t
     run.run_file.write_text("[1, 2]\n")
     assert main(["sample", "--checkpoint", str(run.path), "--n", "4", "--out", str(tmp_path / "grid.png")]) == 0
     assert (tmp_path / "grid.png").is_file()
+
+
+def test_sample_npz_is_written_under_the_name_given(model, tmp_path, capsys):
+    """numpy.savez adds .npz to a name without it; --npz writes the file it names, and says so."""
+    npz = tmp_path / "arrays"
+    argv = ["sample", "--checkpoint", str(model), "--n", "4", "--out", str(tmp_path / "grid.png"), "--npz", str(npz)]
+    assert main(argv) == 0
+    assert f"and {npz}" in capsys.readouterr().out
+    with np.load(npz) as arrays:
+        assert arrays["images"].shape == (4, 1, 28, 28) and arrays["z"].shape[0] == 4
+    assert not (tmp_path / "arrays.npz").exists()

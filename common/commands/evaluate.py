@@ -8,7 +8,7 @@ import argparse
 from pathlib import Path
 
 from common.backends import BACKENDS
-from common.cli import positive_int, seed
+from common.cli import output_file, positive_int, seed
 from common.errors import ConfigError
 
 
@@ -33,7 +33,7 @@ def add_parser(commands) -> None:
     )
     parser.add_argument("--n", type=positive_int, default=10_000, help="generated images scored (10000)")
     parser.add_argument("--seed", type=seed, default=0, help="seed of the latent vectors, subsets and bootstrap")
-    parser.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
+    parser.add_argument("--json", metavar="FILE", type=output_file, help="also write the scores as JSON")
     parser.add_argument(
         "--features",
         default="fashion-mnist",
@@ -46,7 +46,9 @@ def add_parser(commands) -> None:
         help="the feature network's weights (fashion-mnist: default the suite's); with --features inception "
         "the local Inception-v3 file, torch-fidelity's weights-inception-2015-12-05-6726825d.pth",
     )
-    parser.add_argument("--out", metavar="FILE", help="with train-features: where to write the weights")
+    parser.add_argument(
+        "--out", metavar="FILE", type=output_file, help="with train-features: where to write the weights"
+    )
     parser.add_argument(
         "--epochs", type=positive_int, default=10, help="with train-features: passes over the training set (10)"
     )
@@ -59,10 +61,10 @@ def run(args: argparse.Namespace) -> int:
 
     progress = not args.no_progress
     if args.action == "train-features":
-        report.train_feature_network(args.seed, Path(args.out) if args.out else None, args.epochs, progress)
+        report.train_feature_network(args.seed, args.out, args.epochs, progress)
         return 0
     if args.out:
-        raise ConfigError("--out", args.out, "used only with `dcgan eval train-features` (scores go to --json)")
+        raise ConfigError("--out", str(args.out), "used only with `dcgan eval train-features` (scores go to --json)")
     if not args.checkpoint:
         raise ConfigError("--checkpoint", None, "a checkpoint file or run directory to score")
     report.score_checkpoint(
@@ -72,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         args.seed,
         Path(args.weights) if args.weights else None,
         args.features,
-        json_file=Path(args.json) if args.json else None,
+        json_file=args.json,
         progress=progress,
     )
     return 0

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from common.backends import BACKENDS, PRECISIONS
-from common.cli import config_args, config_overrides, positive_int, seed
+from common.cli import Distinct, config_args, config_overrides, output_file, positive_int, seed
 from common.errors import ConfigError
 from common.presets import make_config
 
@@ -22,11 +22,17 @@ def add_parser(commands) -> None:
     parser.add_argument(
         "--checkpoint", help="compare on these weights (a checkpoint file or run directory) instead of random ones"
     )
-    parser.add_argument("--backends", nargs="+", choices=list(BACKENDS), help="default: all five")
-    parser.add_argument("--precision", nargs="+", choices=list(PRECISIONS), default=list(PRECISIONS))
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        action=Distinct,
+        choices=list(BACKENDS),
+        help="two or more, each compared with the others (default: all five)",
+    )
+    parser.add_argument("--precision", nargs="+", action=Distinct, choices=list(PRECISIONS), default=list(PRECISIONS))
     parser.add_argument("--batch-size", type=positive_int, default=4, help="examples per batch (4)")
     parser.add_argument("--seed", type=seed, default=0, help="seed of the random weights and inputs")
-    parser.add_argument("--markdown", help="also write the table to this file")
+    parser.add_argument("--markdown", type=output_file, help="also write the table to this file")
     parser.set_defaults(run=run)
 
 
@@ -35,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
     from common.parity.command import checkpoint_weights, compare
     from common.parity.inputs import random_state
 
+    backends = args.backends or list(BACKENDS)
+    if len(backends) < 2:
+        raise ConfigError("--backends", " ".join(backends), "two or more backends: parity compares each pair of them")
     if args.checkpoint:
         if args.preset or args.config or args.set:
             raise ConfigError(
@@ -50,9 +59,9 @@ def run(args: argparse.Namespace) -> int:
         config,
         state,
         name,
-        backends=args.backends or list(BACKENDS),
+        backends=backends,
         precisions=args.precision,
         batch_size=args.batch_size,
         seed=args.seed,
-        markdown=Path(args.markdown) if args.markdown else None,
+        markdown=args.markdown,
     )

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from common.backends import BACKENDS
-from common.cli import positive_int, seed
+from common.cli import output_file, positive_int, seed
 
 
 def add_parser(commands) -> None:
@@ -32,7 +32,10 @@ def add_parser(commands) -> None:
         help="latent vectors to use, shape (n, latent_dim), instead of drawing them from --seed",
     )
     parser.add_argument(
-        "--npz", help="also write all n images as arrays: images (n, C, H, W) in [-1, 1], and z (n, latent_dim)"
+        "--npz",
+        type=output_file,
+        help="also write all n images as arrays to this file (its name as given): images (n, C, H, W) in [-1, 1], "
+        "and z (n, latent_dim)",
     )
     parser.set_defaults(run=run)
 
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         Path(args.out),
         seed=args.seed,
         backend=args.backend,
-        npz=Path(args.npz) if args.npz else None,
+        npz=args.npz,
         noise=Path(args.noise) if args.noise else None,
     )
     print(f"wrote {args.out}" + (f" and {args.npz}" if args.npz else ""))

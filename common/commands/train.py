@@ -7,7 +7,7 @@ import argparse
 from contextlib import nullcontext
 
 from common.backends import BACKENDS, COMPILERS
-from common.cli import config_args, config_overrides, non_negative_int, positive_int, run_directory, seed
+from common.cli import config_args, config_overrides, host_port, non_negative_int, positive_int, run_directory, seed
 from common.errors import ConfigError, RunStopped, environment_error
 from common.precision import TRAINING_PRECISIONS
 
@@ -110,6 +110,7 @@ def _data_parallel(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--coordinator",
+        type=host_port,
         metavar="HOST:PORT",
         help="with --process-id: process 0's address, which every process can reach "
         "(default: JAX_COORDINATOR_ADDRESS, or what JAX detects under Slurm, Open MPI or Kubernetes)",
