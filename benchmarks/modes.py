@@ -3,7 +3,8 @@
 A mode is one way of running the training iteration. Every mode but `reference-loop` is the
 project's own trainer (`common.backends`), built with one of its backend's COMPILERS;
 `reference-loop` is the tutorials' PyTorch loop (benchmarks/reference_loop.py), the
-baseline every speed-up is given against.
+baseline every speed-up is given against. Each mode names the convolution kernels it runs
+(`kernels`, a benchmarks.layers.KERNELS name), which the limit is measured on.
 """
 
 from __future__ import annotations
@@ -20,33 +21,60 @@ class Mode:
     backend: str  # a common.backends.BACKENDS name
     compile: str | None  # one of that backend's COMPILERS, or None for its default step
     about: str
+    kernels: str  # the benchmarks.layers.KERNELS its convolutions run through
     gpu_only: str = ""  # why the mode only means something on a GPU ("" when it runs anywhere)
 
 
 MODES: dict[str, Mode] = {
     m.name: m
     for m in (
-        Mode("reference-loop", "torch", None, "the PyTorch tutorial's loop: eager, NCHW, .item() calls each step"),
-        Mode("torch-eager", "torch", None, "pytorch_impl, eager, channels-last"),
-        Mode("torch-compile", "torch", "default", "pytorch_impl under torch.compile (Inductor, default mode)"),
+        Mode(
+            "reference-loop",
+            "torch",
+            None,
+            "the PyTorch tutorial's loop: eager, NCHW, .item() calls each step",
+            "torch-nchw",
+        ),
+        Mode("torch-eager", "torch", None, "pytorch_impl, eager, channels-last", "torch"),
+        Mode("torch-compile", "torch", "default", "pytorch_impl under torch.compile (Inductor, default mode)", "torch"),
         Mode(
             "torch-compile-max-autotune",
             "torch",
             "max-autotune-no-cudagraphs",
             "torch.compile mode max-autotune-no-cudagraphs (Inductor tries kernel templates)",
+            "torch",
         ),
         Mode(
             "torch-compile-reduce-overhead",
             "torch",
             "reduce-overhead",
             "torch.compile mode reduce-overhead",
+            "torch",
             gpu_only="reduce-overhead is CUDA graphs, which only exist on NVIDIA GPUs",
         ),
-        Mode("jax-jit", "jax", None, "jax_impl: the whole iteration as one nnx.jit program"),
-        Mode("keras-tensorflow", "keras-tensorflow", None, "keras_impl on TensorFlow, tf.function, jit_compile off"),
-        Mode("keras-tensorflow-xla", "keras-tensorflow", "xla", "keras_impl on TensorFlow, jit_compile on (XLA)"),
-        Mode("keras-jax", "keras-jax", None, "keras_impl on JAX (jax.jit)"),
-        Mode("keras-torch", "keras-torch", None, "keras_impl on torch (eager)"),
+        Mode("jax-jit", "jax", None, "jax_impl: the whole iteration as one nnx.jit program", "jax"),
+        Mode(
+            "keras-tensorflow",
+            "keras-tensorflow",
+            None,
+            "keras_impl on TensorFlow, tf.function, jit_compile off",
+            "tensorflow",
+        ),
+        Mode(
+            "keras-tensorflow-xla",
+            "keras-tensorflow",
+            "xla",
+            "keras_impl on TensorFlow, jit_compile on (XLA)",
+            "tensorflow-xla",
+        ),
+        Mode("keras-jax", "keras-jax", None, "keras_impl on JAX (jax.jit)", "jax"),
+        Mode(
+            "keras-torch",
+            "keras-torch",
+            None,
+            "keras_impl on torch (eager)",
+            "torch-nchw",
+        ),
     )
 }
 

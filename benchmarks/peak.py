@@ -4,9 +4,12 @@ On a CPU there is no one vendor figure to trust (clock, cores, AVX-512 units and
 kernels all decide it), so the peak is measured once per run, in each framework (torch,
 JAX, TensorFlow, each in its own worker): the best FLOP/s of the model's largest
 convolution, forward, at the benchmark's batch size, and of a large square GEMM. The best
-of these is the machine peak; the best convolution alone gives the "limit": the
-iteration's FLOPs at that speed. On a GPU, efficiency is given against the vendor's dense
+of these is the machine peak. On a GPU, efficiency is given against the vendor's dense
 peak for the precision (`VENDOR_PEAKS`), with the measured figures beside it.
+
+The same worker also times every convolution's three passes in the framework's kernels that
+the run's modes use (benchmarks/layers.py), from which the runner takes the "limit": one
+convolution's forward rate is not one, since other passes, of other layers, run faster.
 """
 
 from __future__ import annotations
@@ -96,12 +99,21 @@ def _tensorflow(layer, batch: int, n: int, precision: str, device: str):
 FRAMEWORKS = {"torch": _torch, "jax": _jax, "tensorflow": _tensorflow}
 
 
+PASS_REPEATS = 5  # best of 5 for each pass of each convolution, as `python -m benchmarks.layers`
+
+
 def measure(job: dict) -> dict:
-    """The GEMM's and the largest convolution's best FLOP/s in one framework."""
+    """The GEMM's and the largest convolution's best FLOP/s in one framework, and the best
+    time of every convolution's passes in each of `job["kernels"]` (names of
+    benchmarks.layers.KERNELS of this framework's)."""
+    from benchmarks.layers import time_passes
+
     config = make_config(job["preset"], {"optim.batch_size": job["batch_size"]})
     layer = largest_layer(config)
     n = job.get("gemm_size", 4096)
-    gemm_s, conv_s = FRAMEWORKS[job["framework"]](layer, job["batch_size"], n, job["precision"], job["device"])
+    batch, precision, device = job["batch_size"], job["precision"], job["device"]
+    gemm_s, conv_s = FRAMEWORKS[job["framework"]](layer, batch, n, precision, device)
+    passes = {k: time_passes(k, job["preset"], batch, PASS_REPEATS, precision, device) for k in job.get("kernels", [])}
     return {
         "status": "done",
         "framework": job["framework"],
@@ -110,4 +122,5 @@ def measure(job: dict) -> dict:
         "gemm_size": n,
         "gemm_flops_per_s": 2 * n**3 / gemm_s,
         "conv_flops_per_s": layer_flops(layer) * job["batch_size"] / conv_s,
+        "passes": passes,
     }

@@ -1,12 +1,15 @@
 """The benchmark's result as JSON, a Markdown report and a bar chart, with ratios that mean the
-same on any machine: how close the fastest mode comes to the machine's limit, how far each
-backend's best mode is from the fastest, and what bf16 gains over float32 where it runs.
+same on any machine: how close the fastest mode comes to the machine's limit (the best
+measured time of every convolution pass, benchmarks/layers.py) and in which passes each mode
+loses its time against it, how far each backend's best mode is from the fastest, and what
+bf16 gains over float32 where it runs.
 
     python -m benchmarks.report RESULTS_JSON [--markdown PATH] [--plot PATH]
 
 writes the report of a recorded run (`dcgan bench --json`) again, without timing anything;
 a run recorded under the benchmark's earlier precision names ("fp32") is read in today's
-("float32").
+("float32"), and one recorded before the limit was taken pass by pass is reported with the
+definition it used.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.layers import KERNELS, PASSES, as_times, limit, pass_counts, per_pass
 from benchmarks.modes import MODES, OLD_PRECISIONS, PRECISIONS
+from common.presets import make_config
 
 
 def write_json(results: dict, path: Path) -> None:
@@ -30,7 +35,10 @@ def write_json(results: dict, path: Path) -> None:
 def read_json(path: Path) -> dict:
     """A recorded run, its precisions in today's names: "fp32" (the benchmark's name for float32
     before it took the trainer's) becomes "float32" in the settings, the peaks (each framework's
-    too), the records and the records' reasons. The figures are left as they were."""
+    too), the records and the records' reasons. A run recorded before the limit was taken pass
+    by pass (its peaks have no `passes`) computed `limit_s` as the iteration's FLOPs at the
+    largest convolution's forward rate, which is not a bound: its records keep that figure as
+    `forward_limit_s`. The figures are left as they were."""
     results = json.loads(path.read_text())
     old = re.compile(r"\b(" + "|".join(map(re.escape, OLD_PRECISIONS)) + r")\b")
     settings = results.get("settings", {})
@@ -41,6 +49,10 @@ def read_json(path: Path) -> dict:
         item["precision"] = OLD_PRECISIONS.get(item["precision"], item["precision"])
         if item.get("reason"):
             item["reason"] = old.sub(lambda m: OLD_PRECISIONS[m.group(1)], item["reason"])
+    forward_only = {(p["preset"], p["batch_size"], p["precision"]) for p in peaks if "passes" not in p}
+    for r in results.get("records", []):
+        if "limit_s" in r and (r["preset"], r["batch_size"], r["precision"]) in forward_only:
+            r["forward_limit_s"] = r.pop("limit_s")
     return results
 
 
@@ -117,8 +129,10 @@ def group_lines(results: dict, preset: str, batch: int, records: list[dict], dev
                 f"{p['gemm_flops_per_s'] / 1e9:.0f} GFLOP/s ({p['gemm_framework']}).",
                 "",
             ]
-            if limit := limit_line(results, p):
-                lines += [limit, ""]
+            if line := limit_line(results, p):
+                lines += [line, ""]
+            if table := pass_lines(results, p):
+                lines += [*table, ""]
     found = summary(preset, batch, records)
     return lines + (summary_lines(found) + [""] if found else [])
 
@@ -157,29 +171,104 @@ def _which(skipped: list[dict], records: list[dict]) -> str:
     return modes if list(only) == precisions else f"{modes} in {'/'.join(only)}"
 
 
-def limit_line(results: dict, peak: dict) -> str:
-    """The limit beside the peak: the iteration's FLOPs at the best convolution's FLOP/s, as
-    s/it, images/s and the most any mode could reach over reference-loop there."""
-    same = [
-        r
-        for r in results["records"]
-        if r["status"] == "ok" and r["preset"] == peak["preset"] and r["batch_size"] == peak["batch_size"]
-    ]
-    limited = [r for r in same if r["precision"] == peak["precision"] and r.get("limit_s")]
-    if not limited:
-        return ""
-    limit_s, flops = limited[0]["limit_s"], limited[0]["flops_per_iter"]
-    line = (
-        f"Limit, {peak['precision']}: {flops / 1e9:.1f} GFLOP at {flops / limit_s / 1e9:.0f} GFLOP/s = "
-        f"{_s(limit_s)} s/it ({peak['batch_size'] / limit_s:.1f} images/s)"
+def _same(results: dict, peak: dict) -> list[dict]:
+    """The records timed one device wide at the peak's (preset, batch, precision), fastest first."""
+    key = (peak["preset"], peak["batch_size"], peak["precision"])
+    return sorted(
+        (
+            r
+            for r in results["records"]
+            if r["status"] == "ok"
+            and (r["preset"], r["batch_size"], r["precision"]) == key
+            and r.get("devices", 1) == 1
+        ),
+        key=lambda r: r["median_s"],
     )
+
+
+def limit_line(results: dict, peak: dict) -> str:
+    """The limit beside the peak: every convolution pass at the best time any kernel set took
+    for it, as often as an iteration runs it, as s/it, GFLOP/s, images/s and the most any mode
+    could reach over reference-loop; where the limit came from. A run recorded before the
+    limit was taken pass by pass gets its own limit, named for what it was, and the modes that
+    beat it."""
+    same = _same(results, peak)
+    if not same:
+        return ""
+    flops, batch, precision = same[0]["flops_per_iter"], peak["batch_size"], peak["precision"]
     reference = next((r for r in same if r["mode"] == "reference-loop"), None)
-    if reference:
-        line += (
-            f": {reference['median_s'] / limit_s:.2f}× reference-loop, the most any mode reaches unless "
-            "its convolutions run faster than the machine's best one"
+    if not peak.get("passes"):
+        limit_s = same[0].get("forward_limit_s")
+        if not limit_s:
+            return ""
+        faster = [r["mode"] for r in same if r["median_s"] < limit_s]
+        return (
+            f"Limit, {precision}, as this run recorded it (before the limit was taken pass by pass): "
+            f"{flops / 1e9:.1f} GFLOP at the largest convolution's forward rate, {flops / limit_s / 1e9:.0f} GFLOP/s: "
+            f"{_s(limit_s)} s/it ({batch / limit_s:.1f} images/s). Not a bound: other passes and layers run "
+            "faster than that one forward" + (f"; {', '.join(faster)} ran faster than it here." if faster else ".")
         )
-    return line + "."
+    limit_s = peak["limit_s"]
+    counts = _counts(peak)
+    found = limit({k: as_times(rows) for k, rows in peak["passes"].items()}, counts)
+    sources: dict[str, int] = {}
+    for key, (_, kernels) in found["best"].items():
+        if counts[key]:  # a pass no iteration runs (G's input gradient into its noise) gives nothing
+            sources[kernels] = sources.get(kernels, 0) + 1
+    line = (
+        f"Limit, {precision}: {_s(limit_s)} s/it ({flops / limit_s / 1e9:.0f} GFLOP/s, {batch / limit_s:.1f} "
+        "images/s), every convolution's forward, input gradient and weight gradient at the best time of the "
+        "kernels timed, as often as an iteration runs it (the best from "
+        + ", ".join(f"{k} in {n} passes" for k, n in sorted(sources.items(), key=lambda item: -item[1]))
+        + ")"
+    )
+    if reference:
+        line += f"; {reference['median_s'] / limit_s:.2f}× reference-loop's speed"
+    return line + (
+        ". No mode whose convolutions run through these kernels is faster, unless its passes run faster in its "
+        "step than alone."
+    )
+
+
+def _counts(peak: dict) -> dict[tuple[str, str], int]:
+    return pass_counts(make_config(peak["preset"], {"optim.batch_size": peak["batch_size"]}))
+
+
+def pass_lines(results: dict, peak: dict) -> list[str]:
+    """Where each mode loses its time against the limit, pass by pass: the seconds per
+    iteration of each pass in the mode's kernels (`Mode.kernels`) and how much more than the
+    best of that pass, its convolutions' total, and the rest of its step (its median less its
+    convolutions: normalisation, activations, Adam, overheads; negative where the step runs its
+    passes faster than they ran alone). Empty for a run recorded without the passes."""
+    same = [r for r in _same(results, peak) if MODES[r["mode"]].kernels in peak.get("passes", {})]
+    if not same:
+        return []
+    counts = _counts(peak)
+    by_kernels = {k: per_pass(as_times(rows), counts) for k, rows in peak["passes"].items()}
+    best = peak["limit_by_pass"]
+    lines = [
+        f"Where each {peak['precision']} mode loses its time against the limit: s per iteration in each pass of "
+        "its convolutions (timed alone, in its kernels), + what it takes over the best of that pass; the rest "
+        "of the step is its median less its convolutions.",
+        "",
+        "| mode | kernels | " + " | ".join(PASSES) + " | convolutions | rest of the step |",
+        "|---|---|" + "---:|" * (len(PASSES) + 2),
+        "| the limit | best of each pass | "
+        + " | ".join(_s(best[p]) for p in PASSES)
+        + f" | {_s(peak['limit_s'])} | – |",
+    ]
+    for r in same:
+        kernels = MODES[r["mode"]].kernels
+        times = by_kernels[kernels]
+        cells = [f"{_s(times[p])} (+{_s(max(0.0, times[p] - best[p]))})" for p in PASSES]
+        conv = sum(times.values())
+        rest = r["median_s"] - conv
+        lines.append(
+            f"| {r['mode']} | {KERNELS[kernels][1]} | "
+            + " | ".join(cells)
+            + f" | {_s(conv)} | {'+' if rest >= 0 else '−'}{_s(abs(rest))} |"
+        )
+    return lines
 
 
 def _best_by_backend(records: list[dict]) -> dict[str, dict]:
@@ -230,9 +319,9 @@ def summary(preset: str, batch: int, records: list[dict]) -> dict | None:
 def summary_lines(found: dict) -> list[str]:
     """`summary`'s figures: a sentence and a table by backend (with bf16 columns where bf16 ran)."""
     bf16 = any(b["bf16_speedup"] for b in found["backends"])
-    line = f"The fastest float32 mode, {found['fastest_mode']} ({_s(found['fastest_median_s'])} s/it)"
+    line = f"The fastest float32 mode is {found['fastest_mode']} ({_s(found['fastest_median_s'])} s/it)"
     if found["limit_fraction"] is not None:
-        line += f", runs at {100 * found['limit_fraction']:.0f}% of the float32 limit's speed"
+        line += f", at {100 * found['limit_fraction']:.0f}% of the float32 limit's speed"
     line += ". Each backend's best float32 mode, its time as a multiple of the fastest's"
     lines = [
         line + (", and bf16's speed-up over it:" if bf16 else ":"),
@@ -251,7 +340,7 @@ def summary_lines(found: dict) -> list[str]:
 
 def plot(results: dict, path: Path) -> None:
     """Images/s per mode and precision, one panel per (preset, batch), IQR as whiskers and the
-    limit (the iteration's FLOPs at the best convolution's FLOP/s) as a dashed line."""
+    limit (every convolution pass at its best measured time) as a dashed line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -290,7 +379,7 @@ def plot(results: dict, path: Path) -> None:
                     color=colours[precision],
                     linestyle="--",
                     linewidth=1,
-                    label=f"{precision} limit (best conv FLOP/s)",
+                    label=f"{precision} limit (best time of each pass)",
                 )
         ax.set_yticks(np.arange(len(modes)), modes, fontsize=8)
         ax.invert_yaxis()

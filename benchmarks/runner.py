@@ -23,6 +23,7 @@ import numpy as np
 
 from benchmarks.environment import environment
 from benchmarks.flops import iteration_flops, largest_layer
+from benchmarks.layers import KERNELS, as_times, limit, pass_counts
 from benchmarks.modes import MODES, Mode, skip_reason
 from benchmarks.peak import FRAMEWORKS, vendor_peak
 from common.launch import python_m
@@ -107,8 +108,13 @@ class Worker:
             self.process.wait(timeout=60)
 
 
-def measure_peaks(settings: Settings, preset: str, batch_size: int, precision: str, log_dir: Path) -> dict:
-    """The machine's best GEMM and convolution FLOP/s at `precision`, over the frameworks."""
+def measure_peaks(
+    settings: Settings, preset: str, batch_size: int, precision: str, log_dir: Path, kernels: set[str]
+) -> dict:
+    """The machine's best GEMM and convolution FLOP/s at `precision`, over the frameworks, and
+    the limit (benchmarks/layers.py) from every convolution's passes timed in `kernels`: by
+    kernel set, the seconds of each pass of each layer (`passes`); the best of each pass,
+    weighted by how often an iteration runs it (`limit_s`, and `limit_by_pass`)."""
     found = []
     for framework in FRAMEWORKS:
         job = {
@@ -119,6 +125,7 @@ def measure_peaks(settings: Settings, preset: str, batch_size: int, precision: s
             "precision": precision,
             "device": settings.device,
             "gemm_size": settings.gemm_size,
+            "kernels": sorted(k for k in kernels if KERNELS[k][0] == framework),
         }
         worker = Worker(job, log_dir)
         result = worker.receive()
@@ -131,6 +138,9 @@ def measure_peaks(settings: Settings, preset: str, batch_size: int, precision: s
         return {}
     best_conv = max(found, key=lambda r: r["conv_flops_per_s"])
     best_gemm = max(found, key=lambda r: r["gemm_flops_per_s"])
+    passes = {k: rows for r in found for k, rows in r.pop("passes").items()}
+    counts = pass_counts(make_config(preset, {"optim.batch_size": batch_size}))
+    bound = limit({k: as_times(rows) for k, rows in passes.items()}, counts) if passes else None
     return {
         "conv_flops_per_s": best_conv["conv_flops_per_s"],
         "conv_framework": best_conv["framework"],
@@ -140,6 +150,9 @@ def measure_peaks(settings: Settings, preset: str, batch_size: int, precision: s
         "gemm_size": best_gemm["gemm_size"],
         "machine_flops_per_s": max(best_conv["conv_flops_per_s"], best_gemm["gemm_flops_per_s"]),
         "by_framework": found,
+        "passes": passes,
+        "limit_s": bound["limit_s"] if bound else None,
+        "limit_by_pass": bound["by_pass"] if bound else None,
     }
 
 
@@ -282,7 +295,8 @@ def run(settings: Settings) -> dict:
                     peaks = {}
                     runnable = [m for m in settings.modes if not skip_reason(m, precision, settings.device, cpu_flags)]
                     if settings.peak and runnable:
-                        peaks = measure_peaks(settings, preset, batch_size, precision, log_dir)
+                        kernels = {m.kernels for m in runnable}
+                        peaks = measure_peaks(settings, preset, batch_size, precision, log_dir, kernels)
                         if peaks:
                             results["peaks"].append(
                                 {
@@ -300,8 +314,8 @@ def run(settings: Settings) -> dict:
                                 on_gpu = settings.device == "gpu"
                                 device_peak = vendor_peak(record["device_name"], precision) if on_gpu else None
                                 summarize(record, flops * devices, peaks, device_peak)
-                                if peaks and devices == 1:
-                                    record["limit_s"] = flops / peaks["conv_flops_per_s"]
+                                if peaks.get("limit_s") and devices == 1:
+                                    record["limit_s"] = peaks["limit_s"]
                             results["records"].append(record)
     add_speedups(results["records"])
     return results
