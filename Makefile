@@ -7,7 +7,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test lint parity docs serve-docs clean
+.PHONY: setup demo test test-compile lint parity docs serve-docs clean
 
 setup: $(VENV)/.installed $(FASHION_MNIST) $(CHROMIUM)
 
@@ -40,9 +40,13 @@ demo: setup
 # The tests read the real Fashion-MNIST too, so the dataset is installed as for the demo, and
 # tests/test_site.py opens the built site in chromium.
 # One xdist worker per core (at most 4: each starts framework processes of 1-3 GB), each
-# file's tests on one worker (tests/conftest.py says why).
+# file's tests on one worker (tests/conftest.py says why). torch.compile's test, most of a
+# minute of Inductor compiling C++, runs apart: `make test-compile` (docs/test-suite.md).
 test: $(VENV)/.installed $(FASHION_MNIST) $(CHROMIUM)
-	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadfile
+	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadfile -m "not torch_compile"
+
+test-compile: $(VENV)/.installed
+	$(BIN)/python -m pytest -m torch_compile tests/test_compile.py
 
 # ruff's linter and formatter (config in pyproject.toml); CI runs this before the tests.
 lint: $(VENV)/.installed
