@@ -12,7 +12,9 @@ kinds of difference in Keras's own layers stand in the way; each class below rem
   own path, so float32 and bfloat16 run Keras's kernels unchanged;
 * speed: on JAX, Keras's Conv2DTranspose gradient is lax's, which XLA's CPU backend runs
   slowly (`Conv2DTranspose` uses jax_impl/conv_transpose.py's custom gradient; figures in
-  docs/benchmarks.md).
+  docs/benchmarks.md);
+* a framework limit: on torch, Keras's Conv2D hands PyTorch's CPU float64 convolution a memory
+  layout whose weight gradient it refuses for a convolution with one output channel (`Conv2D`).
 
 Each is a subclass of the Keras layer it replaces, with the same weights and arguments, so a
 model saved with them holds Keras's own variables. Revisit them with each Keras release.
@@ -162,6 +164,37 @@ class Tanh(layers.Layer):
         if keras.backend.standardize_dtype(inputs.dtype) == "float64":
             return 2.0 * ops.sigmoid(2.0 * inputs) - 1.0
         return ops.tanh(inputs)
+
+
+class Conv2D(layers.Conv2D):
+    """keras.layers.Conv2D, with float64 gradients on the torch backend.
+
+    Keras 3.15's torch backend hands ``torch.nn.functional.conv2d`` the NHWC input as a
+    channels-last tensor and the HWIO kernel permuted to OIHW, a view that is channels-last too
+    when there is one output channel. On a CPU in float64, PyTorch's convolution
+    (``slow_conv2d``; float32 takes oneDNN) then refuses the weight gradient: "slow_conv2d:
+    grad_weight must be contiguous" (docs/conventions.md has the reproduction in plain
+    PyTorch). D's last convolution has one output channel. In float64 on torch this layer
+    therefore computes with contiguous tensors, the NCHW input and OIHW kernel PyTorch's own
+    layout has (``torch.Tensor.contiguous``: Keras has no op that sets a memory layout), through
+    Keras's channels-first convolution, which passes them to PyTorch as they are. Every other
+    backend and dtype takes Keras's own path unchanged, and Keras's own ``call`` adds the bias
+    and the activation in every case."""
+
+    def convolution_op(self, inputs, kernel):
+        if keras.backend.backend() != "torch" or keras.backend.standardize_dtype(inputs.dtype) != "float64":
+            return super().convolution_op(inputs, kernel)
+        nchw = ops.transpose(inputs, (0, 3, 1, 2)).contiguous()
+        oihw = ops.transpose(kernel, (3, 2, 0, 1)).contiguous()
+        outputs = ops.conv(
+            nchw,
+            ops.transpose(oihw, (2, 3, 1, 0)),  # HWIO again, as a view: Keras permutes it back to oihw itself
+            strides=list(self.strides),
+            padding=self.padding,
+            dilation_rate=self.dilation_rate,
+            data_format="channels_first",
+        )
+        return ops.transpose(outputs, (0, 2, 3, 1))
 
 
 class Conv2DTranspose(layers.Conv2DTranspose):

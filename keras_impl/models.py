@@ -18,7 +18,7 @@ from keras import layers
 
 from common.config import ModelConfig
 from common.spec import Init, Layer, NetworkSpec, discriminator_spec, generator_spec
-from keras_impl.layers import BatchNormalization, Conv2DTranspose, Dense, Dropout, LeakyReLU, Tanh
+from keras_impl.layers import BatchNormalization, Conv2D, Conv2DTranspose, Dense, Dropout, LeakyReLU, Tanh
 
 
 class DrawnFlat(keras.initializers.Initializer):
@@ -95,7 +95,7 @@ def make_layers(layer: Layer, init: Init, seed: int) -> list[layers.Layer]:
             )
         ]
     if layer.kind in ("conv", "conv_transpose"):
-        conv = layers.Conv2D if layer.kind == "conv" else Conv2DTranspose
+        conv = Conv2D if layer.kind == "conv" else Conv2DTranspose
         padding = _padding(layer)
         helpers: list[layers.Layer] = []
         if not padding and layer.kind == "conv":
