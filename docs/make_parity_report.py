@@ -40,11 +40,10 @@ def main() -> None:
                     "diff": c.diff,
                     "tolerance": c.tolerance,
                     "result": c.verdict,
-                    "worst": c.key if not c.not_run else c.detail,
+                    "worst": c.key,
                 }
             )
-            if not c.not_run:
-                worst[(c.precision, c.check)] = max(worst.get((c.precision, c.check), 0.0), c.diff)
+            worst[(c.precision, c.check)] = max(worst.get((c.precision, c.check), 0.0), c.diff)
         sections.append(parity.format_table(comparisons, f"## {preset}"))
         sections.append(
             "float32 loss curves (reported, not judged):\n\n```\n" + parity.trajectories(measured) + "\n```"
@@ -63,13 +62,7 @@ def main() -> None:
         "`common.parity.random_state` (non-zero biases, BN statistics away from 0/1, Adam three steps in) with "
         "batch 4; `dcgan parity` makes the same table for one preset or checkpoint. What each check measures and "
         "why the tolerances are what they are: `common/parity/`; the conventions that make them hold: "
-        "[conventions.md](conventions.md).\n\n"
-        '"not run": PyTorch\'s float64 CPU convolution cannot take the weight gradient Keras-on-torch asks of it '
-        "for D's last layer (see conventions.md); the float32 checks of those pairs run.\n\n"
-        + "\n".join(summary)
-        + "\n\n"
-        + "\n\n".join(sections)
-        + "\n"
+        "[conventions.md](conventions.md).\n\n" + "\n".join(summary) + "\n\n" + "\n\n".join(sections) + "\n"
     )
     DATA.write_text(
         json.dumps(

@@ -38,7 +38,7 @@ table), command (`dcgan parity`); structure is the other job the workers run, th
 shapes, parameter counts, initial values and dropout for tests/parity.
 """
 
-from common.parity.comparison import KNOWN_LIMITS, Comparison, Measured, compare, compare_all
+from common.parity.comparison import Comparison, Measured, compare, compare_all
 from common.parity.inputs import ITERATIONS, Inputs, make_inputs, parity_config, random_state
 from common.parity.measurement import Compared, run_compared
 from common.parity.report import format_table, trajectories
@@ -47,7 +47,6 @@ from common.parity.tolerances import CHECKS, TOLERANCES, Scale, Tolerance
 __all__ = [
     "CHECKS",
     "ITERATIONS",
-    "KNOWN_LIMITS",
     "TOLERANCES",
     "Compared",
     "Comparison",

@@ -1,10 +1,13 @@
 """Every pair of backends, check by check: the worst tensor of each check, its difference
-scaled as TOLERANCES says, and the verdict against its tolerance."""
+scaled as TOLERANCES says, and the verdict against its tolerance. A check that a backend could
+not compute (it raised, or the backend's worker failed) fails, whatever its tolerance: no
+framework is excused from a check."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,13 +18,6 @@ from safetensors.numpy import load_file
 
 from common.backends import BACKENDS, PRECISIONS
 from common.parity.tolerances import CHECKS, TOLERANCES, Scale
-
-# Checks a framework cannot run, with the error that says so; reported as "not run", not
-# as agreement. PyTorch's CPU float64 convolution (slow_conv2d) fails its weight gradient
-# when the weight is a permuted view with one output channel, which is what Keras's torch
-# backend passes for D's last convolution (HWIO kernel, permuted to OIHW): reproduced in
-# plain PyTorch 2.14 with F.conv2d(x, k.permute(3, 2, 0, 1)) on a (4, 4, C, 1) kernel.
-KNOWN_LIMITS = {("keras-torch", "float64"): "slow_conv2d: grad_weight must be contiguous"}
 
 
 class TensorFile(Mapping):
@@ -53,7 +49,7 @@ class TensorFile(Mapping):
 
 @dataclass
 class Measured:
-    """One backend's results in one precision: arrays by name, and the checks it could not run."""
+    """One backend's results in one precision: arrays by name, and the checks whose computation raised."""
 
     backend: str
     arrays: Mapping[str, np.ndarray]  # a dict, or a TensorFile that reads each array when asked
@@ -73,9 +69,11 @@ class Measured:
             errors = json.loads((f.metadata() or {}).get("errors", "{}"))
         return cls(backend, {k: np.asarray(v, dtype=np.float64) for k, v in load_file(str(path)).items()}, errors)
 
-    def known_limit(self, check: str, precision: str) -> bool:
-        limit = KNOWN_LIMITS.get((self.backend, precision))
-        return check in self.errors and limit is not None and limit in self.errors[check]
+    @classmethod
+    def failed(cls, backend: str, message: str) -> Measured:
+        """A backend whose worker failed: every check raised, with the message's first line (a
+        worker's message goes on with its output, which `dcgan parity` prints once)."""
+        return cls(backend, {}, {check: message.splitlines()[0] for check in CHECKS})
 
 
 @dataclass(frozen=True)
@@ -86,22 +84,23 @@ class Comparison:
     check: str
     precision: str
     pair: tuple[str, str]
-    key: str  # the tensor with the largest scaled difference
-    diff: float
+    key: str  # the tensor with the largest scaled difference; for a check that raised, the error
+    diff: float  # inf: tensors missing or misshapen; nan: the check raised, or a tensor holds a NaN
     tolerance: float | None  # the check's limit; None: reported, not judged
-    detail: str  # the values side by side, or why the check did not run
-    not_run: bool = False  # a known limit of a framework (KNOWN_LIMITS) stopped it
+    detail: str  # the values side by side, or what went wrong
 
     @property
     def passed(self) -> bool | None:
-        if self.not_run or self.tolerance is None:
+        """Whether the difference is within the tolerance; None for a check that is reported,
+        not judged, unless it could not be compared at all (no finite difference), which fails."""
+        if not math.isfinite(self.diff):
+            return False
+        if self.tolerance is None:
             return None
         return self.diff <= self.tolerance
 
     @property
     def verdict(self) -> str:
-        if self.not_run:
-            return "not run"
         return {True: "pass", False: "FAIL", None: "info"}[self.passed]
 
 
@@ -143,17 +142,8 @@ def compare_pairs(measured: Sequence[Measured], precision: str) -> dict[tuple[in
             names = (ma.backend, mb.backend)
             failed = [m for m in (ma, mb) if check in m.errors]
             if failed:
-                known = all(m.known_limit(check, precision) for m in failed)
-                this_check[(i, j)] = Comparison(
-                    check,
-                    precision,
-                    names,
-                    "-",
-                    float("nan"),
-                    tolerance.limit,
-                    "; ".join(f"{m.backend}: {m.errors[check]}" for m in failed),
-                    not_run=known,
-                )
+                error = "; ".join(f"{m.backend}: {m.errors[check]}" for m in failed)
+                this_check[(i, j)] = Comparison(check, precision, names, error, float("nan"), tolerance.limit, error)
                 continue
             keys = keys_of[i]
             missing = sorted(set(keys) ^ set(keys_of[j]))
@@ -212,8 +202,10 @@ def compare_pairs(measured: Sequence[Measured], precision: str) -> dict[tuple[in
                     layer_max = max(layer_max_a[key], layer_max_b[key])
                     if layer_max:
                         diff /= layer_max
-                if diff > worst:
+                if diff > worst or math.isnan(diff):  # a NaN is the worst difference there is
                     worst_key, worst, worst_index = key, diff, index
+                    if math.isnan(diff):
+                        break
             names = (ma.backend, mb.backend)
             this_check[(i, j)] = Comparison(
                 check,
@@ -252,7 +244,7 @@ def _side_by_side(check: str, prefix: str, key: str, index: int, a: Mapping, b: 
 
 
 def compare_all(results: dict[tuple[str, str], Measured | str], precisions=PRECISIONS) -> list[Comparison]:
-    """Every pair of backends that produced results, in every precision."""
+    """Every pair of backends, in every precision they ran in."""
     comparisons = []
     backends = sorted({backend for backend, _ in results}, key=list(BACKENDS).index)
     for precision in precisions:
@@ -264,7 +256,12 @@ def compare_precision(
     results: dict[tuple[str, str], Measured | str], backends: Sequence[str], precision: str
 ) -> list[Comparison]:
     """compare_all's comparisons in one precision: every pair of `backends` (in their order)
-    that both produced results."""
-    measured = [m for m in (results.get((b, precision)) for b in backends) if isinstance(m, Measured)]
+    that ran in it. A backend whose worker failed (its result a message) fails every check
+    against every other."""
+    measured = [
+        m if isinstance(m, Measured) else Measured.failed(b, m)
+        for b in backends
+        if (m := results.get((b, precision))) is not None
+    ]
     by_pair = compare_pairs(measured, precision)
     return [c for pair in itertools.combinations(range(len(measured)), 2) for c in by_pair[pair]]

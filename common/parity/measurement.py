@@ -26,8 +26,8 @@ def measure(
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Runs every check's computation on one backend (in this process); see common/parity/__init__.py.
 
-    A check whose computation raises (a framework that cannot run it) is recorded in the
-    errors returned, check -> the message, and the others still run."""
+    A check whose computation raises is recorded in the errors returned, check -> the
+    message, and the others still run; the comparison fails it (common.parity.comparison)."""
     backend = load_backend(backend_name, precision)
     dtype = np.float64 if precision == "float64" else np.float32
     cast = lambda a: None if a is None else np.asarray(a, dtype=dtype)  # noqa: E731

@@ -33,9 +33,8 @@ def format_table(comparisons: list[Comparison], title: str = "") -> str:
     ]
     for c in comparisons:
         tolerance = "report" if c.tolerance is None else f"{c.tolerance:.0e}"
-        worst = c.key if not c.not_run else c.detail
         rows.append(
             f"| {c.pair[0]} vs {c.pair[1]} | {c.precision} | {c.check} | {c.diff:.2e} | {tolerance} "
-            f"| {c.verdict} | {worst} |"
+            f"| {c.verdict} | {c.key} |"
         )
     return (f"{title}\n\n" if title else "") + "\n".join(rows)
