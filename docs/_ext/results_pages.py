@@ -22,40 +22,43 @@ THRESHOLDS = (250.0, 200.0, 150.0, 120.0)  # FD levels whose time to reach the q
 
 def parity_summary(data: dict) -> str:
     """Per precision and check: the largest difference over every preset and pair, the
-    tolerance, and how many comparisons passed, were reported only, or did not run."""
+    tolerance, and how many comparisons passed, were reported only, or failed."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for c in data["comparisons"]:
         groups.setdefault((c["precision"], c["check"]), []).append(c)
     rows = [
-        "| precision | check | largest difference | tolerance | pass | reported | not run |",
+        "| precision | check | largest difference | tolerance | pass | reported | failed |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for (precision, check), found in sorted(groups.items(), key=lambda item: item[0][0], reverse=True):
-        ran = [c for c in found if c["result"] != "not run"]
-        worst = max((c["diff"] for c in ran), default=None)
+        worst = max(c["diff"] for c in found)
         tolerance = found[0]["tolerance"]
-        count = {v: sum(c["result"] == v for c in found) for v in ("pass", "info", "not run", "FAIL")}
+        count = {v: sum(c["result"] == v for c in found) for v in ("pass", "info", "FAIL")}
         rows.append(
-            f"| {precision} | {check} | {'–' if worst is None else f'{worst:.2e}'} "
-            f"| {'report' if tolerance is None else f'{tolerance:.0e}'} | {count['pass']} | {count['info']} "
-            f"| {count['not run']} |" + (f" **{count['FAIL']} FAILED** |" if count["FAIL"] else "")
+            f"| {precision} | {check} | {worst:.2e} | {'report' if tolerance is None else f'{tolerance:.0e}'} "
+            f"| {count['pass']} | {count['info']} | " + (f"**{count['FAIL']}** |" if count["FAIL"] else "0 |")
         )
     env = data["environment"]
+    presets, pairs, precisions, checks = (
+        len({str(c[field]) for c in data["comparisons"]}) for field in ("preset", "pair", "precision", "check")
+    )
     rows += [
         "",
-        f"{len(data['comparisons'])} comparisons: 4 presets × 10 backend pairs × 2 precisions × 6 checks. Made by "
+        f"{len(data['comparisons'])} comparisons: {presets} presets × {pairs} backend pairs × {precisions} precisions "
+        f"× {checks} checks. Made by "
         f"`{data['command']}` on {env['date'][:10]} at commit `{env['commit'][:7]}`, on {env['cpu']['model']} "
         f"({env['cpu']['usable_cpus']} CPUs), in {data['seconds']:.0f} s.",
     ]
     return "\n".join(rows)
 
 
-def parity_not_run(data: dict) -> str:
-    missing = [c for c in data["comparisons"] if c["result"] == "not run"]
-    if not missing:
-        return "Every comparison ran."
-    rows = ["| preset | pair | precision | check | why it did not run |", "|---|---|---|---|---|"]
-    for c in missing:
+def parity_failures(data: dict) -> str:
+    """The comparisons that failed, each with its worst tensor or, for a check that raised, the error."""
+    failed = [c for c in data["comparisons"] if c["result"] == "FAIL"]
+    if not failed:
+        return "None: every judged comparison passed."
+    rows = ["| preset | pair | precision | check | worst tensor or error |", "|---|---|---|---|---|"]
+    for c in failed:
         rows.append(
             f"| {c['preset']} | {c['pair'][0]} vs {c['pair'][1]} | {c['precision']} | {c['check']} | {c['worst']} |"
         )
@@ -143,7 +146,7 @@ def fragments(generated: Path) -> dict[str, str]:
     fd_time_chart(runs, generated / "fd-time.svg")
     return {
         "parity-summary.md.inc": parity_summary(parity),
-        "parity-not-run.md.inc": parity_not_run(parity),
+        "parity-failures.md.inc": parity_failures(parity),
         "quality-fd.md.inc": fd_table(runs),
         "quality-time.md.inc": time_to_fd(runs),
     }
