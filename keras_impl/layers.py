@@ -1,6 +1,6 @@
 """Keras layers that the models need and Keras 3.15.1 does not provide as such.
 
-The parity suite holds every build to PyTorch's numbers, in float64 within 1e-9, and three
+The parity suite holds every build to PyTorch's numbers, in float64 within 1e-9, and four
 kinds of difference in Keras's own layers stand in the way; each class below removes one:
 
 * conventions: Keras's BatchNormalization keeps the biased batch variance as its moving
@@ -17,7 +17,9 @@ kinds of difference in Keras's own layers stand in the way; each class below rem
   layout whose weight gradient it refuses for a convolution with one output channel (`Conv2D`).
 
 Each is a subclass of the Keras layer it replaces, with the same weights and arguments, so a
-model saved with them holds Keras's own variables. Revisit them with each Keras release.
+model saved with them holds Keras's own variables. Revisit them with each Keras release
+(and `Conv2D` with each PyTorch release: tests/parity/test_keras_conv2d.py says when it is no
+longer needed).
 """
 
 from __future__ import annotations
