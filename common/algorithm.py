@@ -25,6 +25,32 @@ that made fake_{k-1}, not a second time.
 Reported per iteration (as the PyTorch tutorial prints them), from the last D update and
 the G update: loss_D, loss_G, D_x = mean sigmoid(D(reals)), D_G_z1 = mean sigmoid(D(fake))
 before the D update, D_G_z2 = mean sigmoid(D(fake_G)) after it.
+
+The averaged generator (optim.ema = d > 0): an exponential moving average of G's weights,
+kept beside G as a second generator of the same layers, `ema_generator` (EMA_GENERATOR),
+as Yazıcı et al. define it ("The Unusual Effectiveness of Averaging in GAN Training",
+ICLR 2019)::
+
+    ema_generator <- G                                   # before the first iteration: G's initial weights
+    after each iteration's G update:
+        ema.p       <- d·ema.p + (1 - d)·G.p             # every parameter: weights, biases, BN scale and offset
+        ema.running <- G.running                         # BN running mean and variance: copied
+
+It trains nothing and is never run in train mode: it is what samples, the loop's grids and
+its `--eval-every` scores draw from (in eval mode, normalising with the copied statistics)
+when a run keeps one; `--generator raw` draws from G instead. Choices, and why:
+
+* BN's running statistics are G's, copied after each update, as StyleGAN2-ADA's training
+  loop copies G's buffers into G_ema (Karras et al. 2020, training/training_loop.py):
+  statistics averaged over iterations would describe activations that no set of weights
+  produced. (BigGAN's `ema` averages them with the weights; Brock et al. 2019.)
+* No warm-up: the average starts from G's initial weights, as Yazıcı et al.'s does, rather
+  than from a later iteration (BigGAN's `start_itr`) or with a decay ramped up from 0
+  (StyleGAN2-ADA's `ema_rampup`). After t iterations the initial weights still weigh d^t:
+  0.37 after 1000 iterations at d = 0.999, so a short run wants a smaller d.
+* d and 1 - d are Python floats (double precision), each rounded once to the parameters'
+  dtype; the update is two multiplications and an addition, in that order, on every
+  backend, so that in float64 the backends agree to rounding (common/parity/).
 """
 
 from __future__ import annotations
@@ -36,6 +62,11 @@ import numpy as np
 from common.config import Config
 
 METRICS = ("loss_D", "loss_G", "D_x", "D_G_z1", "D_G_z2")
+# The averaged generator's one name: each trainer's attribute (None where the run keeps none),
+# each step.py's `update_ema` argument, and its canonical keys' role (common/canonical.py).
+EMA_GENERATOR = "ema_generator"
+# Which generator draws samples and is scored (--generator): its moving average, or G itself.
+GENERATORS = ("ema", "raw")
 
 # Distinct random streams under the run's seed; each draw is a pure function of
 # (seed, stream, step), so a resumed run draws what an uninterrupted one would.

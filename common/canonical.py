@@ -16,11 +16,16 @@ Keys, with the spec's layer names (common/spec.py)::
     g_optimizer.exp_avg.convt1.weight    Adam's first moment of that parameter, the parameter's layout
     g_optimizer.exp_avg_sq.convt1.weight Adam's second moment (PyTorch's form: eps added after bias correction)
     d_optimizer.*                        the same for D's Adam
+    ema_generator.convt1.weight ...      optional (optim.ema > 0): G's moving average, every tensor G
+                                         has, its BN running statistics G's own (common/algorithm.py)
     rng.<framework>.*                    optional: a framework's own random state (dropout streams),
                                          which only that framework reads back; others start afresh
 
 Layouts are PyTorch's (LAYOUTS). A file may hold the networks only (a converted
 pytorch/examples model): optimizer keys are then absent and an import starts Adam afresh.
+The averaged generator's keys are all there or none (`has_ema`): a run that keeps no average,
+and every file written before there was one, holds none, and a trainer that keeps one and
+imports such a file starts the average from the imported G.
 
 Every tensor is float32 but Adam's step counts, int64 (DTYPES): training stores float32 on
 every precision `dcgan train` offers (common/precision.py). Values are held to what training
@@ -44,6 +49,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.algorithm import EMA_GENERATOR
 from common.config import Config
 from common.errors import ConfigError
 from common.spec import Layer, NetworkSpec, discriminator_spec, generator_spec
@@ -66,13 +72,16 @@ ROLES = ("generator", "discriminator")
 OPTIMIZERS = {"generator": "g_optimizer", "discriminator": "d_optimizer"}
 MOMENTS = ("exp_avg", "exp_avg_sq")
 BN_BUFFERS = ("running_mean", "running_var")
+EMA = EMA_GENERATOR  # the role of G's moving average: its keys are ema_generator.<layer>.<name>
 
 
 @dataclass(frozen=True)
 class Entry:
     """One canonical tensor of a network: where it lives and what shape it has."""
 
-    role: str  # "generator" | "discriminator" | "features" (`dcgan eval`'s network, common/quality/network.py)
+    # "generator" | "discriminator" | "ema_generator" (G's moving average) | "features" (`dcgan
+    # eval`'s network, common/quality/network.py)
+    role: str
     layer: Layer
     name: str  # "weight" | "bias" | "running_mean" | "running_var"
 
@@ -120,6 +129,23 @@ def network_entries(role: str, spec: NetworkSpec) -> list[Entry]:
     return found
 
 
+def ema_entries(config: Config) -> list[Entry]:
+    """Every canonical tensor of the averaged generator (optim.ema > 0): G's, under EMA."""
+    return network_entries(EMA, generator_spec(config.model))
+
+
+def has_ema(arrays: dict[str, np.ndarray]) -> bool:
+    """Whether a state holds an averaged generator (then `validate` asks for all its keys)."""
+    return any(key.startswith(EMA + ".") for key in arrays)
+
+
+def ema_arrays(arrays: dict[str, np.ndarray], config: Config) -> dict[str, np.ndarray]:
+    """What a trainer that keeps the average loads into it: the state's own ema_generator
+    tensors, or, from a state that holds none, G's (the average starts from the loaded G)."""
+    own = has_ema(arrays)
+    return {e.key: arrays[e.key if own else e.key.replace(EMA, "generator", 1)] for e in ema_entries(config)}
+
+
 def parameters(config: Config, role: str) -> list[Entry]:
     """The trainable tensors of one network, in the order its optimizer holds them."""
     return [e for e in entries(config, role) if e.trainable]
@@ -137,8 +163,8 @@ def has_optimizer(arrays: dict[str, np.ndarray]) -> bool:
     return all(step_key(role) in arrays for role in ROLES)
 
 
-def expected_shapes(config: Config, with_optimizer: bool = True) -> dict[str, tuple[int, ...]]:
-    shapes = {e.key: e.shape for e in entries(config)}
+def expected_shapes(config: Config, with_optimizer: bool = True, with_ema: bool = False) -> dict[str, tuple[int, ...]]:
+    shapes = {e.key: e.shape for e in entries(config) + (ema_entries(config) if with_ema else [])}
     if with_optimizer:
         for role in ROLES:
             shapes[step_key(role)] = ()
@@ -151,7 +177,7 @@ def validate(arrays: dict[str, np.ndarray], config: Config, source: str = "--che
     """Raises a ConfigError naming the first missing or misshapen tensor, the unknown keys,
     or the first tensor of the wrong dtype or holding values no saved state holds (see the
     module's docstring), saying what it holds."""
-    expected = expected_shapes(config, with_optimizer=has_optimizer(arrays))
+    expected = expected_shapes(config, with_optimizer=has_optimizer(arrays), with_ema=has_ema(arrays))
     for key, shape in expected.items():
         if key not in arrays:
             raise ConfigError(

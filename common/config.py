@@ -105,6 +105,9 @@ class OptimConfig:
     real_label: float = 1.0  # target for real images; 0.9 is one-sided label smoothing
     loss: str = "non_saturating"  # BCE on logits; G maximises log D(G(z))
     g_fake_batch: str = "reuse"  # G update reuses the D step's fakes ("reuse") or draws new noise ("fresh")
+    # The decay of G's exponential moving average (Yazıcı et al. 2019), kept beside G and used
+    # for samples and scores (common/algorithm.py); 0 keeps none. 0.999 averages ~1000 iterations.
+    ema: float = 0.0
     # A run that diverges (NaN/Inf) goes back to its last checkpoint with both learning rates
     # halved, at most this many times, before it stops; 0 stops at once (common/bookkeeping.py).
     divergence_rollbacks: int = 0
@@ -180,6 +183,9 @@ def validate(config: Config) -> Config:
     _in_range("optim.real_label", o.real_label, 0.5, 1.0, "a number in (0.5, 1]", lo_open=True)
     _one_of("optim.loss", o.loss, LOSSES)
     _one_of("optim.g_fake_batch", o.g_fake_batch, G_FAKE_BATCH)
+    _in_range(
+        "optim.ema", o.ema, 0.0, 1.0, "a number in [0, 1): the decay of G's moving average, 0 for none", hi_open=True
+    )
     _int("optim.divergence_rollbacks", o.divergence_rollbacks)
     if o.divergence_rollbacks < 0:
         raise ConfigError("optim.divergence_rollbacks", o.divergence_rollbacks, "a whole number >= 0 (0: stop at once)")

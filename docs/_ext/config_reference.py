@@ -441,6 +441,13 @@ class CheckpointKeys(SphinxDirective):
                 key = f"{optimizer}.{moment}.LAYER.NAME"
                 what = f"Adam's {'first' if moment == 'exp_avg' else 'second'} moment of `{role}.LAYER.NAME`"
                 rows.append([_cell(_code(key)), _cell(nodes.Text("its parameter's")), _cell(*_inline(what))])
+        what = (
+            "optional (`optim.ema` > 0): the moving average of `generator.LAYER.NAME`, its layout; "
+            "BN running statistics are G's own"
+        )
+        rows.append(
+            [_cell(_code(f"{canonical.EMA}.LAYER.NAME")), _cell(nodes.Text("its tensor's")), _cell(*_inline(what))]
+        )
         return [_table(["key", "shape", "layout"], rows, [38, 22, 40], "checkpoint-keys")]
 
 
