@@ -19,6 +19,9 @@ import numpy as np
 class Trainer(ABC):
     generator: Any  # the framework's models, as `Backend.build` made them
     discriminator: Any
+    # G's moving average (common/algorithm.py), the framework's generator of G's layers, where
+    # optim.ema > 0; None where the run keeps none.
+    ema_generator: Any = None
     writer: bool = True  # whether this process writes the run's files (with a process per device: process 0)
 
     def train_step(self, reals: np.ndarray, z_d: np.ndarray, z_g: np.ndarray | None) -> dict[str, Any]:
@@ -57,8 +60,10 @@ class Trainer(ABC):
         metrics): what a timer must do before it reads the clock."""
 
     @abstractmethod
-    def sample(self, z: np.ndarray) -> np.ndarray:
-        """G in eval mode on z (n, latent): images (n, C, H, W) float32 in [-1, 1]."""
+    def sample(self, z: np.ndarray, averaged: bool = False) -> np.ndarray:
+        """G in eval mode on z (n, latent), or with `averaged` its moving average
+        (`ema_generator`, which the caller has checked exists): images (n, C, H, W) float32
+        in [-1, 1]."""
 
     @abstractmethod
     def gradients(self, real: np.ndarray, z: np.ndarray) -> dict[str, np.ndarray]:
@@ -73,11 +78,13 @@ class Trainer(ABC):
     @abstractmethod
     def state_dict(self) -> dict[str, np.ndarray]:
         """The canonical state: everything a resumed run needs to continue exactly (weights,
-        BN statistics, Adam's moments and step counts), plus the framework's own RNG state
-        under rng.<framework>.*, so a resume on the same backend is bit-identical."""
+        BN statistics, Adam's moments and step counts, G's moving average where kept), plus
+        the framework's own RNG state under rng.<framework>.*, so a resume on the same
+        backend is bit-identical."""
 
     @abstractmethod
     def load_state_dict(self, arrays: dict[str, np.ndarray]) -> None:
         """Loads a canonical state written by any backend (validated by the caller against the
-        config). Without optimizer keys Adam starts afresh; a framework's RNG state is read
-        only by that framework."""
+        config). Without optimizer keys Adam starts afresh; without ema_generator keys a
+        trainer that keeps the average starts it from the loaded G, and one that keeps none
+        ignores them; a framework's RNG state is read only by that framework."""

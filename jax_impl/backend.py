@@ -123,6 +123,11 @@ class Trainer(trainer.Trainer):
         o = config.optim
         self.config, self.dtype, self.mesh = config, dtype, mesh
         self.generator, self.discriminator = generator, discriminator
+        # G's moving average (common/algorithm.py): a copy of G, in eval mode, that no
+        # optimizer sees; train_step updates it after each G update.
+        self.ema_generator = nnx.clone(generator) if o.ema else None
+        if self.ema_generator is not None:
+            self.ema_generator.eval()
         adam = dict(b1=o.beta1, b2=o.beta2, eps=o.eps)
         self.g_optimizer = nnx.Optimizer(generator, optax.adam(o.lr_g, **adam), wrt=nnx.Param)
         self.d_optimizer = nnx.Optimizer(discriminator, optax.adam(o.lr_d, **adam), wrt=nnx.Param)
@@ -146,7 +151,8 @@ class Trainer(trainer.Trainer):
         updated state comes out replicated again."""
         if self.mesh is not None:
             replicated = NamedSharding(self.mesh, PartitionSpec())
-            for module in (self.generator, self.discriminator, self.g_optimizer, self.d_optimizer):
+            modules = (self.generator, self.discriminator, self.g_optimizer, self.d_optimizer, self.ema_generator)
+            for module in (m for m in modules if m is not None):
                 nnx.update(module, jax.tree.map(lambda x: global_array(x, replicated), nnx.state(module)))
 
     def _array(self, array: np.ndarray | None, images: bool = False, batch_axis: int | None = None):
@@ -169,16 +175,23 @@ class Trainer(trainer.Trainer):
 
     def step(self, batch: tuple) -> dict[str, jax.Array]:
         return train_step(
-            self.generator, self.discriminator, self.g_optimizer, self.d_optimizer, *batch, self.config.optim.real_label
+            self.generator,
+            self.discriminator,
+            self.g_optimizer,
+            self.d_optimizer,
+            *batch,
+            self.config.optim.real_label,
+            self.ema_generator,
+            ema_decay=self.config.optim.ema,
         )
 
     def synchronize(self, outputs) -> None:
         jax.block_until_ready(outputs)
 
-    def sample(self, z: np.ndarray) -> np.ndarray:
-        """G in eval mode; with several processes, this process's copy on its first device, so
-        that process 0 samples alone."""
-        generator = self.generator
+    def sample(self, z: np.ndarray, averaged: bool = False) -> np.ndarray:
+        """G (or its moving average) in eval mode; with several processes, this process's copy
+        on its first device, so that process 0 samples alone."""
+        generator = self.ema_generator if averaged else self.generator
         if jax.process_count() > 1:
             graph, state = nnx.split(generator)
             generator = nnx.merge(graph, jax.tree.map(local_copy, state))
@@ -186,7 +199,8 @@ class Trainer(trainer.Trainer):
         try:
             return nhwc_to_nchw(np.asarray(generator(self._array(z)))).astype(np.float32)
         finally:
-            generator.train()
+            if not averaged:  # the average stays in eval mode
+                generator.train()
 
     def gradients(self, real: np.ndarray, z: np.ndarray) -> dict[str, np.ndarray]:
         """See common/trainer.py: canonical gradients of loss_D (D's) and loss_G (G's)."""
@@ -247,6 +261,10 @@ class Trainer(trainer.Trainer):
                 if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
                     value = jax.random.key_data(value)  # a typed key has no numpy form; its raw bits do
                 arrays[_rng_key(role, path)] = np.asarray(value)
+        if self.ema_generator is not None:
+            for e in canonical.ema_entries(self.config):
+                value = local_copy(_variable(self.ema_generator, e)[...])
+                arrays[e.key] = to_canonical(e.layer.kind, e.name, value)
         return arrays
 
     def load_state_dict(self, arrays: dict[str, np.ndarray]) -> None:
@@ -282,6 +300,11 @@ class Trainer(trainer.Trainer):
                 restored.append((path, value))
             if restored:
                 nnx.update(network, nnx.from_flat_state(restored))
+        if self.ema_generator is not None:
+            averaged = canonical.ema_arrays(arrays, self.config)
+            for e in canonical.ema_entries(self.config):
+                variable = _variable(self.ema_generator, e)
+                variable[...] = from_canonical(e.layer.kind, e.name, averaged[e.key], variable[...])
         self._replicate()
 
 

@@ -4,10 +4,15 @@ function as pytorch_impl/step.py writes it.
 The whole iteration is one `nnx.jit` program; its k-loop unrolls at trace time (k is the
 static leading dimension of `reals`), and `z_g is None` is part of the argument structure,
 so "reuse" and "fresh" each compile once. Metrics are returned as jax scalars, so the step
-itself never waits on the host.
+itself never waits on the host. G's moving average, where the run keeps one, is part of the
+step's state and is updated inside the same program; its decay is static, so that 1 - decay
+is computed in Python (double precision) as on the other backends, not in the parameters'
+dtype.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -85,7 +90,18 @@ def g_step(
     return loss_G, D_G_z2
 
 
-@nnx.jit
+def update_ema(ema_generator: Generator, generator: Generator, decay: float) -> None:
+    """common/algorithm.py's average after a G update: each parameter decay·ema + (1 - decay)·G,
+    two products and a sum as every backend computes it; BN's running statistics copied from G."""
+    averaged = jax.tree.map(
+        lambda ema, current: decay * ema + (1 - decay) * current,
+        nnx.state(ema_generator, nnx.Param),
+        nnx.state(generator, nnx.Param),
+    )
+    nnx.update(ema_generator, averaged, nnx.state(generator, nnx.BatchStat))
+
+
+@functools.partial(nnx.jit, static_argnames="ema_decay")
 def train_step(
     generator: Generator,
     discriminator: Discriminator,
@@ -95,6 +111,8 @@ def train_step(
     z_d: jax.Array,  # (k, N, latent)
     z_g: jax.Array | None,  # (N, latent), or None to reuse the last D step's fakes
     real_label: float,
+    ema_generator: Generator | None = None,  # G's moving average, where the run keeps one
+    ema_decay: float = 0.0,
 ) -> dict[str, jax.Array]:
     k = reals.shape[0]
     for j in range(k):
@@ -106,4 +124,6 @@ def train_step(
     if z_g is not None:
         fake, pullback = generate(generator, z_g)
     loss_G, D_G_z2 = g_step(generator, discriminator, g_optimizer, fake, pullback)
+    if ema_generator is not None:
+        update_ema(ema_generator, generator, ema_decay)
     return {"loss_D": loss_D, "loss_G": loss_G, "D_x": D_x, "D_G_z1": D_G_z1, "D_G_z2": D_G_z2}

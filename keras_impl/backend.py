@@ -93,13 +93,24 @@ class Backend:
         # asked for), jax.jit on JAX; on torch it runs eagerly.
         jit_compile = {"tensorflow": self.compile == "xla", "jax": True, "torch": False}[keras.backend.backend()]
         with self._scope():
+            generator, discriminator = self.build(config)
             return Trainer(
                 config,
-                *self.build(config),
+                generator,
+                discriminator,
                 jit_compile=jit_compile,
                 batch_first=self.devices > 1 and self.strategy is None,
                 strategy=self.strategy,
+                ema_generator=self._ema_generator(config, generator) if config.optim.ema else None,
             )
+
+    def _ema_generator(self, config: Config, generator: Generator) -> Generator:
+        """G's moving average (common/algorithm.py): a second Generator holding G's weights,
+        made where G is, in the strategy's scope (by `trainer`), so its variables are mirrored too."""
+        averaged = Generator(config.model, seed=network_seeds(config)[0])
+        for target, source in zip(averaged.weights, generator.weights, strict=True):
+            target.assign(np.array(keras.ops.convert_to_numpy(source)))  # a copy: on JAX, no buffer shared with G's
+        return averaged
 
     def _scope(self):
         """The MirroredStrategy's scope, where variables are created mirrored; else nothing."""
@@ -144,12 +155,13 @@ class Trainer(trainer.Trainer):
         jit_compile: bool = True,
         batch_first: bool = False,
         strategy=None,
+        ema_generator: Generator | None = None,
     ):
         o = config.optim
         self.config, self.batch_first, self.strategy = config, batch_first, strategy
-        self.generator, self.discriminator = generator, discriminator
+        self.generator, self.discriminator, self.ema_generator = generator, discriminator, ema_generator
         adam = dict(beta_1=o.beta1, beta_2=o.beta2, epsilon=o.eps)
-        self.gan = GAN(generator, discriminator, config, batch_first=batch_first)
+        self.gan = GAN(generator, discriminator, config, batch_first=batch_first, ema_generator=ema_generator)
         self.gan.compile(d_optimizer=Adam(o.lr_d, **adam), g_optimizer=Adam(o.lr_g, **adam), jit_compile=jit_compile)
         self.optimizers = {"generator": self.gan.g_optimizer, "discriminator": self.gan.d_optimizer}
 
@@ -172,8 +184,9 @@ class Trainer(trainer.Trainer):
     def synchronize(self, outputs) -> None:
         """Nothing to wait for: train_on_batch has read its metrics back to the host."""
 
-    def sample(self, z: np.ndarray) -> np.ndarray:
-        images = self.generator(keras.ops.convert_to_tensor(self._array(z)), training=False)
+    def sample(self, z: np.ndarray, averaged: bool = False) -> np.ndarray:
+        generator = self.ema_generator if averaged else self.generator
+        images = generator(keras.ops.convert_to_tensor(self._array(z)), training=False)
         return nhwc_to_nchw(keras.ops.convert_to_numpy(images)).astype(np.float32)
 
     def gradients(self, real: np.ndarray, z: np.ndarray) -> dict[str, np.ndarray]:
@@ -228,7 +241,8 @@ class Trainer(trainer.Trainer):
         """Canonical key -> (spec layer kind, canonical name, the Keras variable holding it)."""
         network = getattr(self, role)
         found = {}
-        for entry in canonical.entries(self.config, role):
+        entries = canonical.ema_entries(self.config) if role == canonical.EMA else canonical.entries(self.config, role)
+        for entry in entries:
             layer = network.weighted_layer(entry.layer.name)
             variables = {v.name: v for v in layer.variables}
             found[entry.key] = (entry.layer.kind, entry.name, variables[native_name(entry.layer.kind, entry.name)])
@@ -257,6 +271,9 @@ class Trainer(trainer.Trainer):
                 kind, name, variable = tensors[entry.key]
                 for moment, value in zip(canonical.MOMENTS, optimizer.moments(variable)):
                     arrays[canonical.moment_key(role, moment, entry)] = to_canonical(kind, name, value)
+        if self.ema_generator is not None:
+            for key, (kind, name, variable) in self._tensors(canonical.EMA).items():
+                arrays[key] = to_canonical(kind, name, variable)
         arrays.update({key: np.array(keras.ops.convert_to_numpy(v)) for key, v in self._rng_variables().items()})
         return arrays
 
@@ -274,6 +291,10 @@ class Trainer(trainer.Trainer):
                 kind, name, variable = tensors[entry.key]
                 for moment, target in zip(canonical.MOMENTS, optimizer.moments(variable)):
                     target.assign(from_canonical(kind, name, arrays[canonical.moment_key(role, moment, entry)], target))
+        if self.ema_generator is not None:
+            averaged = canonical.ema_arrays(arrays, self.config)
+            for key, (kind, name, variable) in self._tensors(canonical.EMA).items():
+                variable.assign(from_canonical(kind, name, averaged[key], variable))
         for key, variable in self._rng_variables().items():
             if key in arrays:
                 variable.assign(arrays[key])

@@ -79,6 +79,26 @@ def replica() -> tuple[int, Any]:
     return context.num_replicas_in_sync, context.replica_id_in_sync_group
 
 
+def assign(variables, values) -> None:
+    """Each variable set to its value. In a tf.distribute strategy's replica context, through
+    the strategy: each replica's copy is set to that replica's value (`extended.update` in a
+    merge_call, as Keras's TensorFlow optimizer applies its updates), since a mirrored variable
+    that aggregates nothing refuses a plain assignment there. Callers compute the same values
+    on every replica, so the copies stay equal."""
+    replicas, _ = replica()
+    if replicas == 1:
+        for variable, value in zip(variables, values, strict=True):
+            variable.assign(value)
+        return
+    import tensorflow as tf
+
+    def update(strategy, values):
+        for variable, value in zip(variables, values, strict=True):
+            strategy.extended.update(variable.value, lambda copy, new: copy.assign(new), args=(value,), group=False)
+
+    tf.distribute.get_replica_context().merge_call(update, args=(list(values),))
+
+
 def all_sum(x):
     """x summed over the replicas (tf.distribute.ReplicaContext.all_reduce), in replica context;
     every replica gets the same sum."""

@@ -42,10 +42,22 @@ class GAN(keras.Model):
     """
 
     def __init__(
-        self, generator: keras.Model, discriminator: keras.Model, config: Config, batch_first: bool = False, **kwargs
+        self,
+        generator: keras.Model,
+        discriminator: keras.Model,
+        config: Config,
+        batch_first: bool = False,
+        ema_generator: keras.Model | None = None,
+        **kwargs,
     ):
         super().__init__(**kwargs)
         self.generator, self.discriminator = generator, discriminator
+        # G's moving average (common/algorithm.py), where the run keeps one: not trainable, so
+        # its weights are among the GAN's non-trainable variables, the state Keras's JAX trainer
+        # carries through its jitted step, and the step updates them after each G update.
+        self.ema_generator = ema_generator
+        if ema_generator is not None:
+            ema_generator.trainable = False
         self.config = config
         # Under keras.distribution.DataParallel, which splits axis 0 of every input, the loop's
         # tuple comes batch first: reals (N, k, H, W, C), z_d (N, k, latent).
@@ -95,6 +107,8 @@ class GAN(keras.Model):
             self.d_optimizer,
             *self._batch(data),
             self.config.optim.real_label,
+            self.ema_generator,
+            self.config.optim.ema,
         )
         for tracker in self.trackers:
             tracker.update_state(metrics[tracker.name])

@@ -122,6 +122,21 @@ def g_step(generator: keras.Model, discriminator: keras.Model, g_optimizer, z):
     return loss_G, D_G_z2
 
 
+def update_ema(ema_generator: keras.Model, generator: keras.Model, decay: float) -> None:
+    """common/algorithm.py's average after a G update: each trainable weight decay·ema +
+    (1 - decay)·G, two products and a sum as every backend computes it (decay and 1 - decay
+    converted from Python floats, not cast through float32); BN's moving statistics copied
+    from G. The two models are built from one spec, so their weights pair up in order."""
+    new_values = []
+    for averaged, current in zip(ema_generator.weights, generator.weights, strict=True):
+        if current.trainable:
+            d, rest = (ops.convert_to_tensor(w, averaged.dtype) for w in (decay, 1 - decay))
+            new_values.append(ops.add(ops.multiply(averaged, d), ops.multiply(current, rest)))
+        else:
+            new_values.append(ops.convert_to_tensor(current))
+    distributed.assign(ema_generator.weights, new_values)
+
+
 def train_step(
     generator: keras.Model,
     discriminator: keras.Model,
@@ -131,10 +146,14 @@ def train_step(
     z_d,  # (k, N, latent)
     z_g,  # (N, latent), or None to reuse the last D step's fakes
     real_label: float,
+    ema_generator: keras.Model | None = None,  # G's moving average, where the run keeps one
+    ema_decay: float = 0.0,
 ) -> dict:
     k = reals.shape[0]
     for j in range(k):
         keep_fake = z_g is None and j == k - 1
         loss_D, D_x, D_G_z1 = d_step(generator, discriminator, d_optimizer, reals[j], z_d[j], real_label, keep_fake)
     loss_G, D_G_z2 = g_step(generator, discriminator, g_optimizer, z_d[k - 1] if z_g is None else z_g)
+    if ema_generator is not None:
+        update_ema(ema_generator, generator, ema_decay)
     return {"loss_D": loss_D, "loss_G": loss_G, "D_x": D_x, "D_G_z1": D_G_z1, "D_G_z2": D_G_z2}

@@ -9,6 +9,7 @@ float32 losses; batches are moved to the device once by `prepare`.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 
 import numpy as np
@@ -102,6 +103,9 @@ class Trainer(trainer.Trainer):
         self.memory_format = torch.contiguous_format if self.dtype == torch.float64 else torch.channels_last
         self.generator = generator.to(device, memory_format=self.memory_format)
         self.discriminator = discriminator.to(device, memory_format=self.memory_format)
+        # G's moving average (common/algorithm.py): a copy of G that no optimizer sees, always
+        # in eval mode, updated by train_step after each G update.
+        self.ema_generator = copy.deepcopy(self.generator).requires_grad_(False).eval() if o.ema else None
         adam = dict(betas=(o.beta1, o.beta2), eps=o.eps)
         self.g_optimizer = torch.optim.Adam(self.generator.parameters(), lr=o.lr_g, **adam)
         self.d_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=o.lr_d, **adam)
@@ -141,6 +145,8 @@ class Trainer(trainer.Trainer):
             *batch,
             self.config.optim.real_label,
             autocast=self.autocast,
+            ema_generator=self.ema_generator,
+            ema_decay=self.config.optim.ema,
         )
 
     def synchronize(self, outputs) -> None:
@@ -148,13 +154,15 @@ class Trainer(trainer.Trainer):
             torch.cuda.synchronize(self.device)
 
     @torch.no_grad()
-    def sample(self, z: np.ndarray) -> np.ndarray:
-        self.generator.eval()
+    def sample(self, z: np.ndarray, averaged: bool = False) -> np.ndarray:
+        generator = self.ema_generator if averaged else self.generator
+        training = generator.training
+        generator.eval()
         try:
             with self.autocast():
-                return self.generator(self._tensor(z)).float().cpu().numpy()
+                return generator(self._tensor(z)).float().cpu().numpy()
         finally:
-            self.generator.train()
+            generator.train(training)
 
     def gradients(self, real: np.ndarray, z: np.ndarray) -> dict[str, np.ndarray]:
         """d loss_D / d D's parameters (on `real` and G(z), detached) and d loss_G / d G's
@@ -204,6 +212,10 @@ class Trainer(trainer.Trainer):
                     value = to_canonical(e.layer.kind, e.name, state[moment]) if state else np.zeros_like(arrays[e.key])
                     arrays[canonical.moment_key(role, moment, e)] = value
             arrays[canonical.step_key(role)] = np.array(step, dtype=np.int64)
+        if self.ema_generator is not None:
+            tensors = self.ema_generator.state_dict()
+            for e in canonical.ema_entries(self.config):
+                arrays[e.key] = to_canonical(e.layer.kind, e.name, tensors[_attribute(e)])
         arrays["rng.torch"] = torch.get_rng_state().numpy()
         return arrays
 
@@ -230,6 +242,11 @@ class Trainer(trainer.Trainer):
                             for moment in canonical.MOMENTS
                         },
                     }
+        if self.ema_generator is not None:
+            tensors, averaged = self.ema_generator.state_dict(), canonical.ema_arrays(arrays, self.config)
+            for e in canonical.ema_entries(self.config):
+                target = tensors[_attribute(e)]
+                target.copy_(from_canonical(e.layer.kind, e.name, averaged[e.key], target))
         if "rng.torch" in arrays:
             torch.set_rng_state(torch.from_numpy(arrays["rng.torch"].copy()))
 
@@ -273,8 +290,11 @@ class DistributedTrainer(Trainer):
 
     @torch.no_grad()
     def _average_buffers(self) -> None:
-        """Running statistics: the mean over devices (num_batches_tracked is equal everywhere)."""
-        for network in (self.generator, self.discriminator):
+        """Running statistics: the mean over devices (num_batches_tracked is equal everywhere).
+        The average's, copied from G's in the step, are averaged alike, so they stay G's."""
+        for network in (self.generator, self.discriminator, self.ema_generator):
+            if network is None:
+                continue
             for buffer in network.buffers():
                 if buffer.is_floating_point():
                     dist.all_reduce(buffer, op=dist.ReduceOp.SUM)

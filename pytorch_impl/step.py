@@ -87,6 +87,8 @@ def train_step(
     z_g: torch.Tensor | None,  # (N, latent), or None to reuse the last D step's fakes
     real_label: float,
     autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+    ema_generator: nn.Module | None = None,  # G's moving average, where the run keeps one
+    ema_decay: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     k = reals.shape[0]
     for j in range(k):
@@ -98,6 +100,8 @@ def train_step(
         with autocast():
             fake = generator(z_g)
     loss_G, D_G_z2 = g_step(discriminator, g_optimizer, fake, autocast)
+    if ema_generator is not None:
+        update_ema(ema_generator, generator, ema_decay)
     return {
         "loss_D": loss_D.detach(),
         "loss_G": loss_G.detach(),
@@ -105,3 +109,15 @@ def train_step(
         "D_G_z1": D_G_z1.detach(),
         "D_G_z2": D_G_z2.detach(),
     }
+
+
+@torch.no_grad()
+def update_ema(ema_generator: nn.Module, generator: nn.Module, decay: float) -> None:
+    """common/algorithm.py's average after a G update, in place: each parameter
+    decay·ema + (1 - decay)·G, two products and a sum as every backend computes it; every
+    buffer (BN's running statistics, and its batch count) copied from G. `generator` may be
+    wrapped (torch.compile, DDP): both list the same tensors in the same order."""
+    for averaged, current in zip(ema_generator.parameters(), generator.parameters(), strict=True):
+        averaged.mul_(decay).add_(current * (1 - decay))
+    for averaged, current in zip(ema_generator.buffers(), generator.buffers(), strict=True):
+        averaged.copy_(current)

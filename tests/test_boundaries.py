@@ -77,12 +77,13 @@ def test_packages_import_only_their_own_framework(package):
 SAME_NAMES = {
     "models": {"Generator", "Discriminator", "Network"},
     "backend": {"Backend", "Trainer"},
-    "step": {"train_step", "d_step", "g_step", "d_loss", "g_loss"},
+    "step": {"train_step", "d_step", "g_step", "d_loss", "g_loss", "update_ema"},
     "layout": {"native_name", "to_canonical", "from_canonical"},
     "distributed": set(),  # --devices N: each framework's own engine, so no name is shared but the module's
     "features": {"load", "features_and_logits"},  # `dcgan eval`'s feature network (common/quality/network.py)
 }
 SAME_SIGNATURES = {
+    "step": {"update_ema"},  # G's moving average (common/algorithm.py): (ema_generator, generator, decay)
     "layout": {"native_name", "to_canonical", "from_canonical"},
     "features": {"load", "features_and_logits"},
 }
