@@ -22,6 +22,7 @@ from common.algorithm import fixed_noise
 from common.config import Config, apply_overrides, validate
 from common.errors import ConfigError, RunStopped, os_error
 from common.rundir import RunDir, RunStart
+from common.sample import generator_name
 from common.tensorboard import TensorBoard
 from common.trainer import Trainer
 from common.watch import Diverged, Watch, check_finite, check_finite_state
@@ -85,6 +86,8 @@ class Bookkeeping:
         self.board = TensorBoard(self.run.path / "tensorboard") if tensorboard else None
         self.files = ExitStack()
         self.log = self.files.enter_context(self.run.metrics_log() if self.writer else _no_log())
+        if self.trainer.ema_generator is not None and self.writer:
+            self.bar.write(f"sample grids and --eval-every scores: {generator_name(self.config, averaged=True)}")
         return self
 
     def _open(self) -> tuple[int, float]:
@@ -174,7 +177,7 @@ class Bookkeeping:
             self.board.scalars(self.step, {k: v for k, v in record.items() if k != "step"})
         self._show(record)
         if self.writer and self._due(self.sample_every):
-            grid = self.trainer.sample(self.fixed)
+            grid = self.trainer.sample(self.fixed, averaged=self.trainer.ema_generator is not None)
             self.run.save_sample(self.step, grid)
             if self.board is not None:
                 self.board.images(self.step, "samples", grid)

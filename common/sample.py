@@ -2,6 +2,11 @@
 
 The grid shows at most the first GRID_MAX images (16 x 16), so that it stays legible: 10,000
 28x28 images would be one 6004 x 6004 PNG. `--npz` holds every image drawn.
+
+Which generator draws (`--generator`, GENERATORS): G's moving average where the run kept one
+(optim.ema > 0, common/algorithm.py), since that is what averaging is for; else G. `raw`
+draws from G itself, to compare the two; `ema` from a checkpoint without an average is
+refused. `dcgan eval` and the training loop's grids and scores choose alike.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.algorithm import latent
+from common.algorithm import GENERATORS, latent
 from common.backends import BACKENDS, load_backend
 from common.checkpoint import replacing
 from common.config import Config
@@ -30,9 +35,32 @@ def source_backend(metadata: dict[str, str]) -> str:
     return metadata["backend"] if metadata.get("backend") in BACKENDS else "torch"
 
 
-def generate(trainer, z: np.ndarray) -> np.ndarray:
-    """G's images of the latent vectors z, in eval mode, SAMPLE_BATCH at a time."""
-    return np.concatenate([trainer.sample(z[i : i + SAMPLE_BATCH]) for i in range(0, len(z), SAMPLE_BATCH)])
+def use_average(config: Config, choice: str | None = None, flag: str = "--generator") -> bool:
+    """Whether to draw from G's moving average: `choice` ("ema" or "raw", GENERATORS), by
+    default the average where the config keeps one (a trainer of it holds `ema_generator`)."""
+    kept = config.optim.ema > 0
+    if choice is None:
+        return kept
+    if choice not in GENERATORS:
+        raise ConfigError(flag, choice, "one of " + ", ".join(GENERATORS))
+    if choice == "ema" and not kept:
+        raise ConfigError(
+            flag, choice, "raw: this checkpoint holds no averaged generator (it was trained with optim.ema 0)"
+        )
+    return choice == "ema"
+
+
+def generator_name(config: Config, averaged: bool) -> str:
+    """Which generator drew, as the commands' output says it."""
+    if averaged:
+        return f"G's moving average (optim.ema {config.optim.ema:g})"
+    return "G" + (" (the checkpoint keeps no moving average)" if config.optim.ema == 0 else ", not its moving average")
+
+
+def generate(trainer, z: np.ndarray, averaged: bool = False) -> np.ndarray:
+    """G's images of the latent vectors z (or, `averaged`, its moving average's), in eval mode,
+    SAMPLE_BATCH at a time."""
+    return np.concatenate([trainer.sample(z[i : i + SAMPLE_BATCH], averaged) for i in range(0, len(z), SAMPLE_BATCH)])
 
 
 def load_noise(path: Path, config: Config, n: int | None = None) -> np.ndarray:
@@ -78,9 +106,13 @@ def sample(
     backend: str | None = None,
     npz: Path | None = None,
     noise: Path | None = None,
+    generator: str | None = None,
 ) -> np.ndarray:
+    """The images drawn, by G or its moving average (`generator`, as `use_average` reads it),
+    which it says."""
     check_image_file(Path(out), "--out")
     arrays, metadata, config = open_checkpoint(path)
+    averaged = use_average(config, generator)
     backend = backend or source_backend(metadata)
     if noise is not None:
         z = load_noise(noise, config, n)
@@ -90,8 +122,9 @@ def sample(
         z = latent(config, n or DEFAULT_N, np.random.default_rng(seed))
     trainer = load_backend(backend).trainer(config)
     trainer.load_state_dict(arrays)
-    images = generate(trainer, z)
+    images = generate(trainer, z, averaged)
     save_grid(Path(out), images[:GRID_MAX])
+    print(f"dcgan sample: {len(images)} images drawn by {generator_name(config, averaged)}")
     if len(images) > GRID_MAX:
         rest = f"{npz} holds all {len(images)}" if npz else "--npz FILE writes them all"
         print(f"dcgan sample: the grid shows the first {GRID_MAX} of {len(images)} images; {rest}")

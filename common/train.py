@@ -201,7 +201,8 @@ class Batches:
 class Scorer:
     """`--eval-every`: the run's generator scored in the feature network's space
     (common/quality/), the same latent vectors each time, so the curve follows G alone; the
-    run's own backend computes the features."""
+    run's own backend computes the features. Where the run keeps G's moving average
+    (optim.ema), the average is scored, as `dcgan eval` scores it by default."""
 
     KEYS = ("fd", "fd_low", "fd_high", "kid", "precision", "recall", "density", "coverage", "classes_covered")
 
@@ -217,7 +218,8 @@ class Scorer:
     def scores(self, trainer: Trainer) -> dict:
         from common.quality.evaluate import evaluate
 
-        found = evaluate(trainer, self.config, self.space, self.n, seed=self.config.seed)
+        averaged = trainer.ema_generator is not None
+        found = evaluate(trainer, self.config, self.space, self.n, seed=self.config.seed, averaged=averaged)
         return {k: found[k] for k in self.KEYS}
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from common.algorithm import GENERATORS
 from common.backends import BACKENDS
 from common.cli import output_file, positive_int, seed
 from common.errors import ConfigError
@@ -52,6 +53,12 @@ def add_parser(commands) -> None:
     parser.add_argument(
         "--epochs", type=positive_int, default=10, help="with train-features: passes over the training set (10)"
     )
+    parser.add_argument(
+        "--generator",
+        choices=list(GENERATORS),
+        help="ema: score G's moving average (optim.ema); raw: G itself "
+        "(default: the moving average where the checkpoint keeps one, else G)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 
@@ -76,5 +83,6 @@ def run(args: argparse.Namespace) -> int:
         args.features,
         json_file=args.json,
         progress=progress,
+        generator=args.generator,
     )
     return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from common.algorithm import GENERATORS
 from common.backends import BACKENDS
 from common.cli import output_file, positive_int, seed
 
@@ -37,6 +38,12 @@ def add_parser(commands) -> None:
         help="also write all n images as arrays to this file (its name as given): images (n, C, H, W) in [-1, 1], "
         "and z (n, latent_dim)",
     )
+    parser.add_argument(
+        "--generator",
+        choices=list(GENERATORS),
+        help="ema: G's moving average (optim.ema); raw: G itself "
+        "(default: the moving average where the checkpoint keeps one, else G)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -51,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend,
         npz=args.npz,
         noise=Path(args.noise) if args.noise else None,
+        generator=args.generator,
     )
     print(f"wrote {args.out}" + (f" and {args.npz}" if args.npz else ""))
     return 0

@@ -1,7 +1,8 @@
 """`dcgan eval`: a checkpoint's sample quality in the feature network's space, with the two
 reference points that say what its numbers mean.
 
-The scores compare n generated images (G in eval mode, on any backend) with Fashion-MNIST's
+The scores compare n generated images (G in eval mode, on any backend; its moving average
+where the run kept one, unless `--generator raw`: common/sample.py) with Fashion-MNIST's
 10,000 test images: FD with a bootstrap interval, KID, precision / recall / density /
 coverage (k = 5), and the classifier's histogram of the samples. Printed with them:
 
@@ -237,15 +238,19 @@ def check_dataset(config: Config, features: str) -> None:
         )
 
 
-def generate(trainer, config: Config, n: int, seed: int) -> np.ndarray:
-    """n images from the trainer's G in eval mode, from latent vectors drawn with `seed`."""
-    return sample.generate(trainer, latent(config, n, np.random.default_rng(seed)))
+def generate(trainer, config: Config, n: int, seed: int, averaged: bool = False) -> np.ndarray:
+    """n images from the trainer's G (`averaged`: its moving average) in eval mode, from latent
+    vectors drawn with `seed`."""
+    return sample.generate(trainer, latent(config, n, np.random.default_rng(seed)), averaged)
 
 
-def evaluate(trainer, config: Config, space: FeatureSpace, n: int = DEFAULT_N, seed: int = 0) -> dict:
-    """The scores of the trainer's generator: n samples against the real images (the callers,
-    `dcgan eval` and `train --eval-every`, have checked the model's dataset with check_dataset)."""
-    return space.scores(*space.embed(generate(trainer, config, n, seed)), seed=seed)
+def evaluate(
+    trainer, config: Config, space: FeatureSpace, n: int = DEFAULT_N, seed: int = 0, averaged: bool = False
+) -> dict:
+    """The scores of the trainer's generator (`averaged`: its moving average): n samples
+    against the real images (the callers, `dcgan eval` and `train --eval-every`, have checked
+    the model's dataset with check_dataset)."""
+    return space.scores(*space.embed(generate(trainer, config, n, seed, averaged)), seed=seed)
 
 
 def references(space: FeatureSpace, fresh_trainer, config: Config, n: int = DEFAULT_N, seed: int = 0) -> dict:
@@ -265,15 +270,18 @@ def evaluate_checkpoint(
     weights: Path | None = None,
     features: str = "fashion-mnist",
     progress: bool = True,
+    generator: str | None = None,
 ) -> dict:
     """`dcgan eval`: a checkpoint (file or run directory) sampled on `backend`, whose build of
     the feature network also computes the features (default: `default_backend`), scored, with
-    the reference points."""
+    the reference points. `generator` ("ema" or "raw"; default the moving average where the
+    checkpoint keeps one) is what is scored, as common.sample.use_average reads it."""
     from common.rundir import open_checkpoint
 
     if n < MIN_N:
         raise ConfigError("--n", n, f"at least {MIN_N}: precision, recall, density and coverage use {K} neighbours")
     arrays, metadata, config = open_checkpoint(path)
+    averaged = sample.use_average(config, generator)
     check_dataset(config, features)
     check_images(config, n)
     backend = backend or default_backend(sample.source_backend(metadata))
@@ -285,8 +293,9 @@ def evaluate_checkpoint(
     trainer = loaded.trainer(config)
     trainer.load_state_dict(arrays)
     found = {"checkpoint": str(path), "backend": backend, "step": int(metadata.get("step", 0))}
+    found.update(generator="ema" if averaged else "raw", generator_name=sample.generator_name(config, averaged))
     found.update(features=space.label, feature_weights=str(space.source), real=space.real_name)
-    found.update(evaluate(trainer, config, space, n, seed))
+    found.update(evaluate(trainer, config, space, n, seed, averaged))
     found["reference"] = references(space, loaded.trainer(config), config, n, seed)
     return found
 

@@ -19,9 +19,12 @@ COLUMNS = (  # (title, format of one row's scores)
 )
 
 
+GENERATOR_ROWS = {"ema": "moving average", "raw": "G"}  # which generator was scored, in the checkpoint's row
+
+
 def table(found: dict) -> str:
     rows = [
-        (f"checkpoint (step {found['step']}, {found['backend']})", found),
+        (f"checkpoint (step {found['step']}, {found['backend']}, {GENERATOR_ROWS[found['generator']]})", found),
         ("real vs real (floor)", found["reference"]["real_vs_real"]),
         ("fresh generator", found["reference"]["fresh_generator"]),
     ]
@@ -44,7 +47,7 @@ def table(found: dict) -> str:
         )
     return "\n".join(
         [
-            f"{found['features']}: {found['n']} samples against {found['real']} "
+            f"{found['features']}: {found['n']} samples of {found['generator_name']} against {found['real']} "
             f"(network weights: {found['feature_weights']})",
             *lines,
             caveat,
@@ -66,12 +69,13 @@ def score_checkpoint(
     features: str,
     json_file: Path | None = None,
     progress: bool = True,
+    generator: str | None = None,
 ) -> None:
     """`dcgan eval --checkpoint`: the checkpoint's scores as a table beside the reference
     points (common.quality.evaluate.evaluate_checkpoint), and as JSON in `json_file`."""
     from common.quality.evaluate import evaluate_checkpoint
 
-    found = evaluate_checkpoint(checkpoint, backend, n, seed, weights, features, progress=progress)
+    found = evaluate_checkpoint(checkpoint, backend, n, seed, weights, features, progress=progress, generator=generator)
     print(table(found))
     if json_file is not None:
         json_file.write_text(json.dumps(found, indent=1) + "\n")
