@@ -5,7 +5,8 @@ exactly. JAX and Keras on JAX in one process with two CPU devices (jax_num_cpu_d
 JAX in two processes of one CPU device each (jax.distributed, gloo);
 Keras on TensorFlow with two logical CPU devices (MirroredStrategy); PyTorch's DDP in two
 processes under torchrun (gloo), which on CPU offers per-device statistics only; Keras on
-torch, which has no distribution API, is refused by name.
+torch, which has no distribution API, is refused by name. Every run keeps G's moving average
+(optim.ema), which each comparison covers with the rest of the state.
 """
 
 from __future__ import annotations
@@ -71,21 +72,22 @@ def difference(a, b):
 SCRIPT = (
     SHARED
     + """
-tiny = {"model.ngf": 4, "model.ndf": 4, "optim.batch_size": 4}
+tiny = {"model.ngf": 4, "model.ndf": 4, "optim.batch_size": 4, "optim.ema": 0.9}
 config = make_config("mnist28", tiny)
 
 def replicas(trainer):
     if name == "keras-tensorflow":  # every mirrored variable's copies
         gan = trainer.gan
         variables = [*trainer.generator.variables, *trainer.discriminator.variables, *gan.d_optimizer.variables,
-                     *gan.g_optimizer.variables, gan.seed_generator.state]
+                     *gan.g_optimizer.variables, gan.seed_generator.state, *trainer.ema_generator.variables]
         copies = [[np.asarray(c) for c in trainer.strategy.experimental_local_results(v.value)] for v in variables]
         return sorted({len(c) for c in copies}), all(all(np.array_equal(c[0], x) for x in c[1:]) for c in copies)
     if name == "keras-jax":
-        leaves = [v.value for v in trainer.generator.weights + trainer.discriminator.weights]
+        networks = (trainer.generator, trainer.discriminator, trainer.ema_generator)
+        leaves = [v.value for network in networks for v in network.weights]
     else:
         from flax import nnx
-        networks = (trainer.generator, trainer.discriminator)
+        networks = (trainer.generator, trainer.discriminator, trainer.ema_generator)
         states = [nnx.state(networks, kind) for kind in (nnx.Param, nnx.BatchStat)]
         leaves = [v[...] for state in states for _, v in nnx.to_flat_state(state)]
     shards = [[np.asarray(s.data) for s in x.addressable_shards] for x in leaves]
@@ -97,7 +99,8 @@ for name in sys.argv[2:]:  # each asks for two devices before its framework firs
     found = {}
     # The user's commands first, in float32: float64 (below) is a process-wide setting of JAX and Keras.
     run = ["--backend", name, "--preset", "mnist28", "--dataset", "fake", "--set", "model.ngf=4", "--set",
-           "model.ndf=4", "--batch-size", "4", "--devices", "2", "--no-progress", "--checkpoint-every", "2"]
+           "model.ndf=4", "--set", "optim.ema=0.9", "--batch-size", "4", "--devices", "2", "--no-progress",
+           "--checkpoint-every", "2"]
     found["codes"] = [
         main(["train", *run, "--steps", "4", "--out", out + "/straight"]),
         main(["train", *run, "--steps", "2", "--out", out + "/resumed"]),
@@ -134,7 +137,7 @@ TORCH_SCRIPT = (
 import torch.distributed as dist
 
 out = sys.argv[1]
-tiny = {"model.ngf": 4, "model.ndf": 4, "optim.batch_size": 4}
+tiny = {"model.ngf": 4, "model.ndf": 4, "optim.batch_size": 4, "optim.ema": 0.9}
 config = make_config("svhn32", {**tiny, "model.bn_statistics": "per_device"})
 
 found = {}
@@ -156,8 +159,8 @@ found["round_trip_exact"] = all(np.array_equal(b[k], a[k]) for k in a if not k.s
 found["agreed_stop"] = parallel.should_stop(signal.SIGTERM if rank == 1 else None)
 
 run = ["--backend", "torch", "--preset", "svhn32", "--dataset", "fake", "--set", "model.ngf=4", "--set",
-       "model.ndf=4", "--set", "model.bn_statistics=per_device", "--batch-size", "4", "--devices", "2",
-       "--no-progress", "--checkpoint-every", "2"]
+       "model.ndf=4", "--set", "model.bn_statistics=per_device", "--set", "optim.ema=0.9", "--batch-size", "4",
+       "--devices", "2", "--no-progress", "--checkpoint-every", "2"]
 found["codes"] = [
     main(["train", *run, "--steps", "4", "--out", out + "/straight"]),
     main(["train", *run, "--steps", "2", "--out", out + "/resumed"]),
@@ -178,14 +181,14 @@ from common.launch import join
 
 out, process_id, coordinator = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 join("jax", 2, 2, process_id, coordinator)
-tiny = {"model.ngf": 4, "model.ndf": 4, "optim.batch_size": 4}
+tiny = {"model.ngf": 4, "model.ndf": 4, "optim.batch_size": 4, "optim.ema": 0.9}
 config = make_config("mnist28", tiny)
 
 found = {}
 # The user's commands first, in float32: float64 (below) is a process-wide setting of JAX.
 run = ["--backend", "jax", "--preset", "mnist28", "--dataset", "fake", "--set", "model.ngf=4", "--set",
-       "model.ndf=4", "--batch-size", "4", "--devices", "2", "--processes", "2", "--process-id", str(process_id),
-       "--coordinator", coordinator, "--no-progress", "--checkpoint-every", "2"]
+       "model.ndf=4", "--set", "optim.ema=0.9", "--batch-size", "4", "--devices", "2", "--processes", "2",
+       "--process-id", str(process_id), "--coordinator", coordinator, "--no-progress", "--checkpoint-every", "2"]
 found["codes"] = [
     main(["train", *run, "--steps", "4", "--out", out + "/straight"]),
     main(["train", *run, "--steps", "2", "--out", out + "/resumed"]),
