@@ -21,6 +21,7 @@ import pytest
 from common import canonical, checkpoint
 from common.backends import BACKENDS
 from common.errors import ConfigError
+from common.parity.inputs import random_state
 from common.presets import make_config
 from common.sample import use_average
 
@@ -176,6 +177,19 @@ def test_the_default_keeps_no_average_and_0_999_keeps_one():
     assert use_average(make_config("mnist28", {"optim.ema": 0.999}))
     with pytest.raises(ConfigError, match="--generator.*holds no averaged generator"):
         use_average(make_config("mnist28"), "ema")
+
+
+def test_parity_starts_every_backend_from_an_average_apart_from_g():
+    """common/parity/'s random state holds the average where the config keeps one, its
+    parameters apart from G's and its BN statistics G's; without it, nothing else changes."""
+    config = make_config("mnist28", {"optim.ema": 0.999})
+    state, plain = random_state(config), random_state(make_config("mnist28"))
+    canonical.validate({k: v if k.endswith(".step") else v.astype(np.float32) for k, v in state.items()}, config)
+    for e in canonical.ema_entries(config):
+        own = state[e.key.replace(canonical.EMA, "generator", 1)]
+        assert e.trainable == (not np.array_equal(state[e.key], own)), e.key
+    assert {k: v for k, v in state.items() if not k.startswith(f"{canonical.EMA}.")}.keys() == plain.keys()
+    assert all(np.array_equal(state[k], plain[k]) for k in plain)
 
 
 # ------------------------------------------------------------------ on every backend

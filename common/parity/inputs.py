@@ -31,8 +31,10 @@ def parity_config(config: Config) -> Config:
 
 def random_state(config: Config, seed: int = 0) -> dict[str, np.ndarray]:
     """A canonical float64 state unlike any initialisation: non-zero biases and BN offsets,
-    BN running statistics away from 0 and 1, and Adam three steps in with non-zero moments,
-    so that every tensor's mapping, not only the weights', is exercised."""
+    BN running statistics away from 0 and 1, Adam three steps in with non-zero moments, and,
+    where the config keeps G's moving average (optim.ema), an average apart from G (its BN
+    statistics G's, as training leaves them), so that every tensor's mapping, not only the
+    weights', is exercised."""
     rng = np.random.default_rng([seed, 7])
     arrays: dict[str, np.ndarray] = {}
     for entry in canonical.entries(config):
@@ -51,6 +53,12 @@ def random_state(config: Config, seed: int = 0) -> dict[str, np.ndarray]:
             m = rng.normal(0.0, 1e-3, entry.shape)
             arrays[canonical.moment_key(role, "exp_avg", entry)] = m
             arrays[canonical.moment_key(role, "exp_avg_sq", entry)] = m**2 + rng.uniform(0.0, 1e-6, entry.shape)
+    if config.optim.ema:  # drawn last, so the other tensors are those of a config without it
+        for entry in canonical.ema_entries(config):
+            own = arrays[entry.key.replace(canonical.EMA, "generator", 1)]
+            arrays[entry.key] = (
+                own + rng.normal(0.0, 0.1 * config.model.init_std, entry.shape) if entry.trainable else own
+            )
     return arrays
 
 
