@@ -1,7 +1,7 @@
 """G's moving average (optim.ema, common/algorithm.py) on every backend: the average the
-formula gives, a resume that continues it bit for bit, `dcgan sample` drawing from it by
-default, and checkpoints without one (written before it existed) loading, resuming and
-sampling as before.
+formula gives, a resume that continues it bit for bit, `dcgan sample`, `dcgan eval` and the
+loop's scores drawing from it by default, and checkpoints without one (written before it
+existed) loading, resuming and sampling as before.
 
 Each backend runs WORKER in a process of its own (Keras fixes its backend per process), all
 backends at once, on a tiny mnist28 (fresh noise, dropout, 1-d batch norm) and fake data; the
@@ -117,6 +117,16 @@ dcgan(*sample, "--checkpoint", out / "swapped.safetensors", "--out", out / "swap
       out / "swapped.npz")
 dcgan(*sample, "--checkpoint", out / "old.safetensors", "--out", out / "old.png", "--npz", out / "old.npz")
 dcgan(*sample, "--checkpoint", out / "old.safetensors", "--generator", "ema", "--out", out / "refused.png")
+
+# Scores, on torch alone (what they choose is common's; each backend's sampling is tested above):
+# a run on the real Fashion-MNIST scored by the loop at its last iteration, then by `dcgan eval`
+# (the same n and seed), by default and of G itself.
+if backend == "torch":
+    real = [a for a in train if a not in ("--dataset", "fake")]
+    dcgan(*real, *average, "--steps", "2", "--eval-every", "2", "--eval-n", "8", "--out", out / "scored")
+    scored = ["eval", "--checkpoint", out / "scored", "--n", "8", "--no-progress", "--json"]
+    dcgan(*scored, out / "eval-default.json")
+    dcgan(*scored, out / "eval-raw.json", "--generator", "raw")
 (out / "commands.json").write_text(json.dumps(commands))
 """
 
@@ -142,13 +152,13 @@ def out(request, runs) -> Path:
 
 
 def _commands(out: Path) -> dict[tuple[str, ...], dict]:
-    """The worker's dcgan commands by their arguments (each named by its --out's last part)."""
+    """The worker's dcgan commands by their arguments: (command, the name of its --out or
+    --json file, and "--resume" for a resume)."""
     found = {}
     for command in json.loads((out / "commands.json").read_text()):
         args = command["args"]
-        found[(args[0], Path(args[args.index("--out") + 1]).name, *(["--resume"] if "--resume" in args else []))] = (
-            command
-        )
+        named = Path(args[args.index("--out" if "--out" in args else "--json") + 1]).name
+        found[(args[0], named, *(["--resume"] if "--resume" in args else []))] = command
     return found
 
 
@@ -262,6 +272,21 @@ def test_a_checkpoint_from_before_the_average_resumes_and_samples_as_ever(out):
     refused = commands[("sample", "refused.png")]
     assert refused["code"] == 2 and "--generator='ema': raw: this checkpoint holds no averaged" in refused["stderr"]
     assert np.load(out / "old.npz")["images"].shape == (6, 1, 28, 28)
+
+
+def test_the_loop_and_eval_score_the_average_and_eval_scores_g_when_asked(runs):
+    """The loop's --eval-every score at the last iteration is `dcgan eval`'s default of the
+    checkpoint it saved (the average: the same n and seed), and --generator raw's differs;
+    both say which generator they scored (on torch)."""
+    out = runs["torch"]
+    logged = json.loads((out / "scored/metrics.jsonl").read_text().splitlines()[-1])
+    default, raw = (json.loads((out / f"eval-{name}.json").read_text()) for name in ("default", "raw"))
+    assert (default["generator"], raw["generator"]) == ("ema", "raw")
+    assert logged["fd"] == pytest.approx(default["fd"], rel=1e-6) and abs(default["fd"] - raw["fd"]) > 1e-6
+    commands = _commands(out)
+    assert f"8 samples of G's moving average (optim.ema {DECAY})" in commands[("eval", "eval-default.json")]["stdout"]
+    assert "8 samples of G, not its moving average" in commands[("eval", "eval-raw.json")]["stdout"]
+    assert "sample grids and --eval-every scores: G's moving average" in commands[("train", "scored")]["stdout"]
 
 
 def test_sample_draws_from_the_average_by_default_and_from_g_when_asked(out):
