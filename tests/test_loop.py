@@ -247,7 +247,7 @@ class _NumpyTrainer(Trainer):
         value = float("nan") if self.steps == self.diverge_at else 1.0
         return {"loss_D": value, "loss_G": 0.5, "D_x": 0.5, "D_G_z1": 0.5, "D_G_z2": 0.5}
 
-    def sample(self, z):
+    def sample(self, z, averaged=False):
         return np.zeros((len(z), 1, 28, 28), np.float32)
 
     def state_dict(self):
