@@ -42,8 +42,9 @@ def parameters(config: Config) -> int:
 
 def state_bytes(config: Config) -> int:
     """The training state a checkpoint copies to the host: both networks' weights and Adam's
-    two moments."""
-    return 3 * parameters(config) * FLOAT32
+    two moments, and G's moving average where the run keeps one (optim.ema)."""
+    averaged = generator_spec(config.model).params if config.optim.ema else 0
+    return (3 * parameters(config) + averaged) * FLOAT32
 
 
 def batch_bytes(config: Config, batch_size: int) -> int:
@@ -64,6 +65,7 @@ def check_training(config: Config, batch_size: int | None = None) -> None:
     batch_size = batch_size or config.optim.batch_size
     state, batches = state_bytes(config), batch_bytes(config, batch_size)
     m = config.model
+    averaged = " and G's moving average" if config.optim.ema else ""
     if state >= batches:
         key, value = "model", f"{config.preset} with latent_dim={m.latent_dim} ngf={m.ngf} ndf={m.ndf}"
     else:
@@ -72,7 +74,7 @@ def check_training(config: Config, batch_size: int | None = None) -> None:
         state + batches,
         key,
         value,
-        f"training these networks holds {parameters(config):.3g} parameters with Adam's two moments "
+        f"training these networks holds {parameters(config):.3g} parameters with Adam's two moments{averaged} "
         f"({size(state)}) and batches of {batch_size} images ({size(batches)}), float32",
     )
 

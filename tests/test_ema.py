@@ -21,9 +21,11 @@ import pytest
 from common import canonical, checkpoint
 from common.backends import BACKENDS
 from common.errors import ConfigError
+from common.memory import state_bytes
 from common.parity.inputs import random_state
 from common.presets import make_config
 from common.sample import use_average
+from common.spec import generator_spec
 
 DECAY = 0.9
 STEPS = 3  # iterations of the formula check
@@ -187,6 +189,11 @@ def test_the_default_keeps_no_average_and_0_999_keeps_one():
     assert use_average(make_config("mnist28", {"optim.ema": 0.999}))
     with pytest.raises(ConfigError, match="--generator.*holds no averaged generator"):
         use_average(make_config("mnist28"), "ema")
+
+
+def test_the_memory_check_counts_the_average_as_one_more_copy_of_g():
+    plain, averaged = make_config("dcgan64"), make_config("dcgan64", {"optim.ema": 0.999})
+    assert state_bytes(averaged) - state_bytes(plain) == 4 * generator_spec(plain.model).params
 
 
 def test_parity_starts_every_backend_from_an_average_apart_from_g():
