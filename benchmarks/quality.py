@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import tomllib
 
 from common.backends import BACKENDS
 
@@ -36,6 +37,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "quality"
 RESULTS = ROOT / "benchmarks" / "results" / "quality"
 PRESET, BATCH_SIZE, EVAL_EVERY = "mnist28", 64, 500
+# G's moving average, kept beside G in every run trained from here on: it changes nothing of
+# G's training (bit for bit), so G's FD still compares with the runs made before it, and each
+# such run also scores the average. 0.995: the initial weights keep 0.995^3000 ≈ 3e-7 of it.
+EMA = 0.995
 RECORDS = RESULTS / "quality.json"
 FIELDS = ("backend", "seed", "steps", "fd", "fd_low", "fd_high", "kid", "precision", "recall", "density", "coverage",
           "classes_covered", "wall_s")  # fmt: skip
@@ -62,7 +67,8 @@ def train_command(backend: str, seed: int, steps: int) -> list[str]:
     command = [sys.executable, "-m", "common.cli", "train", "--backend", backend, "--preset", PRESET,
                "--dataset", "fashion-mnist", "--batch-size", str(BATCH_SIZE), "--seed", str(seed),
                "--steps", str(steps), "--eval-every", str(EVAL_EVERY), "--checkpoint-every", str(EVAL_EVERY),
-               "--keep-every", str(EVAL_EVERY), "--no-progress", "--out", str(out)]  # fmt: skip
+               "--keep-every", str(EVAL_EVERY), "--set", f"optim.ema={EMA}", "--no-progress",
+               "--out", str(out)]  # fmt: skip
     return command + (["--resume"] if (out / "run.json").exists() else [])
 
 
@@ -78,8 +84,24 @@ def run(args: argparse.Namespace) -> None:
 
 
 def curve(backend: str, seed: int) -> list[dict]:
-    lines = (run_dir(backend, seed) / "metrics.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if "fd" in r]
+    """Every --eval-every score of the run: `fd` (with its interval) of G itself, which every
+    run has, and `fd_ema` of G's moving average where the run keeps one (its loop logs the
+    average as fd and G as fd_raw)."""
+    points = []
+    for r in map(json.loads, (run_dir(backend, seed) / "metrics.jsonl").read_text().splitlines()):
+        if "fd" not in r:
+            continue
+        raw = "_raw" if "fd_raw" in r else ""
+        point = {"step": r["step"], **{f"fd{end}": round(r[f"fd{raw}{end}"], 2) for end in ("", "_low", "_high")}}
+        if raw:
+            point["fd_ema"] = round(r["fd"], 2)
+        points.append(point)
+    return points
+
+
+def averaged(directory: Path) -> bool:
+    """Whether the run keeps G's moving average (runs made before it existed do not)."""
+    return tomllib.loads((directory / "config.toml").read_text()).get("optim", {}).get("ema", 0.0) > 0
 
 
 def report(args: argparse.Namespace) -> None:
@@ -99,30 +121,38 @@ def report(args: argparse.Namespace) -> None:
             else:
                 print(f"{backend} seed {seed}: no checkpoint at {args.steps} iterations yet")
             continue
-        # `dcgan eval` in a process of its own: each run is sampled on the backend that trained it,
-        # and Keras takes one backend per process.
         # The checkpoint at --steps: a run continued past it (to look further along the curve)
         # is scored where the others are.
-        scores = directory / f"eval-{args.steps}.json"
-        command = [sys.executable, "-m", "common.cli", "eval", "--checkpoint", str(checkpoint), "--json", str(scores),
-                   "--no-progress"]  # fmt: skip
-        if not scores.exists():
-            subprocess.run(command, cwd=ROOT, check=True)
-        found = json.loads(scores.read_text())
+        # G itself is what the backends are compared on; the average, where kept, is scored beside it.
+        found = score(checkpoint, directory / f"eval-{args.steps}.json", "raw")
         at_steps = next(r for r in map(json.loads, (directory / "metrics.jsonl").open()) if r["step"] == args.steps)
         record = {"backend": backend, "seed": seed, "steps": found["step"], "wall_s": round(at_steps["time"], 1)}
         record.update({k: found[k] for k in FIELDS if k in found})
         record["reference"] = {k: {m: v[m] for m in ("fd", "fd_low", "fd_high")} for k, v in found["reference"].items()}
+        if averaged(directory):
+            ema = score(checkpoint, directory / f"eval-{args.steps}-ema.json", "ema")
+            record.update({f"fd_ema{end}": ema[f"fd{end}"] for end in ("", "_low", "_high")})
         # every --eval-every score of the run (with --eval-n samples), past --steps too where it went on
-        record["curve"] = [{k: round(p[k], 2) if k != "step" else p[k] for k in ("step", "fd", "fd_low", "fd_high")}
-                           for p in curve(backend, seed)]  # fmt: skip
+        record["curve"] = curve(backend, seed)
         records.append(record)
         grid = [g for g in sorted((directory / "samples").glob("step_*.png")) if int(g.stem[5:]) <= args.steps][-1]
         shutil.copy(grid, RESULTS / f"{backend}-s{seed}.png")
         print(f"{backend} seed {seed}: FD {record['fd']:.2f} [{record['fd_low']:.2f}, {record['fd_high']:.2f}]")
     RECORDS.write_text(json.dumps(records, indent=1) + "\n")
     plot(records, RESULTS / "fd.png", args.steps)
+    plot_averaged(records, RESULTS / "ema.png", args.steps)
     (RESULTS / "quality.md").write_text(markdown(records, args, made))
+
+
+def score(checkpoint: Path, scores: Path, generator: str) -> dict:
+    """`dcgan eval` of one generator of the checkpoint, in a process of its own (each run is
+    sampled on the backend that trained it, and Keras takes one backend per process); kept in
+    `scores`, so a report run again scores only what is new."""
+    if not scores.exists():
+        command = [sys.executable, "-m", "common.cli", "eval", "--checkpoint", str(checkpoint), "--json", str(scores),
+                   "--generator", generator, "--no-progress"]  # fmt: skip
+        subprocess.run(command, cwd=ROOT, check=True)
+    return json.loads(scores.read_text())
 
 
 def by_backend(records: list[dict]) -> dict[str, list[float]]:
@@ -170,6 +200,7 @@ def markdown(records: list[dict], args: argparse.Namespace, made: str) -> str:
             verdict.append(f"- {v['backend']}: {v['mean']:.1f}{spread} ({v['seeds']} seeds), {inside} "
                            f"the others' {v['low']:.1f} to {v['high']:.1f}")  # fmt: skip
     floor = records[0]["reference"]["real_vs_real"]["fd"] if records else float("nan")
+    average = averaged_effect(records, args.steps)
     return "\n".join(
         [
             "# Does every backend train the DCGAN equally well?",
@@ -191,8 +222,47 @@ def markdown(records: list[dict], args: argparse.Namespace, made: str) -> str:
             "",
             "![FD over training](fd.png)",
             "",
+            *average,
         ]
     )
+
+
+def averaged_effect(records: list[dict], steps: int) -> list[str]:
+    """What G's moving average gains: its FD against G's own in each run that keeps one, at the
+    last iteration (`dcgan eval`) and along the curve (`--eval-every`)."""
+    runs = [r for r in records if "fd_ema" in r]
+    if not runs:
+        return []
+    rows = [f"| {r['backend']} | {r['seed']} | {r['fd']:.1f} [{r['fd_low']:.1f}, {r['fd_high']:.1f}] "
+            f"| {r['fd_ema']:.1f} [{r['fd_ema_low']:.1f}, {r['fd_ema_high']:.1f}] | {r['fd_ema'] - r['fd']:+.1f} |"
+            for r in runs]  # fmt: skip
+    change = [r["fd_ema"] - r["fd"] for r in runs]
+    along = {}
+    for r in runs:
+        for p in r["curve"]:
+            if "fd_ema" in p and p["step"] <= steps:
+                along.setdefault(p["step"], []).append(p["fd_ema"] - p["fd"])
+    return [
+        "## G's moving average",
+        "",
+        f"Runs trained with `optim.ema {EMA}` keep G's moving average beside G; it changes nothing of G's training, "
+        "so their G is compared with the other runs above, and the average is scored beside it: the same checkpoint, "
+        "the same 10,000 latent vectors. A negative change is a better FD.",
+        "",
+        "| backend | seed | FD of G [95%] | FD of the average [95%] | change |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+        f"Mean change at {steps} iterations over {len(runs)} runs: {np.mean(change):+.1f} FD "
+        f"(from {min(change):+.1f} to {max(change):+.1f}).",
+        "",
+        "Along training (`--eval-every`, the runs' own smaller samples), the mean change at each scored iteration: "
+        + ", ".join(f"{step}: {np.mean(d):+.1f}" for step, d in sorted(along.items()))
+        + ".",
+        "",
+        "![G and its moving average over training](ema.png)",
+        "",
+    ]
 
 
 def plot(records: list[dict], path: Path, steps: int) -> None:
@@ -233,3 +303,33 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def plot_averaged(records: list[dict], path: Path, steps: int) -> None:
+    """FD over training of G (solid) and of its moving average (dashed) in each run keeping one."""
+    runs = [r for r in records if "fd_ema" in r]
+    if not runs:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for r, colour in zip(runs, colours):
+        points = [p for p in r["curve"] if p["step"] <= steps and "fd_ema" in p]
+        x = [p["step"] for p in points]
+        label = f"{r['backend']} seed {r['seed']}"
+        ax.plot(x, [p["fd"] for p in points], "o-", color=colour, markersize=3, label=label)
+        ax.plot(x, [p["fd_ema"] for p in points], "s--", color=colour, markersize=3)
+    ax.plot([], [], "k-", label="G")
+    ax.plot([], [], "k--", label=f"its moving average ({EMA})")
+    ax.set_ylim(bottom=0)
+    ax.set(xlabel="iteration", ylabel="FD (Fashion-MNIST features)",
+           title=f"{PRESET} on Fashion-MNIST: G (solid) and its moving average (dashed)")  # fmt: skip
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

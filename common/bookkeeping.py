@@ -87,7 +87,8 @@ class Bookkeeping:
         self.files = ExitStack()
         self.log = self.files.enter_context(self.run.metrics_log() if self.writer else _no_log())
         if self.trainer.ema_generator is not None and self.writer:
-            self.bar.write(f"sample grids and --eval-every scores: {generator_name(self.config, averaged=True)}")
+            average = generator_name(self.config, averaged=True)
+            self.bar.write(f"sample grids and --eval-every scores: {average} (--eval-every scores G too: fd_raw)")
         return self
 
     def _open(self) -> tuple[int, float]:

@@ -202,7 +202,8 @@ class Scorer:
     """`--eval-every`: the run's generator scored in the feature network's space
     (common/quality/), the same latent vectors each time, so the curve follows G alone; the
     run's own backend computes the features. Where the run keeps G's moving average
-    (optim.ema), the average is scored, as `dcgan eval` scores it by default."""
+    (optim.ema), the average is scored, as `dcgan eval` scores it by default, and G itself
+    beside it (`fd_raw` and its interval), so that one run shows what the average gains at every point."""
 
     KEYS = ("fd", "fd_low", "fd_high", "kid", "precision", "recall", "density", "coverage", "classes_covered")
 
@@ -220,7 +221,11 @@ class Scorer:
 
         averaged = trainer.ema_generator is not None
         found = evaluate(trainer, self.config, self.space, self.n, seed=self.config.seed, averaged=averaged)
-        return {k: found[k] for k in self.KEYS}
+        scores = {k: found[k] for k in self.KEYS}
+        if averaged:
+            raw = evaluate(trainer, self.config, self.space, self.n, seed=self.config.seed)
+            scores.update({f"fd_raw{end}": raw[f"fd{end}"] for end in ("", "_low", "_high")})
+        return scores
 
 
 class StopOnSignal:

@@ -283,13 +283,14 @@ def test_a_checkpoint_from_before_the_average_resumes_and_samples_as_ever(out):
 
 def test_the_loop_and_eval_score_the_average_and_eval_scores_g_when_asked(runs):
     """The loop's --eval-every score at the last iteration is `dcgan eval`'s default of the
-    checkpoint it saved (the average: the same n and seed), and --generator raw's differs;
-    both say which generator they scored (on torch)."""
+    checkpoint it saved (the average: the same n and seed), and its fd_raw beside it is
+    --generator raw's, which differs; both say which generator they scored (on torch)."""
     out = runs["torch"]
     logged = json.loads((out / "scored/metrics.jsonl").read_text().splitlines()[-1])
     default, raw = (json.loads((out / f"eval-{name}.json").read_text()) for name in ("default", "raw"))
     assert (default["generator"], raw["generator"]) == ("ema", "raw")
     assert logged["fd"] == pytest.approx(default["fd"], rel=1e-6) and abs(default["fd"] - raw["fd"]) > 1e-6
+    assert logged["fd_raw"] == pytest.approx(raw["fd"], rel=1e-6)
     commands = _commands(out)
     assert f"8 samples of G's moving average (optim.ema {DECAY})" in commands[("eval", "eval-default.json")]["stdout"]
     assert "8 samples of G, not its moving average" in commands[("eval", "eval-raw.json")]["stdout"]

@@ -372,6 +372,49 @@ def test_the_study_judges_each_backend_against_the_other_backends_seeds():
     assert text.count("| torch |") == 3
 
 
+def test_the_study_compares_g_across_runs_and_scores_the_average_beside_it(tmp_path, monkeypatch):
+    """A run keeping G's moving average logs the average as fd and G as fd_raw: the study's
+    curve puts G under fd (so that it compares with runs that keep none) and the average under
+    fd_ema, and the report gives the average's change per run and along training."""
+    import argparse
+    import json
+
+    from benchmarks import quality
+
+    monkeypatch.setattr(quality, "RUNS", tmp_path)
+    logged = [
+        {"step": 1, "loss_D": 1.0},
+        {"step": 500, "fd": 150.0, "fd_low": 149.0, "fd_high": 151.0, "fd_raw": 160.0, "fd_raw_low": 158.0,
+         "fd_raw_high": 162.0},
+        {"step": 1000, "fd": 120.0, "fd_low": 119.0, "fd_high": 121.0, "fd_raw": 126.0, "fd_raw_low": 125.0,
+         "fd_raw_high": 127.0},
+    ]  # fmt: skip
+    for name, lines in (
+        ("keras-jax-s2", logged),
+        ("torch-s0", [{"step": 500, "fd": 170.0, "fd_low": 1, "fd_high": 2}]),
+    ):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    averaged = quality.curve("keras-jax", 2)
+    assert averaged == [{"step": 500, "fd": 160.0, "fd_low": 158.0, "fd_high": 162.0, "fd_ema": 150.0},
+                        {"step": 1000, "fd": 126.0, "fd_low": 125.0, "fd_high": 127.0, "fd_ema": 120.0}]  # fmt: skip
+    assert quality.curve("torch", 0) == [{"step": 500, "fd": 170.0, "fd_low": 1, "fd_high": 2}]
+
+    def record(backend, seed, fd, ema=None):
+        scores = dict(fd=fd, fd_low=fd - 1, fd_high=fd + 1, kid=1.0, precision=0.8, recall=0.3, density=0.6)
+        if ema is not None:
+            scores.update(fd_ema=ema, fd_ema_low=ema - 1, fd_ema_high=ema + 1)
+        return dict(backend=backend, seed=seed, steps=1000, coverage=0.2, classes_covered=10, wall_s=60.0,
+                    reference={"real_vs_real": {"fd": 0.3}}, curve=averaged, **scores)  # fmt: skip
+
+    records = [record("torch", 0, 110), record("keras-jax", 2, 126, ema=120), record("keras-torch", 1, 130, ema=128)]
+    text = quality.markdown(records, argparse.Namespace(steps=1000, seeds=[0, 1, 2]), "Made by a test.")
+    assert "| keras-jax | 2 | 126.0 [125.0, 127.0] | 120.0 [119.0, 121.0] | -6.0 |" in text
+    assert "Mean change at 1000 iterations over 2 runs: -4.0 FD (from -6.0 to -2.0)." in text
+    assert "500: -10.0, 1000: -6.0." in text
+    assert "G's moving average" not in quality.markdown(records[:1], argparse.Namespace(steps=1000), "Made.")
+
+
 def test_the_study_plans_every_seed_of_every_backend_and_keeps_what_is_committed(tmp_path, monkeypatch):
     """A run in the committed quality.json is done: `run` trains only the others (a fresh clone
     does not retrain the study), and the plan goes seed by seed over all backends."""
