@@ -290,21 +290,6 @@ def plot(records: list[dict], path: Path, steps: int) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["run", "report"])
-    parser.add_argument("--steps", type=int, default=3000, help="iterations of every run (3000)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of every backend (0 1 2)")
-    parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS),
-                        help="whose runs `run` trains (default: all); `report` reports every backend")  # fmt: skip
-    args = parser.parse_args(argv)
-    {"run": run, "report": report}[args.action](args)
-
-
-if __name__ == "__main__":
-    main()
-
-
 def plot_averaged(records: list[dict], path: Path, steps: int) -> None:
     """FD over training of G (solid) and of its moving average (dashed) in each run keeping one."""
     runs = [r for r in records if "fd_ema" in r]
@@ -333,3 +318,18 @@ def plot_averaged(records: list[dict], path: Path, steps: int) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=["run", "report"])
+    parser.add_argument("--steps", type=int, default=3000, help="iterations of every run (3000)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of every backend (0 1 2)")
+    parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS),
+                        help="whose runs `run` trains (default: all); `report` reports every backend")  # fmt: skip
+    args = parser.parse_args(argv)
+    {"run": run, "report": report}[args.action](args)
+
+
+if __name__ == "__main__":
+    main()
