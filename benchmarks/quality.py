@@ -29,9 +29,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import tomllib
 
 from common.backends import BACKENDS
+from common.config import load_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "quality"
@@ -101,7 +101,7 @@ def curve(backend: str, seed: int) -> list[dict]:
 
 def averaged(directory: Path) -> bool:
     """Whether the run keeps G's moving average (runs made before it existed do not)."""
-    return tomllib.loads((directory / "config.toml").read_text()).get("optim", {}).get("ema", 0.0) > 0
+    return load_toml(directory / "config.toml").get("optim.ema", 0.0) > 0
 
 
 def report(args: argparse.Namespace) -> None:
