@@ -171,7 +171,11 @@ class Bookkeeping:
             "time": self._seconds(),
         }
         if self.scorer is not None and self.writer and self._due(self.options.eval_every):
+            began = time.perf_counter()
             record.update(self.scorer.scores(self.trainer))
+            # The scoring's own seconds, which the next records' `time` includes: a run's
+            # training time at any iteration is its `time` less the eval_s logged before it.
+            record["eval_s"] = time.perf_counter() - began
         self.records.append(record)
         self.log(record)
         if self.board is not None:

@@ -291,6 +291,7 @@ def test_the_loop_and_eval_score_the_average_and_eval_scores_g_when_asked(runs):
     assert (default["generator"], raw["generator"]) == ("ema", "raw")
     assert logged["fd"] == pytest.approx(default["fd"], rel=1e-6) and abs(default["fd"] - raw["fd"]) > 1e-6
     assert logged["fd_raw"] == pytest.approx(raw["fd"], rel=1e-6)
+    assert logged["eval_s"] > 0 and logged["time"] > 0  # what scoring took, so that time less it is training
     commands = _commands(out)
     assert f"8 samples of G's moving average (optim.ema {DECAY})" in commands[("eval", "eval-default.json")]["stdout"]
     assert "8 samples of G, not its moving average" in commands[("eval", "eval-raw.json")]["stdout"]
