@@ -1,0 +1,72 @@
+"""The time-to-quality study's arithmetic: training time excludes the scoring, a threshold is
+met at the first score at or below it, and runs from another CPU are refused."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from benchmarks import time_to_quality as ttq
+
+
+def metrics(*scores: tuple[int, float, float, float, float]) -> list[dict]:
+    """A run's metrics.jsonl: unscored iterations between scored ones (step, time, fd, fd_raw, eval_s)."""
+    records = []
+    for step, time, fd, fd_raw, eval_s in scores:
+        records.append({"step": step - 1, "time": time - 0.5})
+        records.append({"step": step, "time": time, "fd": fd, "fd_raw": fd_raw, "eval_s": eval_s})
+    return records
+
+
+def test_training_time_at_a_score_is_the_run_time_less_the_earlier_scoring():
+    points = ttq.scored(metrics((250, 40.0, 400.0, 380.0, 30.0), (500, 110.0, 250.0, 260.0, 29.0),
+                                (750, 179.0, 180.0, 190.0, 31.0)))  # fmt: skip
+    assert [p["train_s"] for p in points] == [40.0, 80.0, 120.0]  # each score's own seconds come after its time
+    assert [(p["step"], p["fd"], p["fd_raw"]) for p in points] == [(250, 400, 380), (500, 250, 260), (750, 180, 190)]
+
+
+def test_a_run_without_an_average_scores_g_in_both_columns():
+    points = ttq.scored([{"step": 250, "time": 10.0, "fd": 300.0, "eval_s": 5.0}])
+    assert points == [{"step": 250, "train_s": 10.0, "fd": 300.0, "fd_raw": 300.0}]
+
+
+def test_a_threshold_is_met_at_the_first_score_at_or_below_it():
+    points = ttq.scored(metrics((250, 40.0, 400.0, 380.0, 30.0), (500, 110.0, 200.0, 260.0, 29.0),
+                                (750, 179.0, 210.0, 150.0, 31.0)))  # fmt: skip
+    assert ttq.first_below(points, 200, "fd")["step"] == 500  # met exactly, then lost: the first time counts
+    assert ttq.first_below(points, 200, "fd_raw")["step"] == 750
+    assert ttq.first_below(points, 100, "fd") is None
+
+
+def test_the_report_tables_minutes_to_each_threshold_for_the_average_and_g(tmp_path, monkeypatch):
+    monkeypatch.setattr(ttq, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(ttq, "RESULTS", tmp_path)
+    monkeypatch.setattr(ttq, "RECORDS", tmp_path / "time-to-quality.json")
+    (tmp_path / "runs" / "torch").mkdir(parents=True)
+    (tmp_path / "runs" / "machine.json").write_text(
+        json.dumps({"cpu": {"model": "Test CPU", "usable_cpus": 2, "flags": ["avx2"]}, "commit": "abc", "date": "d"})
+    )
+    lines = metrics((250, 60.0, 400.0, 280.0, 30.0), (500, 150.0, 190.0, 240.0, 30.0))
+    (tmp_path / "runs" / "torch" / "metrics.jsonl").write_text("\n".join(map(json.dumps, lines)))
+    ttq.report(argparse.Namespace())
+    text = (tmp_path / "time-to-quality.md").read_text()
+    # FD ≤ 300: the average at 500 (2.0 min of training), G at 250 (1.0); ≤ 200: the average only; ≤ 150: neither
+    row = "| torch | 2.0 (500) / 1.0 (250) | 2.0 (500) / – | – / – | – / – | 190.0 / 240.0 at 500 in 2.0 |"
+    assert row in text
+    assert "Test CPU" in text and (tmp_path / "time-to-quality.png").stat().st_size > 0
+    # the recorded results report again without the runs
+    (tmp_path / "runs" / "machine.json").unlink()
+    ttq.report(argparse.Namespace())
+    assert row in (tmp_path / "time-to-quality.md").read_text()
+
+
+def test_runs_continued_on_another_cpu_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(ttq, "RUNS", tmp_path)
+    machine = ttq.same_machine()  # the first run records this machine, the next ones match it
+    assert ttq.same_machine() == machine
+    machine["cpu"]["model"] = "Another CPU"
+    (tmp_path / "machine.json").write_text(json.dumps(machine))
+    with pytest.raises(SystemExit, match="were made on Another CPU .*times from two machines do not compare"):
+        ttq.same_machine()
