@@ -7,11 +7,14 @@ The README and the site's home page show the same table, made here from:
 
 - float64 parity: benchmarks/results/parity.json (docs/make_parity_report.py), the largest
   difference of any float64 check between the backend and any other;
-- step times: the committed `dcgan bench` runs of dcgan64 at batch 64, on a CPU
-  (benchmarks/results/cpu-dcgan64-b64.json) and on a GPU (benchmarks/results/gpu/), each
+- step times: the committed `dcgan bench` runs of dcgan64 at batch 64, on a CPU with
+  bfloat16 instructions (benchmarks/results/cpu-spr-dcgan64-b64.json) and on a GPU (benchmarks/results/gpu/), each
   backend's best float32 and bf16 mode as a multiple of that run's fastest float32 mode's time;
 - FD: benchmarks/results/quality/quality.json (`python -m benchmarks.quality`), mean ± sd
   over the seeds each backend was trained with;
+- time to quality: benchmarks/results/quality/time-to-quality.json (`python -m
+  benchmarks.time_to_quality`), minutes of training until G's moving average first scored
+  FD ≤ HEADLINE_FD, every backend's run made on one machine in one session;
 - lines of framework-specific code: the backend's `*_impl` package as committed, counted
   without blank lines, comments and docstrings (each build's Fashion-MNIST feature network
   and the Inception-v3 loader in pytorch_impl are `dcgan eval`'s and are left out);
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.report import read_json, summary
+from benchmarks.time_to_quality import first_below
 from common.backends import BACKENDS
 from common.launch import DATA_PARALLEL
 
@@ -37,8 +41,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 PARITY = RESULTS / "parity.json"
 # The committed benchmark runs the table reads, by the column label of their device.
-BENCHES = {"CPU": RESULTS / "cpu-dcgan64-b64.json", "H200": RESULTS / "gpu" / "gpu-dcgan64-b64.json"}
+BENCHES = {"CPU": RESULTS / "cpu-spr-dcgan64-b64.json", "H200": RESULTS / "gpu" / "gpu-dcgan64-b64.json"}
 QUALITY = RESULTS / "quality" / "quality.json"
+TIME = RESULTS / "quality" / "time-to-quality.json"
+HEADLINE_FD = 150
 README = ROOT / "README.md"
 MARKERS = ("<!-- headline table: made by `python -m benchmarks.summary --readme` -->", "<!-- end of headline table -->")
 
@@ -61,6 +67,7 @@ class Row:
     # time in that run; None where the backend did not run that precision there
     speed: dict[str, tuple[float | None, float | None]]
     fd: list[float]  # final FD of each seed
+    minutes: float | None  # of training until G's moving average scored FD ≤ HEADLINE_FD; None: not reached
     lines: int
     engine: str
 
@@ -128,8 +135,24 @@ def speeds(bench: Path) -> dict[str, tuple[float | None, float | None]]:
     }
 
 
-def rows(parity: Path = PARITY, benches: dict[str, Path] = BENCHES, quality: Path = QUALITY) -> list[Row]:
+def minutes_to(time: Path, threshold: float) -> dict[str, float]:
+    """Each backend's minutes of training until its run first scored FD ≤ `threshold` (G's
+    moving average); a backend whose run never did is left out."""
+    if not time.exists():
+        return {}
+    found = {}
+    for backend, points in json.loads(time.read_text())["runs"].items():
+        reached = first_below(points, threshold, "fd")
+        if reached is not None:
+            found[backend] = reached["train_s"] / 60
+    return found
+
+
+def rows(
+    parity: Path = PARITY, benches: dict[str, Path] = BENCHES, quality: Path = QUALITY, time: Path = TIME
+) -> list[Row]:
     worst = _parity(parity)
+    minutes = minutes_to(time, HEADLINE_FD)
     timed = {device: speeds(path) for device, path in benches.items()}
     fds: dict[str, list[float]] = {}
     for r in sorted(json.loads(quality.read_text()), key=lambda r: r["seed"]):
@@ -140,6 +163,7 @@ def rows(parity: Path = PARITY, benches: dict[str, Path] = BENCHES, quality: Pat
             parity_float64=worst.get(backend),
             speed={device: found.get(backend, (None, None)) for device, found in timed.items()},
             fd=fds.get(backend, []),
+            minutes=minutes.get(backend),
             lines=package_lines(BACKENDS[backend].split(".")[0]),
             engine=engine(backend),
         )
@@ -153,6 +177,10 @@ def fd_cell(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.1f} (1)"
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f} ({len(values)})"
+
+
+def _minutes(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"
 
 
 def _times(value: float | None) -> str:
@@ -179,10 +207,19 @@ def sources(parity: Path = PARITY, benches: dict[str, Path] = BENCHES, quality: 
         lines.append(f"{device} step times: `{_rel(path)}` (dcgan64, batch 64), commit {_commit(b)}, {_machine(b)};")
     lines += [
         f"FD: `{_rel(quality)}` (mnist28 on Fashion-MNIST, 3000 iterations), commit `{q[1][:7]}`, {q[2]};",
+        *time_source(TIME),
         "lines: the backend's `*_impl` package at this commit;",
         "engine: `common.launch.DATA_PARALLEL`.",
     ]
     return lines
+
+
+def time_source(time: Path) -> list[str]:
+    if not time.exists():
+        return []
+    machine = json.loads(time.read_text())["machine"]
+    return [f"minutes to FD ≤ {HEADLINE_FD}: `{_rel(time)}` (the same mnist28 config, seed 0, every backend in one "
+            f"session), commit {_commit(machine)}, {_machine(machine)};"]  # fmt: skip
 
 
 def _rel(path: Path) -> str:
@@ -199,14 +236,16 @@ def markdown(found: list[Row] | None = None) -> str:
     lines = [
         "| backend | float64 parity, worst difference | "
         + " | ".join(columns)
-        + " | FD, mean ± sd (seeds) | framework-specific lines | data-parallel engine |",
-        "|---|---:|" + "---:|" * len(columns) + "---|---:|---|",
+        + f" | FD, mean ± sd (seeds) | CPU minutes to FD ≤ {HEADLINE_FD} | framework-specific lines "
+        "| data-parallel engine |",
+        "|---|---:|" + "---:|" * len(columns) + "---|---:|---:|---|",
     ]
     for r in found:
         parity = "–" if r.parity_float64 is None else f"{r.parity_float64:.1e}"
         cells = [_times(r.speed[d][0]) for d in devices] + [_times(r.speed[d][1]) for d in bf16]
         lines.append(
-            f"| {r.backend} | {parity} | " + " | ".join(cells) + f" | {fd_cell(r.fd)} | {r.lines:,} | {r.engine} |"
+            f"| {r.backend} | {parity} | " + " | ".join(cells) + f" | {fd_cell(r.fd)} | {_minutes(r.minutes)} "
+            f"| {r.lines:,} | {r.engine} |"
         )
     unbf16 = [d for d in devices if d not in bf16]
     lines += [
@@ -215,7 +254,9 @@ def markdown(found: list[Row] | None = None) -> str:
         "same run (lower is faster; each backend's best mode; – where that run had no such mode"
         + (f"; no bf16 on the {', '.join(unbf16)} run: no bfloat16 instructions" if unbf16 else "")
         + "). FD is measured in the suite's own Fashion-MNIST features (lower is better; not comparable "
-        "with published FIDs). Sources: " + " ".join(sources()),
+        f"with published FIDs). Minutes to FD ≤ {HEADLINE_FD}: mnist28's training time (the scoring not counted) "
+        f"until G's moving average first scored FD ≤ {HEADLINE_FD}, scored every 250 iterations; – where its run "
+        "did not get there. Sources: " + " ".join(sources()),
     ]
     return "\n".join(lines)
 

@@ -84,7 +84,14 @@ def test_headline_rows_read_parity_and_quality_as_documented(tmp_path):
             {"backend": "jax", "seed": 0, "fd": 90.0},
         ],
     )
-    rows = {r.backend: r for r in summary.rows(parity=parity, quality=quality)}
+    time = tmp_path / "quality" / "time-to-quality.json"
+    point = {"fd_raw": 0.0}  # G's own FD does not count: the minutes are the average's
+    time.write_text(json.dumps({"runs": {
+        "torch": [{**point, "step": 250, "train_s": 60.0, "fd": 300.0}, {**point, "step": 500, "train_s": 150.0,
+                                                                          "fd": summary.HEADLINE_FD}],
+        "jax": [{**point, "step": 250, "train_s": 70.0, "fd": summary.HEADLINE_FD + 1}]}}))  # fmt: skip
+    rows = {r.backend: r for r in summary.rows(parity=parity, quality=quality, time=time)}
+    assert rows["torch"].minutes == 2.5 and rows["jax"].minutes is None and rows["keras-torch"].minutes is None
     assert rows["torch"].parity_float64 == 2e-14
     assert rows["jax"].parity_float64 == 2e-14
     assert rows["keras-torch"].parity_float64 == 5e-15
