@@ -12,6 +12,10 @@ on one otherwise idle machine, so that their times compare. A run's training tim
 is its logged `time` less the seconds its earlier scores took (`eval_s`): compiling, sample
 grids and checkpoints count, as they do for a user; the measuring does not.
 
+`run --precision bf16` trains bf16 runs beside them (runs/time-to-quality/BACKEND-bf16): the
+report sets each one's FD against the float32 run's at the same iterations, the check that
+mixed precision still trains the same GAN, and its minutes beside float32's.
+
 The machine is recorded when the first run starts (runs/time-to-quality/machine.json), and
 a run continued on another CPU model is refused: times from two machines do not compare.
 """
@@ -34,12 +38,17 @@ EVAL_EVERY, SEED = 250, 0
 THRESHOLDS = (300, 200, 150, 125)  # FD in the suite's Fashion-MNIST features; real vs real is 0.3
 
 
-def train_command(backend: str, steps: int) -> list[str]:
-    out = RUNS / backend
+def run_name(backend: str, precision: str) -> str:
+    """runs/time-to-quality/torch for float32, torch-bf16 for bf16."""
+    return backend if precision == "float32" else f"{backend}-{precision}"
+
+
+def train_command(backend: str, steps: int, precision: str = "float32") -> list[str]:
+    out = RUNS / run_name(backend, precision)
     command = [sys.executable, "-m", "common.cli", "train", "--backend", backend, "--preset", PRESET,
                "--dataset", "fashion-mnist", "--batch-size", str(BATCH_SIZE), "--seed", str(SEED),
                "--steps", str(steps), "--eval-every", str(EVAL_EVERY), "--checkpoint-every", str(EVAL_EVERY),
-               "--set", f"optim.ema={EMA}", "--no-progress", "--out", str(out)]  # fmt: skip
+               "--precision", precision, "--set", f"optim.ema={EMA}", "--no-progress", "--out", str(out)]  # fmt: skip
     return command + (["--resume"] if (out / "run.json").exists() else [])
 
 
@@ -61,11 +70,11 @@ def same_machine() -> dict:
 def run(args: argparse.Namespace) -> None:
     same_machine()
     for backend in args.backends:
-        metrics = RUNS / backend / "metrics.jsonl"
+        metrics = RUNS / run_name(backend, args.precision) / "metrics.jsonl"
         if metrics.exists() and any(json.loads(line)["step"] >= args.steps for line in metrics.open()):
             continue
-        print(f"training {backend} to {args.steps} iterations", flush=True)
-        subprocess.run(train_command(backend, args.steps), cwd=ROOT, check=True)
+        print(f"training {run_name(backend, args.precision)} to {args.steps} iterations", flush=True)
+        subprocess.run(train_command(backend, args.steps, args.precision), cwd=ROOT, check=True)
 
 
 def scored(records: list[dict]) -> list[dict]:
@@ -79,6 +88,29 @@ def scored(records: list[dict]) -> list[dict]:
                        "fd_raw": round(r.get("fd_raw", r["fd"]), 2)})  # fmt: skip
         scoring += r.get("eval_s", 0.0)
     return points
+
+
+def order(name: str) -> tuple[int, int]:
+    """float32 runs in BACKENDS order, then the bf16 ones."""
+    return (int(name.endswith("-bf16")), list(BACKENDS).index(name.removesuffix("-bf16")))
+
+
+def against_float32(runs: dict[str, list[dict]]) -> list[str]:
+    """Each bf16 run's FD (G's moving average) at every scored iteration against the float32
+    run of its backend at the same iteration."""
+    lines = []
+    for name, points in runs.items():
+        base = name.removesuffix("-bf16")
+        if name == base or base not in runs:
+            continue
+        float32 = {p["step"]: p for p in runs[base]}
+        pairs = [(p, float32[p["step"]]) for p in points if p["step"] in float32]
+        cells = ", ".join(f"{p['step']}: {p['fd']:.1f} / {q['fd']:.1f}" for p, q in pairs)
+        last, base_last = pairs[-1]
+        minutes = f"{last['train_s'] / 60:.1f} against {base_last['train_s'] / 60:.1f}"
+        lines.append(f"- {base}: bf16 / float32 at each scored iteration: {cells}; at {last['step']}, {minutes} "
+                     "minutes of training.")  # fmt: skip
+    return lines
 
 
 def first_below(points: list[dict], threshold: float, key: str) -> dict | None:
@@ -95,13 +127,13 @@ def report(args: argparse.Namespace) -> None:
     runs = dict(kept["runs"])
     if (RUNS / "machine.json").exists():
         kept["machine"] = json.loads((RUNS / "machine.json").read_text())
-        for backend in BACKENDS:
-            metrics = RUNS / backend / "metrics.jsonl"
+        for name in (run_name(b, p) for p in ("float32", "bf16") for b in BACKENDS):
+            metrics = RUNS / name / "metrics.jsonl"
             if metrics.exists():
-                runs[backend] = scored([json.loads(line) for line in metrics.read_text().splitlines()])
+                runs[name] = scored([json.loads(line) for line in metrics.read_text().splitlines()])
     if not runs:
         sys.exit(f"error: no runs in {RUNS} and none recorded in {RECORDS}: `python -m benchmarks.time_to_quality run`")
-    kept["runs"] = {b: runs[b] for b in BACKENDS if b in runs}
+    kept["runs"] = dict(sorted(runs.items(), key=lambda item: order(item[0])))
     RESULTS.mkdir(parents=True, exist_ok=True)
     RECORDS.write_text(json.dumps(kept, indent=1) + "\n")
     plot(kept["runs"], RESULTS / "time-to-quality.png", kept["machine"])
@@ -112,6 +144,7 @@ def markdown(kept: dict, made: str) -> str:
     machine, runs = kept["machine"], kept["runs"]
     cpu = machine["cpu"]
     head = " | ".join(f"FD ≤ {t}" for t in THRESHOLDS)
+    bf16 = against_float32(runs)
     rows = []
     for backend, points in runs.items():
         cells = []
@@ -135,10 +168,13 @@ def markdown(kept: dict, made: str) -> str:
         "(quality.md) shows FD at equal iterations varies by about ±5 between seeds, so a threshold crossed "
         f"between two scores is known to {EVAL_EVERY} iterations.",
         "",
-        f"| backend | {head} | last FD (average / G), iteration, minutes |",
+        f"| run | {head} | last FD (average / G), iteration, minutes |",
         "|---|" + "---|" * (len(THRESHOLDS) + 1),
         *rows,
         "",
+        *(["## bf16 against float32", "",
+           "FD of G's moving average in each bf16 run against the float32 run of the same backend and seed:", "",
+           *bf16, ""] if bf16 else []),
         "![FD against minutes of training](time-to-quality.png)",
         "",
     ])  # fmt: skip
@@ -152,10 +188,14 @@ def plot(runs: dict[str, list[dict]], path: Path, machine: dict) -> None:
 
     fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
     colours = dict(zip(BACKENDS, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
-    for backend, points in runs.items():
+    for name, points in runs.items():
         minutes = [p["train_s"] / 60 for p in points]
-        ax.plot(minutes, [p["fd"] for p in points], "o-", color=colours[backend], markersize=3, label=backend)
-        ax.plot(minutes, [p["fd_raw"] for p in points], ":", color=colours[backend], linewidth=1)
+        colour = colours[name.removesuffix("-bf16")]
+        if name.endswith("-bf16"):  # the average only: beside its float32 run, in its colour
+            ax.plot(minutes, [p["fd"] for p in points], "s--", color=colour, markersize=3, label=name)
+            continue
+        ax.plot(minutes, [p["fd"] for p in points], "o-", color=colour, markersize=3, label=name)
+        ax.plot(minutes, [p["fd_raw"] for p in points], ":", color=colour, linewidth=1)
     for threshold in THRESHOLDS:
         ax.axhline(threshold, color="grey", linewidth=0.5)
     ax.plot([], [], "k-", label="G's moving average")
@@ -176,6 +216,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=2000, help="iterations of every run (2000)")
     parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS),
                         help="whose runs `run` trains, in this order (default: all)")  # fmt: skip
+    parser.add_argument("--precision", choices=["float32", "bf16"], default="float32",
+                        help="the runs' precision (float32); bf16 runs sit beside the float32 ones")  # fmt: skip
     args = parser.parse_args(argv)
     {"run": run, "report": report}[args.action](args)
 
