@@ -33,33 +33,33 @@ def torch_convolution(layer: Layer, batch: int, dtype, device="cpu"):
     return f, x, w
 
 
-def jax_convolution(layer: Layer, batch: int, dtype, key, custom_vjp: bool = False):
-    """`custom_vjp`: a transposed convolution through jax_impl/conv_transpose.py, as jax_impl
-    builds it, rather than lax.conv_transpose: the same values, another gradient."""
+def jax_convolution(layer: Layer, batch: int, dtype, key, as_built: bool = False):
+    """`as_built`: through jax_impl/convolutions.py, as jax_impl builds the layer, rather than
+    lax's own call and its autodiff: the same values, passes computed in other forms."""
     import jax
     from jax import lax
+
+    from jax_impl import convolutions
 
     k, s, p = layer.kernel, (layer.stride,) * 2, layer.padding
     c, h, w_ = layer.in_shape
     x_key, w_key = jax.random.split(key)
     x = jax.random.normal(x_key, (batch, h, w_, c), dtype)
     w = jax.random.normal(w_key, (k, k, layer.in_channels, layer.out_channels), dtype)
-    dims = ("NHWC", "HWIO", "NHWC")
     if layer.kind == "conv_transpose":
         pad = ((k - 1 - p,) * 2,) * 2
-        if custom_vjp:
-            from jax_impl.conv_transpose import conv_transpose
-
-            def f(x, w):
-                return conv_transpose(x, w, s, pad)
-        else:
-
-            def f(x, w):
-                return lax.conv_transpose(x, w, s, pad, dimension_numbers=dims)
+        ours, theirs = convolutions.conv_transpose, lax.conv_transpose
     else:
+        pad = ((p, p),) * 2
+        ours = convolutions.conv
 
-        def f(x, w):
-            return lax.conv_general_dilated(x, w, s, ((p, p),) * 2, dimension_numbers=dims)
+        def theirs(x, w, s, pad):
+            return lax.conv_general_dilated(x, w, s, pad, dimension_numbers=convolutions.DIMENSIONS)
+
+    conv = ours if as_built else theirs
+
+    def f(x, w):
+        return conv(x, w, s, pad)
 
     return f, x, w
 

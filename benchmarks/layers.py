@@ -7,8 +7,8 @@ A training iteration is mostly its convolutions' three passes: the forward, the 
 with respect to the input (what backpropagation passes on) and the one with respect to the
 weights. When one backend's step is slower than another's, timing each of those alone, in
 the layouts and calls the builds use (benchmarks/convolutions.py; PyTorch's passes through
-`aten.convolution_backward`, JAX's through jax.vjp under jit, for a transposed convolution
-both lax's own and jax_impl/conv_transpose.py's, TensorFlow's through tf.GradientTape under
+`aten.convolution_backward`, JAX's through jax.vjp under jit, both lax's own passes and
+jax_impl/convolutions.py's, TensorFlow's through tf.GradientTape under
 tf.function, with and without XLA), shows which pass of which layer is responsible. Each
 set of kernels (`KERNELS`) runs in its own process, best of `--repeats`.
 
@@ -46,7 +46,7 @@ KERNELS = {
     "torch": ("torch", "PyTorch (channels-last)"),
     "torch-nchw": ("torch", "PyTorch (NCHW)"),
     "jax": ("jax", "JAX (as jax_impl builds it)"),
-    "jax-lax": ("jax", "JAX, lax.conv_transpose's own gradient"),
+    "jax-lax": ("jax", "JAX, lax's passes (its autodiff's gradients)"),
     "tensorflow": ("tensorflow", "TensorFlow"),
     "tensorflow-xla": ("tensorflow", "TensorFlow, XLA"),
 }
@@ -130,7 +130,7 @@ def _torch(layer, batch: int, repeats: int, precision: str, device: str, channel
         }
 
 
-def _jax(layer, batch: int, repeats: int, precision: str, custom: bool) -> dict[str, float]:
+def _jax(layer, batch: int, repeats: int, precision: str, as_built: bool) -> dict[str, float]:
     import jax
     import jax.numpy as jnp
 
@@ -138,7 +138,7 @@ def _jax(layer, batch: int, repeats: int, precision: str, custom: bool) -> dict[
     jax.config.update("jax_default_matmul_precision", "tensorfloat32" if chosen.tf32 else "highest")
     dtype = getattr(jnp, chosen.compute)
     keys = jax.random.split(jax.random.key(0), 2)
-    f, x, w = jax_convolution(layer, batch, dtype, keys[0], custom_vjp=custom)
+    f, x, w = jax_convolution(layer, batch, dtype, keys[0], as_built=as_built)
     g = jax.random.normal(keys[1], jax.eval_shape(f, x, w).shape, dtype)
     forward = jax.jit(f)
     input_grad = jax.jit(lambda x, w, g: jax.vjp(lambda x: f(x, w), x)[1](g)[0])
@@ -179,16 +179,13 @@ def _tensorflow(layer, batch: int, repeats: int, precision: str, xla: bool) -> d
 def time_passes(
     kernels: str, preset: str, batch: int, repeats: int, precision: str = "float32", device: str = "cpu"
 ) -> list[dict]:
-    """One row per convolution of `preset`: its three passes' best times in `kernels`. jax-lax
-    has rows for the transposed convolutions alone (for the others it is jax)."""
+    """One row per convolution of `preset`: its three passes' best times in `kernels`."""
     rows = []
     for layer in conv_layers(preset, batch):
-        if kernels == "jax-lax" and layer.kind != "conv_transpose":
-            continue
         if kernels in ("torch", "torch-nchw"):
             times = _torch(layer, batch, repeats, precision, device, channels_last=kernels == "torch")
         elif kernels in ("jax", "jax-lax"):
-            times = _jax(layer, batch, repeats, precision, custom=kernels == "jax")
+            times = _jax(layer, batch, repeats, precision, as_built=kernels == "jax")
         else:
             times = _tensorflow(layer, batch, repeats, precision, xla=kernels == "tensorflow-xla")
         rows.append({"layer": layer.name, **times})
@@ -221,8 +218,6 @@ def main(argv: list[str] | None = None) -> int:
             text=True,
         ).stdout  # fmt: skip
         results[kernels] = as_times(json.loads(out.splitlines()[-1]))
-    if "jax-lax" in results and "jax" in results:  # the plain convolutions are jax's
-        results["jax-lax"] = {**results["jax"], **results["jax-lax"]}
     print(f"{args.preset}, batch {args.batch_size}, float32: ms per pass, best of {args.repeats}")
     print("| layer | pass | " + " | ".join(KERNELS[k][1] for k in results) + " |")
     print("|---|---|" + "---:|" * len(results))

@@ -17,7 +17,7 @@ from flax import nnx
 
 from common.config import ModelConfig
 from common.spec import Init, Layer, NetworkSpec, discriminator_spec, generator_spec
-from jax_impl.conv_transpose import conv_transpose
+from jax_impl.convolutions import conv, conv_transpose
 
 # common.config.ACTIVATIONS -> the function computing it (leaky_relu with the spec's slope)
 ACTIVATIONS = {
@@ -103,10 +103,24 @@ class BatchNorm(nnx.BatchNorm):
         return y.reshape(shape).astype(self.dtype)
 
 
+class Conv(nnx.Conv):
+    """nnx.Conv as make_layer builds it (explicit padding, no dilation, groups or mask),
+    computed by jax_impl/convolutions.py: the same values, with an input gradient XLA's CPU
+    backend runs far faster (docs/benchmarks.md). Parameters, casts (promote_dtype) and bias
+    are Flax's own."""
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        bias = self.bias[...] if self.use_bias else None
+        x, kernel, bias = self.promote_dtype((x, self.kernel[...], bias), dtype=self.dtype)
+        y = conv(x, kernel, tuple(self.strides), tuple(map(tuple, self.padding)))
+        return y + bias if self.use_bias else y
+
+
 class ConvTranspose(nnx.ConvTranspose):
     """nnx.ConvTranspose as make_layer builds it (explicit padding, no dilation or mask),
-    computed by jax_impl/conv_transpose.py: the same values, with a gradient XLA's CPU backend
-    runs far faster (docs/benchmarks.md). Parameters, casts (promote_dtype) and bias are Flax's own."""
+    computed by jax_impl/convolutions.py: the same values, with a forward pass and gradients
+    XLA's CPU backend runs far faster (docs/benchmarks.md). Parameters, casts (promote_dtype)
+    and bias are Flax's own."""
 
     def __call__(self, x: jax.Array) -> jax.Array:
         bias = self.bias[...] if self.use_bias else None
@@ -171,7 +185,7 @@ def make_layer(
     if layer.kind in ("conv", "conv_transpose"):
         k, p = layer.kernel, layer.padding
         if layer.kind == "conv":
-            module, padding = nnx.Conv, ((p, p), (p, p))
+            module, padding = Conv, ((p, p), (p, p))
         else:
             # lax pads the stride-dilated input; k - 1 - p on each side equals
             # PyTorch's ConvTranspose2d(padding=p): out = (in - 1)·s - 2p + k.

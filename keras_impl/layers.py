@@ -10,9 +10,9 @@ kinds of difference in Keras's own layers stand in the way; each class below rem
   TensorFlow's leaky_relu with a float32 slope), an error of 1e-7 or more where float64
   promises 1e-16 (`mean`, `Dense`, `Tanh`, `LeakyReLU`); below float64 each takes Keras's
   own path, so float32 and bfloat16 run Keras's kernels unchanged;
-* speed: on JAX, Keras's Conv2DTranspose gradient is lax's, which XLA's CPU backend runs
-  slowly (`Conv2DTranspose` uses jax_impl/conv_transpose.py's custom gradient; figures in
-  docs/benchmarks.md);
+* speed: on JAX, Keras's Conv2D and Conv2DTranspose compute their passes as lax and JAX's
+  autodiff do, some of which XLA's CPU backend runs slowly (both use jax_impl/convolutions.py;
+  figures in docs/benchmarks.md);
 * a framework limit: on torch, Keras's Conv2D hands PyTorch's CPU float64 convolution a memory
   layout whose weight gradient it refuses for a convolution with one output channel (`Conv2D`).
 
@@ -169,7 +169,12 @@ class Tanh(layers.Layer):
 
 
 class Conv2D(layers.Conv2D):
-    """keras.layers.Conv2D, with float64 gradients on the torch backend.
+    """keras.layers.Conv2D, on the JAX backend computed by jax_impl/convolutions.py, and with
+    float64 gradients on the torch backend.
+
+    On JAX: the same values as Keras's own convolution, with an input gradient that XLA's CPU
+    backend runs far faster (docs/benchmarks.md). Covers what make_layers builds:
+    channels_last, padding "same"/"valid", no dilation or groups.
 
     Keras 3.15's torch backend hands ``torch.nn.functional.conv2d`` the NHWC input as a
     channels-last tensor and the HWIO kernel permuted to OIHW, a view that is channels-last too
@@ -179,11 +184,16 @@ class Conv2D(layers.Conv2D):
     PyTorch). D's last convolution has one output channel. In float64 on torch this layer
     therefore computes with contiguous tensors, the NCHW input and OIHW kernel PyTorch's own
     layout has (``torch.Tensor.contiguous``: Keras has no op that sets a memory layout), through
-    Keras's channels-first convolution, which passes them to PyTorch as they are. Every other
-    backend and dtype takes Keras's own path unchanged, and Keras's own ``call`` adds the bias
-    and the activation in every case."""
+    Keras's channels-first convolution, which passes them to PyTorch as they are. TensorFlow,
+    and torch below float64, take Keras's own path unchanged, and Keras's own ``call`` adds the
+    bias and the activation in every case."""
 
     def convolution_op(self, inputs, kernel):
+        if keras.backend.backend() == "jax":
+            from jax_impl.convolutions import conv  # keras_impl imports jax only on JAX
+
+            padding = tuple(map(self._lax_padding, inputs.shape[1:3], self.kernel_size, self.strides))
+            return conv(inputs, ops.convert_to_tensor(kernel), self.strides, padding)
         if keras.backend.backend() != "torch" or keras.backend.standardize_dtype(inputs.dtype) != "float64":
             return super().convolution_op(inputs, kernel)
         nchw = ops.transpose(inputs, (0, 3, 1, 2)).contiguous()
@@ -198,18 +208,25 @@ class Conv2D(layers.Conv2D):
         )
         return ops.transpose(outputs, (0, 2, 3, 1))
 
+    def _lax_padding(self, size: int, k: int, s: int) -> tuple[int, int]:
+        """The padding lax gives Keras's "same" (the odd row on the high side) or "valid"."""
+        if self.padding == "valid":
+            return 0, 0
+        total = max((-(-size // s) - 1) * s + k - size, 0)
+        return total // 2, total - total // 2
+
 
 class Conv2DTranspose(layers.Conv2DTranspose):
-    """keras.layers.Conv2DTranspose; on the JAX backend computed by jax_impl/conv_transpose.py,
-    the same values as Keras's own lax.conv_transpose with a gradient that XLA's CPU backend runs
-    far faster (docs/benchmarks.md).
+    """keras.layers.Conv2DTranspose; on the JAX backend computed by jax_impl/convolutions.py,
+    the same values as Keras's own lax.conv_transpose with a forward pass and gradients that
+    XLA's CPU backend runs far faster (docs/benchmarks.md).
     Covers what make_layers builds: channels_last, padding "same"/"valid", no dilation or
     output_padding."""
 
     def call(self, inputs):
         if keras.backend.backend() != "jax":
             return super().call(inputs)
-        from jax_impl.conv_transpose import conv_transpose  # keras_impl imports jax only on JAX
+        from jax_impl.convolutions import conv_transpose  # keras_impl imports jax only on JAX
 
         # Keras's kernel is (kh, kw, out, in) and its lax call flips and swaps it (transpose_kernel=True).
         kernel = ops.swapaxes(ops.flip(ops.convert_to_tensor(self.kernel), (0, 1)), 2, 3)

@@ -99,7 +99,7 @@ def test_the_batch_noise_is_the_first_iterations_from_the_presets_distribution(f
 
 def test_each_frameworks_convolution_call_computes_pytorchs():
     """benchmarks.convolutions, which the peak and the per-layer timings use: for every
-    convolution of mnist28, JAX's calls (lax's and jax_impl's transposed convolution) and
+    convolution of mnist28, JAX's calls (lax's and jax_impl's) and
     TensorFlow's give PyTorch's output, of the spec's shape, from the same input and weights."""
     import jax
     import tensorflow as tf
@@ -117,10 +117,10 @@ def test_each_frameworks_convolution_call_computes_pytorchs():
         # lax's transposed convolution correlates with the kernel PyTorch's convolves with: HWIO, flipped
         transposed = layer.kind == "conv_transpose"
         w_hwio = w.permute(2, 3, 0, 1).numpy()[::-1, ::-1].copy() if transposed else w.permute(2, 3, 1, 0).numpy()
-        for custom_vjp in (False, True):
-            f, _, _ = jax_convolution(layer, 2, jax.numpy.float32, jax.random.key(0), custom_vjp=custom_vjp)
+        for as_built in (False, True):
+            f, _, _ = jax_convolution(layer, 2, jax.numpy.float32, jax.random.key(0), as_built=as_built)
             with jax.default_matmul_precision("highest"):
-                assert _relative_error(f(x_nhwc, w_hwio), expected) < 1e-5, (layer.name, custom_vjp)
+                assert _relative_error(f(x_nhwc, w_hwio), expected) < 1e-5, (layer.name, as_built)
         f, _, _ = tensorflow_convolution(layer, 2, tf.float32)
         w_tf = w.permute(2, 3, 1, 0).numpy()  # tf: (k, k, in, out) for a convolution, (k, k, out, in) transposed
         assert _relative_error(f(x_nhwc, w_tf), expected) < 1e-5, layer.name

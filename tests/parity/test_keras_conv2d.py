@@ -1,6 +1,7 @@
 """keras_impl/layers.py's Conv2D: in float64 on Keras's torch backend it takes the weight
 gradient that Keras's own Conv2D cannot (PyTorch's ``slow_conv2d`` refuses it for one output
-channel, docs/conventions.md), and everywhere it computes what keras.layers.Conv2D computes.
+channel, docs/conventions.md), and everywhere it computes what keras.layers.Conv2D computes
+(on JAX through jax_impl/convolutions.py, whose input gradient sums in another order).
 
 Each Keras backend runs in a process of its own (Keras fixes its backend per process), which
 computes the outputs and the gradients of sum(outputs · g) with respect to the kernel, the bias
@@ -164,8 +165,8 @@ def test_conv2d_computes_the_convolution_and_its_gradients(computed):
 
 def test_conv2d_is_keras_own_where_keras_own_runs(computed):
     """Wherever keras.layers.Conv2D takes its gradients, this layer computes exactly what it
-    does (Keras's own path), except in float64 on torch, where it computes with contiguous
-    tensors and agrees to rounding."""
+    does (Keras's own path) on TensorFlow, and on torch below float64; in float64 on torch
+    (contiguous tensors) and on JAX (jax_impl/convolutions.py) it agrees to rounding."""
     backend, found, errors, _ = computed
     for name in CASES:
         for dtype in DTYPES:
@@ -174,8 +175,9 @@ def test_conv2d_is_keras_own_where_keras_own_runs(computed):
                 continue
             for part in ("outputs", *GRADIENTS):
                 ours, theirs = found[f"{key}/ours/{part}"], found[f"{key}/keras/{part}"]
-                if backend == "torch" and dtype == "float64":
-                    assert _relative(ours, theirs) < 1e-12, (name, part)
+                if backend == "jax" or (backend == "torch" and dtype == "float64"):
+                    tolerance = 1e-12 if dtype == "float64" else 1e-5
+                    assert _relative(ours, theirs) < tolerance, (backend, name, dtype, part)
                 else:
                     assert np.array_equal(ours, theirs), (backend, name, dtype, part)
 
