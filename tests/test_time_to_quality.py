@@ -72,7 +72,9 @@ def test_runs_continued_on_another_cpu_are_refused(tmp_path, monkeypatch):
         ttq.same_machine()
 
 
-def test_a_bf16_run_is_set_against_its_float32_run_at_the_same_iterations():
+def test_a_bf16_run_is_set_against_its_float32_run_at_the_same_iterations(tmp_path, monkeypatch):
+    monkeypatch.setattr(ttq, "RUNS", tmp_path)
+
     def points(*fds: float, seconds: float) -> list[dict]:
         return [{"step": 250 * i, "train_s": seconds * i, "fd": fd, "fd_raw": fd} for i, fd in enumerate(fds, 1)]
 
@@ -81,6 +83,9 @@ def test_a_bf16_run_is_set_against_its_float32_run_at_the_same_iterations():
     assert sorted(runs, key=ttq.order) == ["torch", "jax", "torch-bf16"]
     assert ttq.run_name("torch", "bf16") == "torch-bf16" and ttq.run_name("jax", "float32") == "jax"
     assert "--precision" in (command := ttq.train_command("torch", 1000, "bf16")) and command[-1].endswith("torch-bf16")
+    (tmp_path / "torch-bf16").mkdir()
+    (tmp_path / "torch-bf16" / "run.json").write_text("{}")
+    assert ttq.train_command("torch", 1000, "bf16")[-1] == "--resume"  # a run begun goes on
     (line,) = ttq.against_float32(runs)  # jax has no bf16 run: no line
     assert line == ("- torch: bf16 / float32 at each scored iteration: 250: 400.0 / 410.0, 500: 260.0 / 250.0; "
                     "at 500, 1.0 against 2.0 minutes of training.")  # fmt: skip
