@@ -96,9 +96,13 @@ def order(name: str) -> tuple[int, int]:
     return (int(name.endswith("-bf16")), list(BACKENDS).index(name.removesuffix("-bf16")))
 
 
-def against_float32(runs: dict[str, list[dict]]) -> list[str]:
+def against_float32(runs: dict[str, list[dict]], spread=None) -> list[str]:
     """Each bf16 run's FD (G's moving average) at every scored iteration against the float32
-    run of its backend at the same iteration."""
+    run of its backend at the same iteration, and whether their difference at the last one, for
+    the average and for G, is within `spread(step)`: how far G's FD differs between seeds at
+    that iteration (default: `seed_range`, from the quality study). Within it, bf16 trains as
+    well as float32 as far as one seed can tell."""
+    spread = spread or seed_range
     lines = []
     for name, points in runs.items():
         base = name.removesuffix("-bf16")
@@ -109,8 +113,16 @@ def against_float32(runs: dict[str, list[dict]]) -> list[str]:
         cells = ", ".join(f"{p['step']}: {p['fd']:.1f} / {q['fd']:.1f}" for p, q in pairs)
         last, base_last = pairs[-1]
         minutes = f"{last['train_s'] / 60:.1f} against {base_last['train_s'] / 60:.1f}"
+        differences = [last[key] - base_last[key] for key in ("fd", "fd_raw")]
+        width = spread(last["step"])
+        if width is None:
+            verdict = "no seed spread to set it against"
+        else:
+            within = "within" if max(map(abs, differences)) <= width else "beyond"
+            verdict = f"{within} the {width:.1f} by which G's FD differs between seeds there"
         lines.append(f"- {base}: bf16 / float32 at each scored iteration: {cells}; at {last['step']}, {minutes} "
-                     "minutes of training.")  # fmt: skip
+                     f"minutes of training; bf16 − float32 at {last['step']}: {differences[0]:+.1f} for the average, "
+                     f"{differences[1]:+.1f} for G, {verdict}.")  # fmt: skip
     return lines
 
 
@@ -183,9 +195,20 @@ def markdown(kept: dict, made: str) -> str:
     ])  # fmt: skip
 
 
+def seed_fds(step: int) -> list[float]:
+    """G's FD at `step` iterations in each run of the quality study that was scored there."""
+    return [p["fd"] for r in json.loads(QUALITY.read_text()) for p in r["curve"] if p["step"] == step]
+
+
+def seed_range(step: int) -> float | None:
+    """How far G's FD at `step` iterations differs between the quality study's runs (max − min)."""
+    fds = seed_fds(step)
+    return max(fds) - min(fds) if len(fds) >= 2 else None
+
+
 def seed_spread(step: int) -> str:
-    """How far G's FD at `step` iterations varies between the quality study's runs."""
-    fds = [p["fd"] for r in json.loads(QUALITY.read_text()) for p in r["curve"] if p["step"] == step]
+    """How far G's FD at `step` iterations varies between the quality study's runs, in words."""
+    fds = seed_fds(step)
     if len(fds) < 2:
         return "the quality study (quality.md) has too few runs scored at that iteration to say how much."
     return (

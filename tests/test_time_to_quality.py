@@ -86,6 +86,12 @@ def test_a_bf16_run_is_set_against_its_float32_run_at_the_same_iterations(tmp_pa
     (tmp_path / "torch-bf16").mkdir()
     (tmp_path / "torch-bf16" / "run.json").write_text("{}")
     assert ttq.train_command("torch", 1000, "bf16")[-1] == "--resume"  # a run begun goes on
-    (line,) = ttq.against_float32(runs)  # jax has no bf16 run: no line
+    (line,) = ttq.against_float32(runs, spread=lambda step: 20.0)  # jax has no bf16 run: no line
     assert line == ("- torch: bf16 / float32 at each scored iteration: 250: 400.0 / 410.0, 500: 260.0 / 250.0; "
-                    "at 500, 1.0 against 2.0 minutes of training.")  # fmt: skip
+                    "at 500, 1.0 against 2.0 minutes of training; bf16 − float32 at 500: +10.0 for the average, "
+                    "+10.0 for G, within the 20.0 by which G's FD differs between seeds there.")  # fmt: skip
+    runs["torch-bf16"][-1]["fd_raw"] = 280.0  # G 30 worse than float32's: more than seeds differ
+    assert ttq.against_float32(runs, spread=lambda step: 20.0)[0].endswith(
+        "+30.0 for G, beyond the 20.0 by which G's FD differs between seeds there."
+    )
+    assert ttq.against_float32(runs, spread=lambda step: None)[0].endswith("no seed spread to set it against.")
