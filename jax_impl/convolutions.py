@@ -65,7 +65,10 @@ def phase_kernel(kernel: jax.Array, s: Strides) -> jax.Array:
 
 def polyphase_conv(x: jax.Array, kernel: jax.Array, strides: Strides, padding: Padding) -> jax.Array:
     """lax.conv_general_dilated(x, kernel, strides, padding) as a stride-1 convolution over
-    the phases of the padded input."""
+    the phases of the padded input; lax's own where the stride is 1, which has no phases to
+    split (and whose transpose reads no dilated input)."""
+    if tuple(strides) == (1, 1):
+        return _strided(x, kernel, strides, padding)
     pads = []
     for size, k, s, (lo, hi) in zip(x.shape[1:3], kernel.shape[:2], strides, padding):
         out = (size + lo + hi - k) // s + 1
