@@ -29,6 +29,8 @@ layer               forward                 input gradient             kernel gr
 `conv_transpose`    `adjoint` (polyphase)   lax's strided              a dilated-kernel convolution
 ==================  ======================  =========================  ==========================
 
+A stride-1 convolution reads no dilated input, and there every pass is lax's own form.
+
 Both take what nnx.Conv and nnx.ConvTranspose pass to lax (NHWC input, HWIO kernel, explicit
 padding, no dilation) and return lax's values and gradients (tests/test_convolutions.py).
 """
