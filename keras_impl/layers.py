@@ -11,10 +11,13 @@ kinds of difference in Keras's own layers stand in the way; each class below rem
   promises 1e-16 (`mean`, `Dense`, `Tanh`, `LeakyReLU`); below float64 each takes Keras's
   own path, so float32 and bfloat16 run Keras's kernels unchanged;
 * speed: on JAX, Keras's Conv2D and Conv2DTranspose compute their passes as lax and JAX's
-  autodiff do, some of which XLA's CPU backend runs slowly (both use jax_impl/convolutions.py;
-  figures in docs/benchmarks.md);
+  autodiff do, some of which XLA's CPU backend runs slowly (both use jax_impl/convolutions.py);
+  on torch, Keras copies every convolution's input between layouts and builds BN from a dozen
+  unfused ops (`Conv2D`, `Conv2DTranspose` and `BatchNormalization` use PyTorch's own kernels
+  on channels-last views, keras_impl/on_torch.py; figures in docs/benchmarks.md);
 * a framework limit: on torch, Keras's Conv2D hands PyTorch's CPU float64 convolution a memory
-  layout whose weight gradient it refuses for a convolution with one output channel (`Conv2D`).
+  layout whose weight gradient it refuses for a convolution with one output channel
+  (keras_impl/on_torch.py gives it contiguous tensors in float64).
 
 Each is a subclass of the Keras layer it replaces, with the same weights and arguments, so a
 model saved with them holds Keras's own variables. Revisit them with each Keras release
@@ -78,6 +81,8 @@ class BatchNormalization(layers.BatchNormalization):
 
     def call(self, inputs, training=None, mask=None):
         inputs = ops.cast(inputs, self.moving_mean.dtype)
+        if keras.backend.backend() == "torch" and self.groups == 1 and not self.synchronized:
+            return self._call_torch(inputs, training and self.trainable)
         if not (training and self.trainable):
             return self._normalize(inputs, self.moving_mean, self.moving_variance)
         parts = ops.split(inputs, self.groups) if self.groups > 1 else [inputs]
@@ -88,6 +93,22 @@ class BatchNormalization(layers.BatchNormalization):
         self.moving_variance.assign(self.moving_variance * self.momentum + unbiased * (1.0 - self.momentum))
         outputs = [self._normalize(part, m, variance) for part, (m, variance, _) in zip(parts, statistics)]
         return outputs[0] if len(outputs) == 1 else ops.concatenate(outputs)
+
+    def _call_torch(self, inputs, training: bool):
+        """The same, by PyTorch's fused batch norm (keras_impl/on_torch.py)."""
+        from keras_impl import on_torch  # keras_impl imports torch only on torch
+
+        outputs, moving_mean, moving_variance = on_torch.batch_norm(
+            inputs,
+            *map(ops.convert_to_tensor, (self.gamma, self.beta)),
+            self.epsilon,
+            *map(ops.convert_to_tensor, (self.moving_mean, self.moving_variance)),
+            momentum=self.momentum if training else None,
+        )
+        if training:
+            self.moving_mean.assign(moving_mean)
+            self.moving_variance.assign(moving_variance)
+        return ops.cast(outputs, self.compute_dtype)
 
     def _statistics(self, x):
         """The mean, biased variance and count of each channel of x; with `synchronized`, of the
@@ -169,44 +190,28 @@ class Tanh(layers.Layer):
 
 
 class Conv2D(layers.Conv2D):
-    """keras.layers.Conv2D, on the JAX backend computed by jax_impl/convolutions.py, and with
-    float64 gradients on the torch backend.
+    """keras.layers.Conv2D, on the JAX backend computed by jax_impl/convolutions.py and on the
+    torch backend by PyTorch on channels-last views (keras_impl/on_torch.py).
 
     On JAX: the same values as Keras's own convolution, with an input gradient that XLA's CPU
-    backend runs far faster (docs/benchmarks.md). Covers what make_layers builds:
-    channels_last, padding "same"/"valid", no dilation or groups.
-
-    Keras 3.15's torch backend hands ``torch.nn.functional.conv2d`` the NHWC input as a
-    channels-last tensor and the HWIO kernel permuted to OIHW, a view that is channels-last too
-    when there is one output channel. On a CPU in float64, PyTorch's convolution
-    (``slow_conv2d``; float32 takes oneDNN) then refuses the weight gradient: "slow_conv2d:
-    grad_weight must be contiguous" (docs/conventions.md has the reproduction in plain
-    PyTorch). D's last convolution has one output channel. In float64 on torch this layer
-    therefore computes with contiguous tensors, the NCHW input and OIHW kernel PyTorch's own
-    layout has (``torch.Tensor.contiguous``: Keras has no op that sets a memory layout), through
-    Keras's channels-first convolution, which passes them to PyTorch as they are. TensorFlow,
-    and torch below float64, take Keras's own path unchanged, and Keras's own ``call`` adds the
-    bias and the activation in every case."""
+    backend runs far faster. On torch: the same values without Keras's two layout copies of
+    the input (docs/benchmarks.md). Covers what make_layers builds: channels_last, padding
+    "same"/"valid", no dilation or groups. TensorFlow takes Keras's own path unchanged, and
+    Keras's own ``call`` adds the bias and the activation in every case."""
 
     def convolution_op(self, inputs, kernel):
-        if keras.backend.backend() == "jax":
-            from jax_impl.convolutions import conv  # keras_impl imports jax only on JAX
-
-            padding = tuple(map(self._lax_padding, inputs.shape[1:3], self.kernel_size, self.strides))
-            return conv(inputs, ops.convert_to_tensor(kernel), self.strides, padding)
-        if keras.backend.backend() != "torch" or keras.backend.standardize_dtype(inputs.dtype) != "float64":
+        backend = keras.backend.backend()
+        if backend not in ("jax", "torch"):
             return super().convolution_op(inputs, kernel)
-        nchw = ops.transpose(inputs, (0, 3, 1, 2)).contiguous()
-        oihw = ops.transpose(kernel, (3, 2, 0, 1)).contiguous()
-        outputs = ops.conv(
-            nchw,
-            ops.transpose(oihw, (2, 3, 1, 0)),  # HWIO again, as a view: Keras permutes it back to oihw itself
-            strides=list(self.strides),
-            padding=self.padding,
-            dilation_rate=self.dilation_rate,
-            data_format="channels_first",
-        )
-        return ops.transpose(outputs, (0, 2, 3, 1))
+        kernel = ops.convert_to_tensor(kernel)
+        padding = tuple(map(self._lax_padding, inputs.shape[1:3], self.kernel_size, self.strides))
+        if backend == "torch":
+            from keras_impl import on_torch  # keras_impl imports torch only on torch
+
+            return on_torch.conv2d(inputs, kernel, self.strides, padding)
+        from jax_impl.convolutions import conv  # keras_impl imports jax only on JAX
+
+        return conv(inputs, kernel, self.strides, padding)
 
     def _lax_padding(self, size: int, k: int, s: int) -> tuple[int, int]:
         """The padding lax gives Keras's "same" (the odd row on the high side) or "valid"."""
@@ -219,22 +224,41 @@ class Conv2D(layers.Conv2D):
 class Conv2DTranspose(layers.Conv2DTranspose):
     """keras.layers.Conv2DTranspose; on the JAX backend computed by jax_impl/convolutions.py,
     the same values as Keras's own lax.conv_transpose with a forward pass and gradients that
-    XLA's CPU backend runs far faster (docs/benchmarks.md).
-    Covers what make_layers builds: channels_last, padding "same"/"valid", no dilation or
-    output_padding."""
+    XLA's CPU backend runs far faster; on the torch backend by PyTorch on channels-last views
+    (keras_impl/on_torch.py), without Keras's layout copy and its crop of the full output
+    (docs/benchmarks.md). Covers what make_layers builds: channels_last, padding "same"/"valid",
+    no dilation or output_padding; on torch, a kernel no smaller than the stride and, for
+    "same", k - s even (the crop PyTorch's padding can take), else Keras's own path."""
 
     def call(self, inputs):
-        if keras.backend.backend() != "jax":
-            return super().call(inputs)
-        from jax_impl.convolutions import conv_transpose  # keras_impl imports jax only on JAX
+        backend = keras.backend.backend()
+        crop = self._torch_crop()
+        if backend == "jax":
+            from jax_impl.convolutions import conv_transpose  # keras_impl imports jax only on JAX
 
-        # Keras's kernel is (kh, kw, out, in) and its lax call flips and swaps it (transpose_kernel=True).
-        kernel = ops.swapaxes(ops.flip(ops.convert_to_tensor(self.kernel), (0, 1)), 2, 3)
-        padding = tuple(map(self._lax_padding, self.kernel_size, self.strides))
-        outputs = conv_transpose(inputs, kernel, self.strides, padding)
+            # Keras's kernel is (kh, kw, out, in) and its lax call flips and swaps it (transpose_kernel=True).
+            kernel = ops.swapaxes(ops.flip(ops.convert_to_tensor(self.kernel), (0, 1)), 2, 3)
+            padding = tuple(map(self._lax_padding, self.kernel_size, self.strides))
+            outputs = conv_transpose(inputs, kernel, self.strides, padding)
+        elif backend == "torch" and crop is not None:
+            from keras_impl import on_torch  # keras_impl imports torch only on torch
+
+            outputs = on_torch.conv_transpose2d(inputs, ops.convert_to_tensor(self.kernel), self.strides, crop)
+        else:
+            return super().call(inputs)
         if self.use_bias:
             outputs = ops.add(outputs, ops.reshape(self.bias, (1, 1, 1, self.filters)))
         return self.activation(outputs)
+
+    def _torch_crop(self) -> tuple[int, int] | None:
+        """What PyTorch's conv_transpose2d crops from each side of its full output for Keras's
+        padding, or None where no symmetric crop gives Keras's output."""
+        crop = []
+        for k, s in zip(self.kernel_size, self.strides):
+            if k < s or (self.padding == "same" and (k - s) % 2):
+                return None
+            crop.append(0 if self.padding == "valid" else (k - s) // 2)
+        return tuple(crop)
 
     def _lax_padding(self, k: int, s: int) -> tuple[int, int]:
         """Keras's padding of the stride-dilated input (keras/src/backend/common/backend_utils.py)."""

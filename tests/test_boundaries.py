@@ -35,6 +35,14 @@ LAZY_EXCEPTIONS = {
     # data parallelism on Keras-TensorFlow is tf.distribute's MirroredStrategy, which Keras 3 wraps no API around
     "keras_impl/distributed.py": {"tensorflow"},
 }
+# Modules for one Keras backend alone, which import its framework at module level; each is
+# imported only inside the function that runs on that backend (layers.py), so no other
+# backend's process imports it.
+BACKEND_MODULES = {
+    # on Keras-torch, convolutions and BN through PyTorch on channels-last views, without
+    # Keras's layout copies (docs/benchmarks.md)
+    "keras_impl/on_torch.py": {"torch"},
+}
 
 
 def _imports(path: Path) -> tuple[set[str], set[str]]:
@@ -62,7 +70,10 @@ def test_packages_import_only_their_own_framework(package):
         relative = path.relative_to(ROOT).as_posix()
         module_level, lazy = _imports(path)
         foreign = (
-            ((module_level | lazy) & FRAMEWORKS) - ALLOWED[package] - (lazy & LAZY_EXCEPTIONS.get(relative, set()))
+            ((module_level | lazy) & FRAMEWORKS)
+            - ALLOWED[package]
+            - (lazy & LAZY_EXCEPTIONS.get(relative, set()))
+            - BACKEND_MODULES.get(relative, set())
         )
         assert not foreign, f"{relative} imports {sorted(foreign)}"
         other_impls = ((module_level | lazy) & (set(ALLOWED) - {"common", package})) - (
@@ -71,6 +82,26 @@ def test_packages_import_only_their_own_framework(package):
         assert not other_impls, f"{relative} imports {sorted(other_impls)}"
         above = (module_level | lazy) & {"benchmarks", "tests", "docs"}
         assert not above, f"{relative} imports {sorted(above)}, which sit above it"
+
+
+def _module_level_imports(path: Path) -> set[str]:
+    """Dotted modules imported outside any function (`from a import b` counts as a.b too)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = set()
+    for node in tree.body:  # module level, including under `if`/`try`
+        for inner in ast.walk(node) if not isinstance(node, (ast.FunctionDef, ast.ClassDef)) else ():
+            if isinstance(inner, ast.Import):
+                found |= {alias.name for alias in inner.names}
+            elif isinstance(inner, ast.ImportFrom) and inner.module:
+                found |= {inner.module} | {f"{inner.module}.{alias.name}" for alias in inner.names}
+    return found
+
+
+@pytest.mark.parametrize("module", list(BACKEND_MODULES))
+def test_backend_modules_are_imported_only_inside_functions(module):
+    dotted = module.removesuffix(".py").replace("/", ".")
+    for path in sorted(ROOT.glob("*_impl/*.py")) + sorted(ROOT.glob("common/**/*.py")):
+        assert dotted not in _module_level_imports(path), f"{path.relative_to(ROOT)} imports {dotted} at module level"
 
 
 # module -> the classes and functions every *_impl defines in it, each with the same arguments

@@ -1,13 +1,13 @@
-"""keras_impl/layers.py's Conv2D: in float64 on Keras's torch backend it takes the weight
-gradient that Keras's own Conv2D cannot (PyTorch's ``slow_conv2d`` refuses it for one output
-channel, docs/conventions.md), and everywhere it computes what keras.layers.Conv2D computes
-(on JAX through jax_impl/convolutions.py, whose input gradient sums in another order).
+"""keras_impl/layers.py's Conv2D: on Keras's torch backend it computes through PyTorch on
+channels-last views (keras_impl/on_torch.py), which in float64 takes the weight gradient that
+Keras's own Conv2D cannot (PyTorch's ``slow_conv2d`` refuses it for one output channel,
+docs/conventions.md), and everywhere it computes what keras.layers.Conv2D computes (on JAX
+through jax_impl/convolutions.py, whose input gradient sums in another order).
 
 Each Keras backend runs in a process of its own (Keras fixes its backend per process), which
 computes the outputs and the gradients of sum(outputs · g) with respect to the kernel, the bias
 and the input, through both layers holding the same weights; this process holds them to a
-convolution written in NumPy, and the two layers to each other.
-"""
+convolution written in NumPy, and the two layers to each other."""
 
 from __future__ import annotations
 
@@ -165,8 +165,8 @@ def test_conv2d_computes_the_convolution_and_its_gradients(computed):
 
 def test_conv2d_is_keras_own_where_keras_own_runs(computed):
     """Wherever keras.layers.Conv2D takes its gradients, this layer computes exactly what it
-    does (Keras's own path) on TensorFlow, and on torch below float64; in float64 on torch
-    (contiguous tensors) and on JAX (jax_impl/convolutions.py) it agrees to rounding."""
+    does (Keras's own path) on TensorFlow; on torch (keras_impl/on_torch.py) and on JAX
+    (jax_impl/convolutions.py) it agrees to rounding."""
     backend, found, errors, _ = computed
     for name in CASES:
         for dtype in DTYPES:
@@ -175,7 +175,7 @@ def test_conv2d_is_keras_own_where_keras_own_runs(computed):
                 continue
             for part in ("outputs", *GRADIENTS):
                 ours, theirs = found[f"{key}/ours/{part}"], found[f"{key}/keras/{part}"]
-                if backend == "jax" or (backend == "torch" and dtype == "float64"):
+                if backend in ("jax", "torch"):
                     tolerance = 1e-12 if dtype == "float64" else 1e-5
                     assert _relative(ours, theirs) < tolerance, (backend, name, dtype, part)
                 else:
@@ -185,7 +185,7 @@ def test_conv2d_is_keras_own_where_keras_own_runs(computed):
 def test_keras_own_conv2d_fails_only_where_this_layer_is_needed(computed):
     """Keras's own Conv2D cannot take the weight gradient of a one-output-channel convolution in
     float64 on torch, and takes every other. Should PyTorch lift the limit, this fails: then
-    Conv2D's torch path is no longer needed."""
+    keras_impl/on_torch.py's contiguous copies in float64 are no longer needed."""
     backend, _, errors, _ = computed
     keras_errors = {key: error for key, error in errors.items() if key.endswith("/keras")}
     if backend == "torch":
