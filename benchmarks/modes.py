@@ -68,13 +68,7 @@ MODES: dict[str, Mode] = {
             "tensorflow-xla",
         ),
         Mode("keras-jax", "keras-jax", None, "keras_impl on JAX (jax.jit)", "jax"),
-        Mode(
-            "keras-torch",
-            "keras-torch",
-            None,
-            "keras_impl on torch (eager)",
-            "torch-nchw",
-        ),
+        Mode("keras-torch", "keras-torch", None, "keras_impl on torch (eager, channels-last views)", "torch"),
     )
 }
 
