@@ -7,8 +7,8 @@ it (a copy, and a zero-padded copy of the gradient on the way back), and BatchNo
 is a chain of a dozen elementwise ops and sums, each a pass over the feature map there and
 back. PyTorch runs channels-last convolutions and batch norm as they are: an NHWC tensor
 permuted to NCHW is a channels-last view, no copy, so these functions take Keras's tensors,
-hand PyTorch the views and return NHWC views of its outputs (docs/benchmarks.md has the
-profile and the step times).
+hand PyTorch the views and return NHWC views of its outputs; only the kernels are copied, once
+a call (docs/benchmarks.md has the profile and the step times).
 
 In float64 the convolutions take PyTorch's contiguous NCHW and OIHW instead: its CPU float64
 convolution (`slow_conv2d`) refuses the weight gradient of a channels-last convolution with
@@ -30,9 +30,12 @@ def _nchw(x: torch.Tensor) -> torch.Tensor:
 
 def _torch_kernel(kernel: torch.Tensor) -> torch.Tensor:
     """Keras's kernel (kh, kw, a, b) -> PyTorch's (b, a, kh, kw): Conv2D's HWIO -> OIHW and
-    Conv2DTranspose's HWOI -> IOHW are the same permutation."""
+    Conv2DTranspose's HWOI -> IOHW are the same permutation. A channels-last copy (contiguous
+    in float64): no view of Keras's HWIO is one, and PyTorch would otherwise copy it in the
+    forward pass and again in the backward."""
     kernel = kernel.permute(3, 2, 0, 1)
-    return kernel.contiguous() if kernel.dtype == torch.float64 else kernel
+    layout = torch.contiguous_format if kernel.dtype == torch.float64 else torch.channels_last
+    return kernel.contiguous(memory_format=layout)
 
 
 def conv2d(inputs: torch.Tensor, kernel: torch.Tensor, strides: tuple[int, int], padding):
