@@ -8,8 +8,9 @@ The README and the site's home page show the same table, made here from:
 - float64 parity: benchmarks/results/parity.json (docs/make_parity_report.py), the largest
   difference of any float64 check between the backend and any other;
 - step times: the committed `dcgan bench` runs of dcgan64 at batch 64, on a CPU with
-  bfloat16 instructions (benchmarks/results/cpu-spr-dcgan64-b64.json) and on a GPU (benchmarks/results/gpu/), each
-  backend's best float32 and bf16 mode as a multiple of that run's fastest float32 mode's time;
+  bfloat16 instructions (benchmarks/results/cpu-epyc-dcgan64-b64.json, the latest) and on a
+  GPU (benchmarks/results/gpu/), each backend's best float32 and bf16 mode as a multiple of
+  that run's fastest float32 mode's time;
 - FD: benchmarks/results/quality/quality.json (`python -m benchmarks.quality`), mean ± sd
   over the seeds each backend was trained with;
 - time to quality: benchmarks/results/quality/time-to-quality.json (`python -m
@@ -41,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 PARITY = RESULTS / "parity.json"
 # The committed benchmark runs the table reads, by the column label of their device.
-BENCHES = {"CPU": RESULTS / "cpu-spr-dcgan64-b64.json", "H200": RESULTS / "gpu" / "gpu-dcgan64-b64.json"}
+BENCHES = {"CPU": RESULTS / "cpu-epyc-dcgan64-b64.json", "H200": RESULTS / "gpu" / "gpu-dcgan64-b64.json"}
 QUALITY = RESULTS / "quality" / "quality.json"
 TIME = RESULTS / "quality" / "time-to-quality.json"
 HEADLINE_FD = 200  # every backend's average reached it within the study's 2000 iterations; 150 only two
