@@ -12,8 +12,9 @@ a call (docs/benchmarks.md has the profile and the step times).
 
 In float64 the convolutions take PyTorch's contiguous NCHW and OIHW instead: its CPU float64
 convolution (`slow_conv2d`) refuses the weight gradient of a channels-last convolution with
-one output channel, "grad_weight must be contiguous" (docs/conventions.md). The parity suite
-holds these functions to PyTorch's numbers (tests/parity), in float64 and float32.
+one output channel, "grad_weight must be contiguous" (docs/conventions.md). The layers built
+on these functions compute Keras's own layers' values and gradients (tests/test_keras_on_torch.py),
+and the parity suite holds the models to PyTorch's numbers in float64 and float32 (tests/parity).
 """
 
 from __future__ import annotations
