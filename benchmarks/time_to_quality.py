@@ -17,7 +17,9 @@ report sets each one's FD against the float32 run's at the same iterations, the 
 mixed precision still trains the same GAN, and its minutes beside float32's.
 
 The machine is recorded when the first run starts (runs/time-to-quality/machine.json), and
-a run continued on another CPU model is refused: times from two machines do not compare.
+a run continued on another CPU model is refused: times from two machines do not compare. For
+the same reason `report` keeps the runs recorded in time-to-quality.json only while they come
+from the study in runs/time-to-quality (the same machine.json); a new study replaces them.
 """
 
 from __future__ import annotations
@@ -139,7 +141,10 @@ def report(args: argparse.Namespace) -> None:
     kept = json.loads(RECORDS.read_text()) if RECORDS.exists() else {"runs": {}}
     runs = dict(kept["runs"])
     if (RUNS / "machine.json").exists():
-        kept["machine"] = json.loads((RUNS / "machine.json").read_text())
+        machine = json.loads((RUNS / "machine.json").read_text())
+        if kept.get("machine") != machine:  # another study's runs, on another machine or day: not mixed in
+            runs = {}
+        kept["machine"] = machine
         for name in (run_name(b, p) for p in ("float32", "bf16") for b in BACKENDS):
             metrics = RUNS / name / "metrics.jsonl"
             if metrics.exists():

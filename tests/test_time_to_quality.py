@@ -1,5 +1,5 @@
 """The time-to-quality study's arithmetic: training time excludes the scoring, a threshold is
-met at the first score at or below it, and runs from another CPU are refused."""
+met at the first score at or below it, and runs from another CPU are refused or replaced."""
 
 from __future__ import annotations
 
@@ -60,6 +60,17 @@ def test_the_report_tables_minutes_to_each_threshold_for_the_average_and_g(tmp_p
     (tmp_path / "runs" / "machine.json").unlink()
     ttq.report(argparse.Namespace())
     assert row in (tmp_path / "time-to-quality.md").read_text()
+    # a new study, on another machine, replaces them: its jax run is not tabled beside the old torch run
+    (tmp_path / "runs" / "torch" / "metrics.jsonl").unlink()
+    (tmp_path / "runs" / "jax").mkdir()
+    (tmp_path / "runs" / "jax" / "metrics.jsonl").write_text("\n".join(map(json.dumps, lines)))
+    (tmp_path / "runs" / "machine.json").write_text(
+        json.dumps({"cpu": {"model": "Other CPU", "usable_cpus": 2, "flags": ["avx2"]}, "commit": "def", "date": "e"})
+    )
+    ttq.report(argparse.Namespace())
+    text = (tmp_path / "time-to-quality.md").read_text()
+    assert "| jax |" in text and "| torch |" not in text and "Other CPU" in text
+    assert list(json.loads((tmp_path / "time-to-quality.json").read_text())["runs"]) == ["jax"]
 
 
 def test_runs_continued_on_another_cpu_are_refused(tmp_path, monkeypatch):
